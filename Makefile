@@ -1,0 +1,23 @@
+# Two entry points for a fresh clone: `make repro` (the pipeline) and `make test` (the suite).
+# Both create .venv and install everything on first use; later runs reuse it.
+VENV ?= .venv
+PYTHON ?= python3
+# The torch build to install; override for your platform, e.g. TORCH="torch==2.9.1 torchvision==0.24.1".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export I2I_QUIET ?=
+
+.PHONY: setup repro test
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(TORCH)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	pytest -q

@@ -1,0 +1,20 @@
+"""Where downloads live outside the repository, shared by every clone and DVC experiment copy.
+
+Dataset archives go to ``$I2I_CACHE`` (default ``~/.cache/i2i``). Pretrained weights go to the
+folder torchvision itself reads (``$TORCH_HOME/hub/checkpoints``), so a file fetched or placed
+there by hand is found by torchvision and lpips without any network.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("I2I_CACHE") or Path.home() / ".cache" / "i2i") / "datasets"
+
+
+def weights_dir() -> Path:
+    import torch.hub  # the one authority on where torchvision looks
+
+    return Path(torch.hub.get_dir()) / "checkpoints"

@@ -1,0 +1,119 @@
+"""The ``i2i`` command line. DVC's stage scripts in ``stages/`` call these same commands."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from i2i.config import ParamsError, load_params, to_dict
+from i2i.data.archive import UnsafeArchiveError
+from i2i.data.download import DatasetLayoutError
+from i2i.data.fetch import DownloadError
+from i2i.data.preprocess import PreprocessError
+from i2i.data.registry import DATASETS
+from i2i.io import write_json
+
+# Errors whose message is the whole story: shown without a traceback.
+USER_ERRORS = (ParamsError, DownloadError, UnsafeArchiveError, DatasetLayoutError, PreprocessError,
+               FileNotFoundError)
+
+params_option = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path), help="Params file to read.",
+)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="i2i")
+def main() -> None:
+    """i2i: unpaired image-to-image translation (CycleGAN, MUNIT) as a DVC + MLflow pipeline.
+
+    Run the whole pipeline with `dvc repro`; these commands run single stages by hand.
+    """
+
+
+@main.command()
+@params_option
+@user_errors
+def params(params_path: Path) -> None:
+    """Validate a params file and print it resolved, as JSON."""
+    click.echo(json.dumps(to_dict(load_params(params_path)), indent=2))
+
+
+@main.command()
+def datasets() -> None:
+    """List the datasets data.dataset can name."""
+    for spec in DATASETS.values():
+        where = {"synthetic": "generated locally", "folder": "your folder (data.path)"}.get(
+            spec.source, spec.url())
+        click.echo(f"{spec.name:24s} {spec.layout:9s} {where}")
+
+
+@main.command()
+@params_option
+@click.option("--out", default="data/raw", show_default=True, type=click.Path(path_type=Path),
+              help="Folder to write the raw dataset to (replaced whole).")
+@user_errors
+def download(params_path: Path, out: Path) -> None:
+    """Fetch or generate the dataset named by data.dataset."""
+    from i2i.data.download import download as run
+
+    info = run(load_params(params_path).data, out)
+    click.echo(f"{info['name']} ({info['layout']}) from {info['origin']} -> {out}")
+
+
+@main.command()
+@params_option
+@click.option("--raw", default="data/raw", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--report", default="reports/preprocess.json", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def preprocess(params_path: Path, raw: Path, out: Path, report: Path) -> None:
+    """Decode, convert and resize the raw images into the fast training cache."""
+    from i2i.data.preprocess import preprocess as run
+
+    result = run(raw, out, load_params(params_path).data)
+    write_json(report, result)
+    counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items())
+    click.echo(f"{counts}; {len(result['skipped'])} skipped (see {report}) -> {out}")
+
+
+@main.command()
+@click.argument("names", nargs=-1, type=click.Choice(["vgg16", "alexnet", "squeezenet1_1", "inception_v3"]))
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Fetch the weights these params need (instead of / besides NAMES).")
+@click.option("--list", "list_only", is_flag=True, help="Only show which files are cached.")
+@user_errors
+def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -> None:
+    """Fetch pretrained backbone weights into torchvision's cache."""
+    from i2i import weights as w
+
+    mirror = ""
+    wanted = list(names)
+    if params_path is not None:
+        p = load_params(params_path)
+        mirror = p.data.weights_mirror
+        wanted += w.required(p)
+    if list_only:
+        for name, spec in w.WEIGHTS.items():
+            path = w.weights_dir() / spec.filename
+            click.echo(f"{name:15s} {'cached ' if path.is_file() else 'missing'} {path}")
+        return
+    if not wanted:
+        click.echo("no weights needed")
+    for name, path in w.ensure(list(dict.fromkeys(wanted)), mirror).items():
+        click.echo(f"{name}: {path}")

@@ -1,0 +1,224 @@
+"""Typed, frozen view of ``params.yaml``.
+
+Every stage loads the whole file through :func:`load_params` before doing any work, so a typo
+anywhere fails fast. The dataclasses below mirror the YAML one to one: an unknown key, a missing
+key, a value of the wrong type or out of range raises :class:`ParamsError` whose message names
+the file, the dotted key (``data.load_size``), the bad value and what would be accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from i2i.data.registry import DATASETS
+
+
+class ParamsError(ValueError):
+    """A params file that cannot drive a stage."""
+
+
+def bounded(*, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with an inclusive/exclusive numeric range checked at load time."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le})
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    """The built-in synthetic dataset (an edges2shoes analogue), see ``i2i.data.shapes``."""
+
+    image_size: int = bounded(ge=16, le=1024)
+    num_train: int = bounded(ge=1)
+    num_test: int = bounded(ge=1)
+    num_modes: int = bounded(ge=1, le=8)
+    max_shapes: int = bounded(ge=1, le=8)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    path: str
+    mirror: str
+    weights_mirror: str
+    seed: int = bounded(ge=0)
+    load_size: int = bounded(ge=8)
+    crop_size: int = bounded(ge=8)
+    flip: bool
+    num_workers: int = bounded(ge=0)
+    shapes: ShapesConfig
+
+    def checks(self) -> Iterator[tuple[str, Any, str]]:
+        if self.dataset not in DATASETS:
+            yield "dataset", self.dataset, f"expected one of {', '.join(sorted(DATASETS))}"
+        if self.dataset == "folder" and not self.path:
+            yield "path", self.path, "dataset 'folder' needs the folder holding trainA/ trainB/ testA/ testB/"
+        if self.crop_size > self.load_size:
+            yield "crop_size", self.crop_size, f"must be <= data.load_size ({self.load_size})"
+        for key in ("mirror", "weights_mirror"):
+            url = getattr(self, key)
+            if url and not url.startswith(("http://", "https://", "file://")):
+                yield key, url, "expected an http://, https:// or file:// base URL, or '' for the official host"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["cyclegan", "munit"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    vgg_w: float = bounded(ge=0)
+    vgg_pretrained: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = bounded(ge=0)
+    batch_size: int = bounded(ge=1)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    num_styles: int = bounded(ge=1)
+
+
+METRIC_NAMES = (
+    "lpips_diversity", "inception_score", "cis", "fid", "kid", "content_iou", "mode_coverage",
+)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    metrics: tuple[str, ...]
+    pretrained: bool
+    lpips_net: Literal["alex", "vgg", "squeeze"]
+    classifier: Literal["inception", "domain"]
+
+    def checks(self) -> Iterator[tuple[str, Any, str]]:
+        for name in self.metrics:
+            if name not in METRIC_NAMES:
+                yield "metrics", name, f"unknown metric; expected any of {', '.join(METRIC_NAMES)}"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str
+    experiment: str
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    train: TrainConfig
+    sample: SampleConfig
+    evaluate: EvaluateConfig
+    tracking: TrackingConfig
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; raise :class:`ParamsError` on the first problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: Any, source: str = "<params>") -> Params:
+    return _build(Params, raw, "", source)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples become lists), the inverse of params_from_dict."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(obj))
+
+
+def _fail(source: str, key: str, value: Any, what: str) -> ParamsError:
+    return ParamsError(f"{source}: {key} = {value!r}: {what}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ParamsError(
+                f"{source}: unknown key '{prefix}{key}'{hint}; "
+                f"keys allowed in {where}: {', '.join(fields)}"
+            )
+    values = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name not in raw:
+            raise ParamsError(f"{source}: missing key '{key}'")
+        value = _convert(hints[name], raw[name], key, source)
+        _check_range(f, value, key, source)
+        values[name] = value
+    obj = cls(**values)
+    if hasattr(obj, "checks"):
+        for sub, value, what in obj.checks():
+            raise _fail(source, prefix + sub, value, what)
+    return obj
+
+
+def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", source)
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices or type(value) is not type(choices[0]):
+            raise _fail(source, key, value, f"expected one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _fail(source, key, value, "expected a list")
+        (item_tp, _ellipsis) = get_args(tp)
+        return tuple(_convert(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(source, key, value, "expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(source, key, value, "expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(source, key, value, "expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(source, key, value, "expected a string")
+        return value
+    raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug in this module
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str, source: str) -> None:
+    ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
+    if ge is not None and value < ge:
+        raise _fail(source, key, value, f"must be >= {ge}")
+    if gt is not None and value <= gt:
+        raise _fail(source, key, value, f"must be > {gt}")
+    if le is not None and value > le:
+        raise _fail(source, key, value, f"must be <= {le}")

@@ -1,0 +1,1 @@
+"""Datasets: registry and download, the synthetic ``shapes`` generator, preprocessing, loaders."""

@@ -1,0 +1,124 @@
+"""Streaming HTTP download that survives a dead connection and never leaves a half file in place.
+
+The file grows in ``<dest>.part``; an interrupted download (a dropped connection here, or a killed
+process earlier) continues from there with an HTTP Range request. Size and, when known, SHA-256
+are checked before the part file is renamed onto ``dest``, so an existing ``dest`` is complete
+and fetching it again is a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from i2i.progress import progress
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched; the message says where to put it by hand."""
+
+
+class _Interrupted(Exception):
+    """The connection dropped mid-file; the part file is kept for a resume."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(url: str, dest: str | Path, *, sha256: str = "", retries: int = 3,
+          timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` unless it is already there; return ``dest``.
+
+    ``sha256`` may be a full hex digest or a prefix of one (torchvision's file names carry one).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    by_hand = f"download {url} yourself and place it at {dest.resolve()}"
+    for attempt in range(retries + 1):
+        try:
+            _stream(url, part, timeout, by_hand)
+            break
+        except _Interrupted as e:
+            if attempt == retries:
+                raise DownloadError(
+                    f"{url}: connection lost {retries + 1} times ({e}); the partial file "
+                    f"{part} is kept and the next run resumes it, or {by_hand}"
+                ) from None
+    if sha256:
+        got = sha256_of(part)
+        if not got.startswith(sha256.lower()):
+            part.unlink()
+            raise DownloadError(
+                f"{url}: SHA-256 mismatch, expected {sha256}..., got {got}; the corrupt file was "
+                f"removed. Run again, set a different mirror, or {by_hand}"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def _stream(url: str, part: Path, timeout: float, by_hand: str) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "i2i-downloader", "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:
+            # The server cannot serve past our part file: it is stale or from another version.
+            part.unlink()
+            return _stream(url, part, timeout, by_hand)
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; {by_hand}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"cannot reach {url} ({reason}); {by_hand}") from None
+    with resp:
+        status = getattr(resp, "status", None)
+        total = _int(resp.headers.get("Content-Length"))
+        if have and status == 206:
+            start, full = _content_range(resp.headers.get("Content-Range", ""))
+            if start != have:
+                raise _Interrupted(f"server resumed at byte {start}, expected {have}")
+            mode, total = "ab", full
+        else:
+            mode, have = "wb", 0
+        try:
+            with open(part, mode) as f, progress(total=total, initial=have, unit="B", unit_scale=True,
+                                                 desc=part.name[: -len(".part")]) as bar:
+                while block := resp.read(CHUNK):
+                    f.write(block)
+                    bar.update(len(block))
+        except (http.client.IncompleteRead, ConnectionError, socket.timeout) as e:
+            raise _Interrupted(str(e) or type(e).__name__) from None
+    size = part.stat().st_size
+    if total is not None and size != total:
+        if size < total:
+            raise _Interrupted(f"got {size} of {total} bytes")
+        part.unlink()
+        raise DownloadError(f"{url}: got {size} bytes, more than the announced {total}; {by_hand}")
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _content_range(value: str) -> tuple[int, int | None]:
+    m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", value.strip())
+    if not m:
+        raise _Interrupted(f"unusable Content-Range {value!r}")
+    return int(m.group(1)), (None if m.group(2) == "*" else int(m.group(2)))

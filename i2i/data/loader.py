@@ -1,0 +1,129 @@
+"""Read the preprocessed cache and feed it to a model.
+
+Workers only slice memory-mapped uint8 arrays (crop, flip) and hand over uint8 batches
+[N, H, W, 3]; conversion to float and normalisation to [-1, 1] happen on the training device in
+:func:`to_model_input`, which is where the arithmetic is cheapest. Sampling follows the CycleGAN
+reference: item i pairs A[i mod |A|] with a B image drawn at random, so the data stay unpaired,
+and an epoch is max(|A|, |B|) items. Randomness is keyed by (seed, epoch, index), so it does not
+depend on the number of workers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from i2i.config import DataConfig
+
+
+class DomainImages:
+    """One preprocessed part (``train_a``, ...): images, labels, masks and names by index."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        if not (folder / "index.npy").is_file():
+            raise FileNotFoundError(f"{folder}: not a preprocessed part; run the preprocess stage")
+        self.folder = folder
+        self.index = np.load(folder / "index.npy")  # [N, 3]: byte offset, height, width
+        self.labels = np.load(folder / "labels.npy")
+        self.names = json.loads((folder / "names.json").read_text())
+        manifest = json.loads((folder.parent / "manifest.json").read_text())
+        self.classes: list[str] = manifest["parts"][folder.name]["classes"]
+        self._images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r")
+        masks = folder / "masks.u8"
+        self._masks = np.memmap(masks, dtype=np.uint8, mode="r") if masks.is_file() else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def has_masks(self) -> bool:
+        return self._masks is not None
+
+    def image(self, i: int) -> np.ndarray:
+        off, h, w = self.index[i]
+        return self._images[off: off + h * w * 3].reshape(h, w, 3)  # [H, W, 3] uint8
+
+    def mask(self, i: int) -> np.ndarray:
+        if self._masks is None:
+            raise ValueError(f"{self.folder}: this part has no geometry masks")
+        off, h, w = self.index[i]
+        return self._masks[off // 3: off // 3 + h * w].reshape(h, w).astype(bool)  # [H, W]
+
+
+def crop_flip(image: np.ndarray, size: int, rng: np.random.Generator | None, flip: bool) -> np.ndarray:
+    """Random crop (centre crop when ``rng`` is None) to ``size`` square, optional random flip."""
+    h, w, _ = image.shape
+    if rng is None:
+        top, left = (h - size) // 2, (w - size) // 2
+    else:
+        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    out = image[top: top + size, left: left + size]
+    if flip and rng is not None and rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+class UnpairedDataset(Dataset):
+    """Training pairs (a, b) of uint8 crops, B drawn independently of A."""
+
+    def __init__(self, a: DomainImages, b: DomainImages, crop_size: int, flip: bool, seed: int):
+        self.a, self.b = a, b
+        self.crop_size, self.flip, self.seed = crop_size, flip, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        ia, ib = i % len(self.a), int(rng.integers(len(self.b)))
+        a = crop_flip(self.a.image(ia), self.crop_size, rng, self.flip)
+        b = crop_flip(self.b.image(ib), self.crop_size, rng, self.flip)
+        return {"a": torch.from_numpy(a), "b": torch.from_numpy(b),
+                "a_index": torch.tensor(ia), "b_index": torch.tensor(ib)}
+
+
+class TestImages(Dataset):
+    """One domain's test images, centre-cropped, in file order, with their index."""
+
+    def __init__(self, images: DomainImages, crop_size: int):
+        self.images, self.crop_size = images, crop_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = crop_flip(self.images.image(i), self.crop_size, None, False)
+        return {"x": torch.from_numpy(x), "index": torch.tensor(i)}
+
+
+def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: int,
+                 sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
+    """Shuffled, pinned, prefetching loader of unpaired uint8 training batches."""
+    prepared = Path(prepared)
+    dataset = UnpairedDataset(DomainImages(prepared / "train_a"), DomainImages(prepared / "train_b"),
+                              cfg.crop_size, cfg.flip, seed)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+        generator=generator, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+        drop_last=True, persistent_workers=False,
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+    )
+
+
+def to_model_input(batch: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1] on ``device``.
+
+    The permute of NHWC memory already has channels-last strides; only the default layout
+    needs a copy.
+    """
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x if channels_last else x.contiguous()

@@ -1,0 +1,15 @@
+"""DVC stage `download`: fetch or generate the dataset named by `data.dataset`.
+
+dvc.yaml runs: python stages/download.py --params params.yaml --out data/raw
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["download", *sys.argv[1:]], prog_name="stages/download.py")
