@@ -117,3 +117,7 @@ def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -
         click.echo("no weights needed")
     for name, path in w.ensure(list(dict.fromkeys(wanted)), mirror).items():
         click.echo(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,9 @@
 
 The raw layout is either ``unpaired`` (``trainA/ trainB/ testA/ testB/``, optional class
 sub-folders and ``masks/``) or ``paired`` (``train/ val/`` of side-by-side pairs, split in two by
-the preprocess stage). ``dataset.json`` records which, and where the data came from.
+the preprocess stage). ``dataset.json`` records which, where the data came from, and the
+classes a domain declares (a generator knows all of them even if a small set misses one;
+without a declaration the preprocess stage takes the class sub-folders it finds).
 """
 from __future__ import annotations
 
@@ -28,9 +30,11 @@ def download(cfg: DataConfig, out: str | Path) -> dict:
     """Fetch or generate the dataset into ``out`` (replaced whole, atomically); return its info."""
     spec = DATASETS[cfg.dataset]
     with atomic_dir(out) as tmp:
+        classes = {}
         if spec.source == "synthetic":
             shapes.generate(cfg.shapes, cfg.seed, tmp)
             origin = f"generated (data.seed={cfg.seed})"
+            classes = {"b": [m.name for m in shapes.MODES[: cfg.shapes.num_modes]]}
         elif spec.source == "folder":
             src = Path(cfg.path).expanduser()
             _check_layout(src, spec.layout, f"data.path={cfg.path!r}")
@@ -46,7 +50,7 @@ def download(cfg: DataConfig, out: str | Path) -> dict:
             for name in REQUIRED[spec.layout]:
                 (top / name).rename(tmp / name)
             shutil.rmtree(extracted)
-        info = {"name": spec.name, "layout": spec.layout, "origin": origin}
+        info = {"name": spec.name, "layout": spec.layout, "origin": origin, "classes": classes}
         write_json(tmp / "dataset.json", info)
     return info
 

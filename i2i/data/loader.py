@@ -90,7 +90,7 @@ class UnpairedDataset(Dataset):
                 "a_index": torch.tensor(ia), "b_index": torch.tensor(ib)}
 
 
-class TestImages(Dataset):
+class EvalImages(Dataset):
     """One domain's test images, centre-cropped, in file order, with their index."""
 
     def __init__(self, images: DomainImages, crop_size: int):

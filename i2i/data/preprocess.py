@@ -150,8 +150,11 @@ def preprocess(raw: str | Path, out: str | Path, cfg: DataConfig) -> dict:
     with atomic_dir(out) as tmp, _executor(cfg.num_workers) as pool:
         for domain in ("a", "b"):
             # One class list per domain, shared by its splits, so label k means the same class.
-            names = sorted({i.label for part in PARTS if part.endswith(domain) for i in listed[part][1]})
-            classes = [] if names in ([], [""]) else names
+            found = sorted({i.label for part in PARTS if part.endswith(domain) for i in listed[part][1]})
+            classes = info.get("classes", {}).get(domain) or ([] if found in ([], [""]) else found)
+            if classes and not set(found) <= set(classes):
+                raise PreprocessError(f"{raw}: class folders {sorted(set(found) - set(classes))} of "
+                                      f"domain {domain.upper()} are not among the declared {classes}")
             for part in (f"train_{domain}", f"test_{domain}"):
                 folder, items, skipped = listed[part]
                 with_mask = bool(items) and all(i.mask is not None for i in items)

@@ -1,0 +1,122 @@
+"""Shared fixtures: a real HTTP server on 127.0.0.1, tiny params files, small image helpers."""
+from __future__ import annotations
+
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FileServer(ThreadingHTTPServer):
+    """Serves files from ``root``; honours Range unless ``ranges`` is False; can drop connections.
+
+    ``cut[path] = [n1, n2, ...]`` makes the next responses for ``path`` stop after n bytes of
+    body (then close the socket), one entry per request. Every request is logged.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.ranges = True
+        self.cut: dict[str, list[int]] = {}
+        self.log: list[dict] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def sent(self, path: str) -> int:
+        return sum(r["sent"] for r in self.log if r["path"] == path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        srv: FileServer = self.server  # type: ignore[assignment]
+        entry = {"path": self.path, "range": self.headers.get("Range"), "sent": 0}
+        srv.log.append(entry)
+        f = srv.root / self.path.lstrip("/")
+        if not f.is_file():
+            self.send_error(404, "Not Found")
+            return
+        data = f.read_bytes()
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if m and srv.ranges:
+            start = int(m.group(1))
+            if start >= len(data):
+                self.send_error(416, "Range Not Satisfiable")
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            start = 0
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cuts = srv.cut.get(self.path)
+        if cuts:
+            body = body[: cuts.pop(0)]
+            self.close_connection = True
+        self.wfile.write(body)
+        self.wfile.flush()
+        entry["sent"] = len(body)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    root = tmp_path / "served"
+    root.mkdir()
+    srv = FileServer(root)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's real caches: datasets and weights go under tmp_path."""
+    monkeypatch.setenv("I2I_CACHE", str(tmp_path / "i2i-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("I2I_QUIET", "1")
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(**data_overrides: object) -> dict:
+    """The default params with a tiny synthetic dataset, as a dict to edit or dump."""
+    p = default_params()
+    p["data"].update(load_size=32, crop_size=32, num_workers=0)
+    p["data"]["shapes"].update(image_size=32, num_train=6, num_test=3)
+    p["data"].update(data_overrides)
+    return p
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def save_image(path: Path, array: np.ndarray, **kwargs: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+def solid(h: int, w: int, value: int | tuple[int, int, int]) -> np.ndarray:
+    return np.full((h, w, 3), value, dtype=np.uint8)

@@ -1,0 +1,126 @@
+"""params.yaml is loaded into typed, frozen dataclasses; bad params fail fast with a clear message."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from i2i.config import ParamsError, load_params, params_from_dict, to_dict
+from tests.conftest import REPO, default_params, tiny_params, write_params
+
+
+def test_default_params_load_and_round_trip():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.dataset == "shapes"
+    assert to_dict(params) == default_params()
+
+
+def test_params_are_frozen():
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.data.load_size = 3  # type: ignore[misc]
+
+
+def test_every_key_in_params_yaml_has_a_comment():
+    for n, line in enumerate((REPO / "params.yaml").read_text().splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#") and ":" in line and not line.endswith(":"):
+            assert "#" in line, f"params.yaml line {n} has no comment: {line!r}"
+
+
+def _error(params: dict) -> str:
+    with pytest.raises(ParamsError) as e:
+        params_from_dict(params, source="p.yaml")
+    return str(e.value)
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    p = default_params()
+    p["data"]["load_szie"] = 64
+    msg = _error(p)
+    assert "p.yaml" in msg and "'data.load_szie'" in msg and "did you mean 'data.load_size'" in msg
+
+
+def test_unknown_section_is_named():
+    p = default_params()
+    p["trian"] = {}
+    assert "unknown key 'trian'" in _error(p)
+
+
+def test_missing_key_is_named():
+    p = default_params()
+    del p["train"]["seed"]
+    assert "missing key 'train.seed'" in _error(p)
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("data", "load_size", "big", "data.load_size = 'big': expected an integer"),
+    ("data", "load_size", True, "data.load_size = True: expected an integer"),
+    ("data", "load_size", 3, "data.load_size = 3: must be >= 8"),
+    ("data", "flip", "yes", "data.flip = 'yes': expected true or false"),
+    ("data", "crop_size", 128, "data.crop_size = 128: must be <= data.load_size (64)"),
+    ("data", "dataset", "imagenet", "data.dataset = 'imagenet': expected one of"),
+    ("data", "mirror", "ftp://x", "data.mirror = 'ftp://x': expected an http://"),
+    ("model", "name", "pix2pix", "model.name = 'pix2pix': expected one of cyclegan, munit"),
+    ("loss", "vgg_w", -1, "loss.vgg_w = -1.0: must be >= 0"),
+    ("evaluate", "metrics", ["fid", "psnr"], "evaluate.metrics = 'psnr': unknown metric"),
+    ("evaluate", "metrics", "fid", "evaluate.metrics = 'fid': expected a list"),
+])
+def test_bad_value_names_key_value_and_what_is_allowed(section, key, value, expected):
+    p = default_params()
+    p[section][key] = value
+    assert expected in _error(p)
+
+
+def test_nested_section_errors_use_dotted_keys():
+    p = default_params()
+    p["data"]["shapes"]["num_modes"] = 9
+    assert "data.shapes.num_modes = 9: must be <= 8" in _error(p)
+
+
+def test_folder_dataset_needs_a_path():
+    p = default_params()
+    p["data"]["dataset"] = "folder"
+    assert "data.path = ''" in _error(p)
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    p = default_params()
+    p["loss"]["vgg_w"] = 1
+    assert params_from_dict(p).loss.vgg_w == 1.0
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="must be a mapping"):
+        load_params(bad)
+
+
+def test_stage_with_bad_params_stops_before_any_work(tmp_path: Path):
+    p = tiny_params()
+    p["data"]["load_size"] = -3
+    params = write_params(tmp_path / "bad.yaml", p)
+    out = tmp_path / "raw"
+    proc = subprocess.run([sys.executable, str(REPO / "stages/download.py"), "--params", str(params),
+                           "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "data.load_size = -3: must be >= 8" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_any_stage_can_read_another_params_file(tmp_path: Path):
+    params = write_params(tmp_path / "other.yaml", tiny_params(seed=7))
+    proc = subprocess.run([sys.executable, "-m", "i2i.cli", "params", "--params", str(params)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["data"]["seed"] == 7
