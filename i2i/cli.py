@@ -8,17 +8,12 @@ from typing import Any, Callable
 
 import click
 
-from i2i.config import ParamsError, load_params, to_dict
-from i2i.data.archive import UnsafeArchiveError
-from i2i.data.download import DatasetLayoutError
-from i2i.data.fetch import DownloadError
-from i2i.data.preprocess import PreprocessError
+from i2i.config import load_params, to_dict
 from i2i.data.registry import DATASETS
+from i2i.errors import I2IError
 from i2i.io import write_json
 
-# Errors whose message is the whole story: shown without a traceback.
-USER_ERRORS = (ParamsError, DownloadError, UnsafeArchiveError, DatasetLayoutError, PreprocessError,
-               FileNotFoundError)
+# Each command imports the code it runs when it runs, so a DVC stage depends on that code only.
 
 params_option = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
@@ -31,7 +26,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
+        except I2IError as e:
             raise click.ClickException(str(e)) from None
     return wrapper
 

@@ -16,9 +16,10 @@ from typing import Any, Iterator, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from i2i.data.registry import DATASETS
+from i2i.errors import I2IError
 
 
-class ParamsError(ValueError):
+class ParamsError(I2IError, ValueError):
     """A params file that cannot drive a stage."""
 
 

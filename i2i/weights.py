@@ -11,6 +11,7 @@ from pathlib import Path
 from i2i.cache import weights_dir
 from i2i.config import Params
 from i2i.data.fetch import fetch
+from i2i.errors import I2IError
 
 PYTORCH_HOST = "https://download.pytorch.org/models/"
 
@@ -37,7 +38,7 @@ WEIGHTS = {w.name: w for w in (
 LPIPS_BACKBONE = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(I2IError, FileNotFoundError):
     """Pretrained weights are needed but not in the cache."""
 
 

@@ -102,5 +102,5 @@ def test_corrupt_archive_keeps_the_previous_extraction(tmp_path: Path):
 def test_not_an_archive_is_a_clear_error(tmp_path: Path):
     f = tmp_path / "x.zip"
     f.write_text("<html>404</html>")
-    with pytest.raises(ValueError, match="not a zip or tar archive"):
+    with pytest.raises(UnsafeArchiveError, match="not a zip or tar archive"):
         extract(f, tmp_path / "dest")

@@ -1,6 +1,7 @@
 """Preprocessing: every image mode becomes RGB, bad files are skipped with a reason, output is exact."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -166,3 +167,15 @@ def test_paired_layout_is_split_into_halves_and_val_is_test(tmp_path: Path):
     a, b = DomainImages(tmp_path / "out" / "train_a"), DomainImages(tmp_path / "out" / "train_b")
     assert a.image(0).shape == b.image(0).shape == (16, 16, 3)
     assert a.image(0).max() < 30 and b.image(0).min() > 225
+
+
+def test_worker_processes_give_the_same_cache(tmp_path: Path):
+    raw = make_raw(tmp_path / "raw")
+    fill_plain(raw)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        save_image(raw / "trainA" / f"r{i:02d}.png", rng.integers(0, 255, (20 + i, 24, 3), np.uint8))
+    serial = preprocess(raw, tmp_path / "o0", CFG)
+    parallel = preprocess(raw, tmp_path / "o2", dataclasses.replace(CFG, num_workers=2))
+    assert parallel["content_hash"] == serial["content_hash"]
+    assert parallel["counts"]["train_a"] == 41

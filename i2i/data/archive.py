@@ -13,10 +13,11 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from i2i.errors import I2IError
 from i2i.io import atomic_dir
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(I2IError, ValueError):
     """An archive entry would write outside the destination folder."""
 
 
@@ -28,7 +29,7 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
     elif tarfile.is_tarfile(archive):
         opener = _extract_tar
     else:
-        raise ValueError(f"{archive}: not a zip or tar archive")
+        raise UnsafeArchiveError(f"{archive}: not a zip or tar archive")
     with atomic_dir(dest) as tmp:
         opener(archive, tmp)
     return dest

@@ -17,12 +17,13 @@ from i2i.data import shapes
 from i2i.data.archive import extract
 from i2i.data.fetch import fetch
 from i2i.data.registry import DATASETS
+from i2i.errors import I2IError
 from i2i.io import atomic_dir, write_json
 
 REQUIRED = {"unpaired": ("trainA", "trainB", "testA", "testB"), "paired": ("train", "val")}
 
 
-class DatasetLayoutError(RuntimeError):
+class DatasetLayoutError(I2IError, RuntimeError):
     """The source folder or archive does not hold the expected sub-folders."""
 
 

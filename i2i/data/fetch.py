@@ -16,12 +16,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from i2i.errors import I2IError
 from i2i.progress import progress
 
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(I2IError, RuntimeError):
     """A file could not be fetched; the message says where to put it by hand."""
 
 

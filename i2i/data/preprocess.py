@@ -21,6 +21,7 @@ from PIL import Image
 
 from i2i.config import DataConfig
 from i2i.data.images import IMAGE_SUFFIXES, BadImage, load_rgb, resize_shorter
+from i2i.errors import I2IError
 from i2i.io import atomic_dir
 
 FORMAT_VERSION = 1
@@ -30,7 +31,7 @@ _PAIRED_FOLDER = {"train": "train", "test": "val"}
 _PAIRED_BOX = {"a": (0.0, 0.0, 0.5, 1.0), "b": (0.5, 0.0, 1.0, 1.0)}
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(I2IError, RuntimeError):
     """The raw data cannot make a usable dataset; the message names the folder."""
 
 

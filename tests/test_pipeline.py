@@ -1,0 +1,90 @@
+"""The real DVC pipeline and the CLI, run as a user runs them, in a scratch copy of the repo."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_params, write_params
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline and a tiny params.yaml."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("i2i", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    write_params(root / "params.yaml", tiny_params())
+    run(["git", "init", "-q"], root)
+    run([str(BIN / "dvc"), "init", "-q"], root)
+    run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+    return root
+
+
+def test_dvc_repro_runs_download_and_preprocess_then_is_a_no_op(repo: Path):
+    dvc = str(BIN / "dvc")
+    out = run([dvc, "repro"], repo)
+    assert "Running stage 'download'" in out and "Running stage 'preprocess'" in out
+    report = yaml.safe_load((repo / "reports" / "preprocess.json").read_text())
+    assert report["counts"] == {"train_a": 6, "test_a": 3, "train_b": 6, "test_b": 3}
+    assert (repo / "data" / "prepared" / "manifest.json").is_file()
+
+    out = run([dvc, "repro"], repo)
+    assert "Running stage" not in out and "Data and pipelines are up to date" in out
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["load_size"] = 40
+    write_params(repo / "params.yaml", params)
+    out = run([dvc, "repro"], repo)
+    assert "Stage 'download' didn't change" in out and "Running stage 'preprocess'" in out
+    manifest = yaml.safe_load((repo / "data" / "prepared" / "manifest.json").read_text())
+    assert manifest["load_size"] == 40 and manifest["parts"]["train_a"]["height"] == [40, 40]
+
+
+RECORD_IMPORTS = """
+import atexit, json, runpy, shlex, sys
+def dump():
+    files = sorted(m.__file__ for n, m in list(sys.modules.items())
+                   if n.startswith("i2i") and getattr(m, "__file__", None))
+    open("imports.json", "w").write(json.dumps(files))
+atexit.register(dump)
+sys.argv = shlex.split(sys.argv[1])
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_every_i2i_module_a_stage_runs_is_a_dvc_dependency(repo: Path):
+    """A stage re-runs when library code it runs changes, and only then: deps are its imports."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():  # in pipeline order, so each stage has its inputs
+        assert stage["cmd"].startswith("python ")
+        run([sys.executable, "-c", RECORD_IMPORTS, stage["cmd"][len("python "):]], repo)
+        modules = yaml.safe_load((repo / "imports.json").read_text())
+        needed = {str(Path(m).relative_to(repo)) for m in modules if not m.endswith("__init__.py")}
+        listed = {d for d in stage["deps"] if d.startswith("i2i/")}
+        assert needed == listed, f"stage {name}: missing deps {needed - listed}, needless deps {listed - needed}"
+
+
+def test_cli_help_lists_the_commands():
+    out = run([str(BIN / "i2i"), "--help"], REPO)
+    for command in ("download", "preprocess", "weights", "datasets", "params"):
+        assert command in out
+    assert "horse2zebra" in run([str(BIN / "i2i"), "datasets"], REPO)
+    listing = run([str(BIN / "i2i"), "weights", "--list"], REPO)
+    assert "vgg16" in listing and "missing" in listing and "hub/checkpoints/vgg16-397923af.pth" in listing
