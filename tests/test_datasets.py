@@ -12,6 +12,7 @@ from PIL import Image
 
 from i2i.config import ShapesConfig, params_from_dict
 from i2i.data import shapes
+from i2i.data.archive import UnsafeArchiveError
 from i2i.data.download import DatasetLayoutError, download
 from i2i.data.fetch import DownloadError
 from i2i.data.loader import DomainImages
@@ -160,3 +161,14 @@ def test_shapes_download_writes_labelled_layout(tmp_path: Path):
     for i in range(len(b)):
         _, mask, label = shapes.render(0, "train", "b", int(b.names[i].split("/")[1][:5]), c.shapes)
         assert np.array_equal(b.mask(i), mask) and b.classes[b.labels[i]] == shapes.MODES[label].name
+
+
+def test_malicious_dataset_archive_from_the_server_is_refused(server, tmp_path: Path):
+    with zipfile.ZipFile(server.root / "facades.zip", "w") as zf:
+        for folder in ("trainA", "trainB", "testA", "testB"):
+            zf.writestr(f"facades/{folder}/1.png", png(solid(8, 8, 0)))
+        zf.writestr("facades/../../../escaped.txt", b"pwned")
+    with pytest.raises(UnsafeArchiveError, match="'facades/../../../escaped.txt'"):
+        download(cfg(dataset="facades", mirror=server.url), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    assert not list(tmp_path.rglob("escaped.txt"))
