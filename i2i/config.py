@@ -65,13 +65,63 @@ class DataConfig:
                 yield key, url, "expected an http://, https:// or file:// base URL, or '' for the official host"
 
 
+Init = Literal["normal", "xavier", "kaiming", "orthogonal"]
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    generator: Literal["resnet", "unet_128", "unet_256"]
+    n_blocks: int = bounded(ge=1)
+    ngf: int = bounded(ge=1)
+    discriminator: Literal["basic", "n_layers", "pixel"]
+    n_layers_d: int = bounded(ge=1, le=8)
+    ndf: int = bounded(ge=1)
+    norm: Literal["instance", "batch", "none"]
+    dropout: bool
+    init: Init
+    init_gain: float = bounded(gt=0)
+
+
+@dataclass(frozen=True)
+class MunitConfig:
+    dim: int = bounded(ge=1)
+    mlp_dim: int = bounded(ge=1)
+    style_dim: int = bounded(ge=1)
+    n_downsample: int = bounded(ge=0, le=6)
+    n_res: int = bounded(ge=0)
+    activation: Literal["relu", "lrelu"]
+    padding: Literal["reflect", "replicate", "zero"]
+    init: Init
+    dis_dim: int = bounded(ge=1)
+    dis_n_layer: int = bounded(ge=1, le=8)
+    dis_num_scales: int = bounded(ge=1, le=5)
+    dis_norm: Literal["none", "in", "ln"]
+    dis_init: Init
+    init_gain: float = bounded(gt=0)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: Literal["cyclegan", "munit"]
+    cyclegan: CycleGANConfig
+    munit: MunitConfig
 
 
 @dataclass(frozen=True)
 class LossConfig:
+    gan_mode: Literal["lsgan", "vanilla", "wgangp", "hinge", "logistic"]
+    gan_w: float = bounded(ge=0)
+    gp_w: float = bounded(ge=0)
+    r1_gamma: float = bounded(ge=0)
+    r1_every: int = bounded(ge=1)
+    lambda_a: float = bounded(ge=0)
+    lambda_b: float = bounded(ge=0)
+    identity_w: float = bounded(ge=0)
+    pool_size: int = bounded(ge=0)
+    recon_x_w: float = bounded(ge=0)
+    recon_s_w: float = bounded(ge=0)
+    recon_c_w: float = bounded(ge=0)
+    recon_x_cyc_w: float = bounded(ge=0)
     vgg_w: float = bounded(ge=0)
     vgg_pretrained: bool
 

@@ -1,0 +1,303 @@
+"""GAN losses, regularisers and the CycleGAN and MUNIT objectives.
+
+One contract for both models, in the spirit of StyleGAN's ``Loss.accumulate_gradients``: an
+objective has a generator phase and a discriminator phase; each takes a batch of real images
+(``{"a": [N, 3, H, W], "b": ...}`` in [-1, 1]) and returns a :class:`PhaseOutput` with the
+phase's total loss, its named terms (``loss/G/cycle_a``, ``loss/D/b``, ...; weighted, so they
+sum to the total) and, from the generator phase, the detached translations the discriminator
+phase judges. Objectives never step optimisers, log or touch files. During the generator phase
+the discriminators are frozen, so they get no gradient from it; the discriminator phase only
+sees detached fakes, so the generators get none from it.
+
+Adversarial losses (``loss.gan_mode``), for discriminator logits r (real) and f (fake):
+- lsgan (Mao et al. 2017): D: (r - 1)^2 + f^2; G: (f - 1)^2.
+- vanilla (Goodfellow et al. 2014): binary cross-entropy on logits; G non-saturating.
+- wgangp (Gulrajani et al. 2017): D: f - r + gp_w * (|grad D(x_hat)| - 1)^2 with x_hat on lines
+  between real and fake samples; G: -f. (The CycleGAN reference never applies its penalty.)
+- hinge (Lim & Ye 2017): D: relu(1 - r) + relu(1 + f); G: -f.
+- logistic (StyleGAN): D: softplus(f) + softplus(-r) + r1_gamma / 2 * |grad D(real)|^2,
+  the R1 term computed lazily every r1_every steps and scaled by r1_every; G: softplus(-f).
+Means are over all patch logits; a multi-scale discriminator's scales are summed, as in MUNIT.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from i2i.config import LossConfig
+from i2i.models import Networks
+
+Logits = torch.Tensor | Sequence[torch.Tensor]
+
+
+def _scales(logits: Logits) -> Sequence[torch.Tensor]:
+    return [logits] if isinstance(logits, torch.Tensor) else logits
+
+
+class GANLoss:
+    """The adversarial loss of ``mode`` for the generator and the discriminator (penalties apart)."""
+
+    def __init__(self, mode: str):
+        if mode not in ("lsgan", "vanilla", "wgangp", "hinge", "logistic"):
+            raise ValueError(f"unknown gan mode {mode!r}")
+        self.mode = mode
+
+    def generator(self, fake: Logits) -> torch.Tensor:
+        return sum(self._g(f.float()) for f in _scales(fake))  # type: ignore[return-value]
+
+    def discriminator(self, real: Logits, fake: Logits) -> torch.Tensor:
+        return sum(self._d(r.float(), f.float()) for r, f in zip(_scales(real), _scales(fake)))  # type: ignore[return-value]
+
+    def _g(self, f: torch.Tensor) -> torch.Tensor:
+        if self.mode == "lsgan":
+            return (f - 1).square().mean()
+        if self.mode == "vanilla":
+            return F.binary_cross_entropy_with_logits(f, torch.ones_like(f))
+        if self.mode == "logistic":
+            return F.softplus(-f).mean()
+        return -f.mean()  # wgangp, hinge
+
+    def _d(self, r: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        if self.mode == "lsgan":
+            return (r - 1).square().mean() + f.square().mean()
+        if self.mode == "vanilla":
+            return (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
+                    + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
+        if self.mode == "logistic":
+            return F.softplus(f).mean() + F.softplus(-r).mean()
+        if self.mode == "hinge":
+            return F.relu(1 - r).mean() + F.relu(1 + f).mean()
+        return f.mean() - r.mean()  # wgangp
+
+
+def _input_gradient(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """d(sum of D's logits)/dx per sample, [N, C*H*W], kept in the graph for a penalty."""
+    x = x.detach().requires_grad_(True)
+    out = sum(o.float().sum() for o in _scales(D(x)))
+    (grad,) = torch.autograd.grad(out, x, create_graph=True)
+    return grad.flatten(1)
+
+
+def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP: mean over samples of (||grad_x D(x_hat)||_2 - 1)^2, x_hat = e real + (1 - e) fake."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    grad = _input_gradient(D, x_hat)
+    return (grad.norm(2, dim=1) - 1).square().mean()
+
+
+def r1_penalty(D: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over samples of ||grad_x D(x)||^2 on real images."""
+    return _input_gradient(D, real).square().sum(1).mean()
+
+
+class ImagePool:
+    """A buffer of past fakes (Shrivastava et al. 2017), as the CycleGAN reference keeps it.
+
+    Until ``size`` images are stored, each query image is stored and returned. After that, each
+    image is, with probability 1/2, swapped with a random stored image (the stored one is
+    returned), or otherwise returned as is. ``size`` 0 returns the query unchanged.
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size = size
+        self.images: list[torch.Tensor] = []
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif torch.rand((), generator=self.generator) < 0.5:
+                i = int(torch.randint(self.size, (), generator=self.generator))
+                out.append(self.images[i].clone())
+                self.images[i] = image.clone()
+            else:
+                out.append(image)
+        return torch.stack(out)
+
+    def state_dict(self) -> dict:
+        return {"images": [i.cpu() for i in self.images], "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.images = [i.to(device) for i in state["images"]]
+        self.generator.set_state(state["generator"])
+
+
+@dataclass
+class PhaseOutput:
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]  # detached scalars, weighted: they sum to ``loss``
+    fakes: dict[str, torch.Tensor] = field(default_factory=dict)  # "ab": A->B translations, detached
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` take part in the forward pass as constants (no gradient)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _total(terms: dict[str, torch.Tensor], prefix: str) -> PhaseOutput:
+    loss = sum(terms.values())
+    detached = {f"{prefix}/{k}": v.detach() for k, v in terms.items()}
+    detached[f"{prefix}/total"] = loss.detach()  # type: ignore[union-attr]
+    return PhaseOutput(loss, detached)  # type: ignore[arg-type]
+
+
+class Objective:
+    """What both objectives share: the adversarial loss, discriminator penalties, the perceptual loss."""
+
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
+        self.nets, self.cfg = nets, cfg
+        self.gan = GANLoss(cfg.gan_mode)
+        if cfg.vgg_w > 0 and perceptual is None:
+            raise ValueError("loss.vgg_w > 0 needs the perceptual network (i2i.models.perceptual.PerceptualLoss)")
+        self.perceptual = perceptual if cfg.vgg_w > 0 else None
+        self.generator = torch.Generator().manual_seed(seed)  # for the gradient penalty's mixing
+
+    def discriminator_terms(self, real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], step: int,
+                            scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Adversarial D loss of each domain (times ``scale`` and gan_w) plus its penalties.
+
+        ``fake[d]`` are translations into domain d, judged by ``D[d]`` against ``real[d]``.
+        """
+        cfg, terms = self.cfg, {}
+        for d in ("a", "b"):
+            D = self.nets.D[d]
+            terms[d] = scale * cfg.gan_w * self.gan.discriminator(D(real[d]), D(fake[d]))
+            if cfg.gan_mode == "wgangp" and cfg.gp_w > 0:
+                gen = self.generator if real[d].device.type == "cpu" else None
+                terms[f"gp_{d}"] = cfg.gp_w * gradient_penalty(D, real[d], fake[d], gen)
+            if cfg.gan_mode == "logistic" and cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+                terms[f"r1_{d}"] = cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(D, real[d])
+        return terms
+
+    def perceptual_terms(self, outputs: dict[str, torch.Tensor], sources: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """vgg_d: perceptual distance between the translation into domain d and its source image."""
+        if self.perceptual is None:
+            return {}
+        return {f"vgg_{d}": self.cfg.vgg_w * self.perceptual(outputs[d], sources[d]) for d in ("a", "b")}
+
+
+class CycleGANObjective(Objective):
+    """CycleGAN (Zhu et al. 2017, eq. 3 with the identity loss of Sec. 5.2).
+
+    G: gan_w * [L_GAN(G_ab, D_b) + L_GAN(G_ba, D_a)] + lambda_a |G_ba(G_ab(a)) - a|_1
+       + lambda_b |G_ab(G_ba(b)) - b|_1 + identity_w * [lambda_b |G_ab(b) - b|_1 + lambda_a |G_ba(a) - a|_1]
+       + vgg_w * [P(G_ba(b), b) + P(G_ab(a), a)].
+    D: 0.5 * gan_w * [L_D(D_a) + L_D(D_b)] (halved as in the reference) + penalties, judging
+       fakes drawn from an ImagePool of ``loss.pool_size`` per domain.
+    """
+
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
+        super().__init__(nets, cfg, perceptual, seed)
+        self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
+
+    def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0) -> PhaseOutput:
+        G, cfg = self.nets.G, self.cfg
+        a, b = real["a"], real["b"]
+        with frozen(self.nets.D):
+            fake_b, fake_a = G["ab"](a), G["ba"](b)
+            rec_a, rec_b = G["ba"](fake_b), G["ab"](fake_a)
+            terms = {
+                "gan_ab": cfg.gan_w * self.gan.generator(self.nets.D["b"](fake_b)),
+                "gan_ba": cfg.gan_w * self.gan.generator(self.nets.D["a"](fake_a)),
+                "cycle_a": cfg.lambda_a * F.l1_loss(rec_a, a),
+                "cycle_b": cfg.lambda_b * F.l1_loss(rec_b, b),
+            }
+            if cfg.identity_w > 0:
+                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(G["ab"](b), b)
+                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(G["ba"](a), a)
+            terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
+        out = _total(terms, "loss/G")
+        out.fakes = {"ab": fake_b.detach(), "ba": fake_a.detach()}
+        return out
+
+    def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
+                            step: int = 0) -> PhaseOutput:
+        fake = {"b": self.pools["b"].query(fakes["ab"]), "a": self.pools["a"].query(fakes["ba"])}
+        return _total(self.discriminator_terms(real, fake, step, scale=0.5), "loss/D")
+
+
+class MunitObjective(Objective):
+    """MUNIT (Huang et al. 2018, eq. 5 and Sec. 5.1), both directions.
+
+    With random styles s_a, s_b ~ N(0, I) and (c_a, s_a') = E_a(x_a):
+    G: gan_w * [L_GAN(x_ba, D_a) + L_GAN(x_ab, D_b)] + recon_x_w |G_a(c_a, s_a') - x_a|_1
+       + recon_c_w |c_a_recon - c_a|_1 + recon_s_w |s_a_recon - s_a|_1
+       + recon_x_cyc_w |x_aba - x_a|_1 + vgg_w P(x_ba, x_b) + (the same with a and b swapped),
+       where x_ba = G_a(c_b, s_a), (c_b_recon, s_a_recon) = E_a(x_ba), x_aba = G_a(c_a_recon, s_a').
+    D: gan_w * [L_D(D_a) + L_D(D_b)] + penalties.
+    """
+
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
+        super().__init__(nets, cfg, perceptual, seed)
+        self.style_generator = torch.Generator().manual_seed(seed + 1)
+
+    def random_styles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Style codes s_a, s_b from the prior; drawn on the CPU so runs repeat across devices."""
+        g = self.nets.G
+        return (g["a"].random_style(n, generator=self.style_generator).to(device),
+                g["b"].random_style(n, generator=self.style_generator).to(device))
+
+    def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0,
+                        styles: tuple[torch.Tensor, torch.Tensor] | None = None) -> PhaseOutput:
+        G, cfg = self.nets.G, self.cfg
+        x_a, x_b = real["a"], real["b"]
+        s_a, s_b = styles if styles is not None else self.random_styles(x_a.shape[0], x_a.device)
+        with frozen(self.nets.D):
+            c_a, s_a_prime = G["a"].encode(x_a)
+            c_b, s_b_prime = G["b"].encode(x_b)
+            x_a_recon, x_b_recon = G["a"].decode(c_a, s_a_prime), G["b"].decode(c_b, s_b_prime)
+            x_ba, x_ab = G["a"].decode(c_b, s_a), G["b"].decode(c_a, s_b)
+            c_b_recon, s_a_recon = G["a"].encode(x_ba)
+            c_a_recon, s_b_recon = G["b"].encode(x_ab)
+            terms = {
+                "gan_a": cfg.gan_w * self.gan.generator(self.nets.D["a"](x_ba)),
+                "gan_b": cfg.gan_w * self.gan.generator(self.nets.D["b"](x_ab)),
+                "recon_x_a": cfg.recon_x_w * F.l1_loss(x_a_recon, x_a),
+                "recon_x_b": cfg.recon_x_w * F.l1_loss(x_b_recon, x_b),
+                "recon_s_a": cfg.recon_s_w * F.l1_loss(s_a_recon, s_a),
+                "recon_s_b": cfg.recon_s_w * F.l1_loss(s_b_recon, s_b),
+                "recon_c_a": cfg.recon_c_w * F.l1_loss(c_a_recon, c_a),
+                "recon_c_b": cfg.recon_c_w * F.l1_loss(c_b_recon, c_b),
+            }
+            if cfg.recon_x_cyc_w > 0:
+                terms["cyc_x_a"] = cfg.recon_x_cyc_w * F.l1_loss(G["a"].decode(c_a_recon, s_a_prime), x_a)
+                terms["cyc_x_b"] = cfg.recon_x_cyc_w * F.l1_loss(G["b"].decode(c_b_recon, s_b_prime), x_b)
+            terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
+        out = _total(terms, "loss/G")
+        out.fakes = {"ab": x_ab.detach(), "ba": x_ba.detach()}
+        return out
+
+    def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
+                            step: int = 0) -> PhaseOutput:
+        fake = {"a": fakes["ba"], "b": fakes["ab"]}
+        return _total(self.discriminator_terms(real, fake, step), "loss/D")
+
+
+def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0) -> CycleGANObjective | MunitObjective:
+    """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0."""
+    perceptual = None
+    if cfg.vgg_w > 0:
+        from i2i.models.perceptual import PerceptualLoss
+
+        perceptual = PerceptualLoss(cfg.vgg_pretrained)
+    cls = CycleGANObjective if nets.name == "cyclegan" else MunitObjective
+    return cls(nets, cfg, perceptual, seed)

@@ -1,0 +1,76 @@
+"""Networks only (no optimisers, no I/O): building them from ``model`` params, and translating.
+
+Names follow the domains: CycleGAN's ``G["ab"]`` maps A to B and ``G["ba"]`` B to A; MUNIT's
+``G["a"]`` is domain A's auto-encoder. In both, ``D["b"]`` judges whether an image is a real B.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from i2i.config import ModelConfig
+from i2i.models.cyclegan import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
+from i2i.models.layers import init_weights
+from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
+
+
+class Networks(nn.Module):
+    """The generators ``G`` and discriminators ``D`` of one model, as two ModuleDicts."""
+
+    def __init__(self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module]):
+        super().__init__()
+        self.name = name
+        self.G = nn.ModuleDict(generators)
+        self.D = nn.ModuleDict(discriminators)
+
+
+def build_networks(cfg: ModelConfig) -> Networks:
+    """Construct and initialise the networks ``cfg`` describes (seed torch first for repeatability)."""
+    if cfg.name == "cyclegan":
+        c = cfg.cyclegan
+
+        def generator() -> nn.Module:
+            if c.generator == "resnet":
+                return ResnetGenerator(c.ngf, c.n_blocks, c.norm, c.dropout)
+            return UnetGenerator({"unet_128": 7, "unet_256": 8}[c.generator], c.ngf, c.norm, c.dropout)
+
+        def discriminator() -> nn.Module:
+            if c.discriminator == "pixel":
+                return PixelDiscriminator(c.ndf, c.norm)
+            return NLayerDiscriminator(c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm)
+
+        nets = Networks("cyclegan", {"ab": generator(), "ba": generator()}, {"a": discriminator(), "b": discriminator()})
+        init_weights(nets, c.init, c.init_gain)
+        return nets
+    m = cfg.munit
+
+    def munit_generator() -> nn.Module:
+        return MunitGenerator(m.dim, m.style_dim, m.n_downsample, m.n_res, m.mlp_dim, m.activation, m.padding)
+
+    def munit_discriminator() -> nn.Module:
+        return MultiScaleDiscriminator(m.dis_dim, m.dis_n_layer, m.dis_num_scales, m.dis_norm, "lrelu", m.padding)
+
+    nets = Networks("munit", {"a": munit_generator(), "b": munit_generator()},
+                    {"a": munit_discriminator(), "b": munit_discriminator()})
+    init_weights(nets.G, m.init, m.init_gain)
+    init_weights(nets.D, m.dis_init, m.init_gain)
+    return nets
+
+
+def translate(nets: Networks, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
+    """Translate images ``x`` along ``direction`` ("ab" or "ba").
+
+    MUNIT combines the content of ``x`` with ``style`` (a style code of the target domain,
+    [N, style_dim, 1, 1]; drawn from the prior when None). CycleGAN is deterministic and takes no style.
+    """
+    if direction not in ("ab", "ba"):
+        raise ValueError(f"direction must be 'ab' or 'ba', got {direction!r}")
+    if nets.name == "cyclegan":
+        if style is not None:
+            raise ValueError("CycleGAN is deterministic: it takes no style code")
+        return nets.G[direction](x)
+    source, target = nets.G[direction[0]], nets.G[direction[1]]
+    content, _ = source.encode(x)
+    if style is None:
+        style = target.random_style(x.shape[0], x.device)
+    return target.decode(content, style)
