@@ -198,3 +198,17 @@ def test_generator_choices_from_params():
     cfg = params_from_dict(p).model
     assert build_networks(cfg).D["a"].n_layers == 2
     assert build_networks(dataclasses.replace(cfg, name="munit")).name == "munit"
+
+
+@pytest.mark.parametrize("dis_norm", ["none", "in", "ln"])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+def test_munit_norm_and_padding_options(dis_norm: str, padding: str):
+    p = default_params()
+    p["model"]["name"] = "munit"
+    p["model"]["munit"].update(dis_norm=dis_norm, padding=padding, activation="lrelu")
+    nets = build_networks(params_from_dict(p).model)
+    x = torch.randn(2, 3, 64, 64)
+    assert translate(nets, x, "ab").shape == x.shape
+    assert [o.shape[1] for o in nets.D["b"](x)] == [1, 1]
+    norms = {type(m).__name__ for m in nets.D["b"].modules()}
+    assert ({"in": "InstanceNorm2d", "ln": "LayerNorm"}.get(dis_norm, "Identity")) in norms
