@@ -153,11 +153,11 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _total(terms: dict[str, torch.Tensor], prefix: str) -> PhaseOutput:
+def _total(terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.Tensor] | None = None) -> PhaseOutput:
     loss = sum(terms.values())
     detached = {f"{prefix}/{k}": v.detach() for k, v in terms.items()}
     detached[f"{prefix}/total"] = loss.detach()  # type: ignore[union-attr]
-    return PhaseOutput(loss, detached)  # type: ignore[arg-type]
+    return PhaseOutput(loss, detached, {k: v.detach() for k, v in (fakes or {}).items()})  # type: ignore[arg-type]
 
 
 class Objective:
@@ -225,9 +225,7 @@ class CycleGANObjective(Objective):
                 terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(G["ab"](b), b)
                 terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(G["ba"](a), a)
             terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
-        out = _total(terms, "loss/G")
-        out.fakes = {"ab": fake_b.detach(), "ba": fake_a.detach()}
-        return out
+        return _total(terms, "loss/G", fakes={"ab": fake_b, "ba": fake_a})
 
     def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
                             step: int = 0) -> PhaseOutput:
@@ -282,9 +280,7 @@ class MunitObjective(Objective):
                 terms["cyc_x_a"] = cfg.recon_x_cyc_w * F.l1_loss(G["a"].decode(c_a_recon, s_a_prime), x_a)
                 terms["cyc_x_b"] = cfg.recon_x_cyc_w * F.l1_loss(G["b"].decode(c_b_recon, s_b_prime), x_b)
             terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
-        out = _total(terms, "loss/G")
-        out.fakes = {"ab": x_ab.detach(), "ba": x_ba.detach()}
-        return out
+        return _total(terms, "loss/G", fakes={"ab": x_ab, "ba": x_ba})
 
     def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
                             step: int = 0) -> PhaseOutput:
