@@ -88,6 +88,29 @@ def preprocess(params_path: Path, raw: Path, out: Path, report: Path) -> None:
 
 
 @main.command()
+@params_option
+@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path),
+              help="The preprocessed data.")
+@click.option("--checkpoints", default="checkpoints", show_default=True, type=click.Path(path_type=Path),
+              help="Checkpoint root; each configuration trains in its own sub-folder.")
+@click.option("--out", "models", default="models", show_default=True, type=click.Path(path_type=Path),
+              help="Where the exported generators and the MLflow run id go.")
+@click.option("--reports", default="reports/train", show_default=True, type=click.Path(path_type=Path),
+              help="Where losses.csv (DVC plots) and summary.json (DVC metrics) go.")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Resume from this checkpoint (refused if it was made with other params or data).")
+@user_errors
+def train(params_path: Path, data: Path, checkpoints: Path, models: Path, reports: Path, resume: Path | None) -> None:
+    """Train the model; an interrupted run resumes from its last checkpoint when run again."""
+    from i2i.train import TrainPaths
+    from i2i.train import train as run
+
+    summary = run(load_params(params_path), TrainPaths(data, checkpoints, models, reports), resume)
+    click.echo(f"trained {summary['iterations']} iterations on {summary['device']} "
+               f"({summary['iterations_per_second']} it/s) -> {models}")
+
+
+@main.command()
 @click.argument("names", nargs=-1, type=click.Choice(["vgg16", "alexnet", "squeezenet1_1", "inception_v3"]))
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Fetch the weights these params need (instead of / besides NAMES).")

@@ -129,7 +129,25 @@ class LossConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = bounded(ge=0)
+    iterations: int = bounded(ge=1)
     batch_size: int = bounded(ge=1)
+    lr: float = bounded(gt=0)
+    beta1: float = bounded(ge=0, le=1)
+    beta2: float = bounded(ge=0, le=1)
+    weight_decay: float = bounded(ge=0)
+    schedule: Literal["linear", "step", "cosine", "constant"]
+    decay_start: float = bounded(ge=0, le=1)
+    step_size: int = bounded(ge=1)
+    gamma: float = bounded(gt=0, le=1)
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["fp32", "bf16", "fp16"]
+    channels_last: bool
+    compile: bool
+    checkpoint_every: int = bounded(ge=1)
+    keep_checkpoints: int = bounded(ge=1)
+    log_every: int = bounded(ge=1)
+    sample_every: int = bounded(ge=1)
+    num_samples: int = bounded(ge=1, le=64)
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def params_from_dict(raw: Any, source: str = "<params>") -> Params:
     return _build(Params, raw, "", source)
+
+
+def model_from_dict(raw: Any, source: str = "<model config>") -> "ModelConfig":
+    """The ``model`` section alone, validated (an exported generator carries only this)."""
+    return _build(ModelConfig, raw, "model.", source)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

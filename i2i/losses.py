@@ -31,6 +31,7 @@ from torch import nn
 
 from i2i.config import LossConfig
 from i2i.models import Networks
+from i2i.models.perceptual import PerceptualLoss
 
 Logits = torch.Tensor | Sequence[torch.Tensor]
 
@@ -171,6 +172,18 @@ class Objective:
         self.perceptual = perceptual if cfg.vgg_w > 0 else None
         self.generator = torch.Generator().manual_seed(seed)  # for the gradient penalty's mixing
 
+    def to(self, device: torch.device | str) -> "Objective":
+        if self.perceptual is not None:
+            self.perceptual.to(device)
+        return self
+
+    def state_dict(self) -> dict:
+        """The objective's own state: random generators (and image pools), for exact resumes."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.generator.set_state(state["generator"])
+
     def discriminator_terms(self, real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], step: int,
                             scale: float = 1.0) -> dict[str, torch.Tensor]:
         """Adversarial D loss of each domain (times ``scale`` and gan_w) plus its penalties.
@@ -208,6 +221,14 @@ class CycleGANObjective(Objective):
     def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
         super().__init__(nets, cfg, perceptual, seed)
         self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"pools": {d: p.state_dict() for d, p in self.pools.items()}}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        super().load_state_dict(state, device)
+        for d, pool in self.pools.items():
+            pool.load_state_dict(state["pools"][d], device)
 
     def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0) -> PhaseOutput:
         G, cfg = self.nets.G, self.cfg
@@ -247,6 +268,13 @@ class MunitObjective(Objective):
     def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
         super().__init__(nets, cfg, perceptual, seed)
         self.style_generator = torch.Generator().manual_seed(seed + 1)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"style_generator": self.style_generator.get_state()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        super().load_state_dict(state, device)
+        self.style_generator.set_state(state["style_generator"])
 
     def random_styles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Style codes s_a, s_b from the prior; drawn on the CPU so runs repeat across devices."""
@@ -290,10 +318,6 @@ class MunitObjective(Objective):
 
 def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0) -> CycleGANObjective | MunitObjective:
     """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0."""
-    perceptual = None
-    if cfg.vgg_w > 0:
-        from i2i.models.perceptual import PerceptualLoss
-
-        perceptual = PerceptualLoss(cfg.vgg_pretrained)
+    perceptual = PerceptualLoss(cfg.vgg_pretrained) if cfg.vgg_w > 0 else None
     cls = CycleGANObjective if nets.name == "cyclegan" else MunitObjective
     return cls(nets, cfg, perceptual, seed)

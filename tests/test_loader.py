@@ -9,7 +9,8 @@ import torch
 
 from i2i.config import params_from_dict
 from i2i.data.download import download
-from i2i.data.loader import DomainImages, EvalImages, UnpairedDataset, crop_flip, to_model_input, train_loader
+from i2i.data.loader import (DomainImages, EvalImages, IterationBatches, UnpairedDataset, crop_flip, to_model_input,
+                             train_loader)
 from i2i.data.preprocess import preprocess
 from tests.conftest import tiny_params
 
@@ -40,24 +41,18 @@ def test_epoch_is_the_larger_domain_and_a_wraps_around(prepared: Path):
 def test_b_is_drawn_independently_of_a(prepared: Path):
     ds = dataset(prepared)
     pairs = [(int(ds[i]["a_index"]), int(ds[i]["b_index"])) for i in range(10)]
-    draws = []
-    for epoch in range(30):
-        ds.set_epoch(epoch)
-        draws += [int(ds[i]["b_index"]) for i in range(10)]
+    draws = [int(ds[epoch * 10 + i]["b_index"]) for epoch in range(30) for i in range(10)]
     assert len(set(draws)) == 10  # every B image is reachable
     # The B partner of a fixed item changes from epoch to epoch (not a fixed pairing).
-    ds.set_epoch(0)
     assert [(int(ds[i]["a_index"]), int(ds[i]["b_index"])) for i in range(10)] == pairs
-    ds.set_epoch(1)
-    assert [(int(ds[i]["a_index"]), int(ds[i]["b_index"])) for i in range(10)] != pairs
+    assert [(int(ds[10 + i]["a_index"]), int(ds[10 + i]["b_index"])) for i in range(10)] != pairs
 
 
 def test_crops_come_from_the_image_and_flips_happen(prepared: Path):
     ds = dataset(prepared)
     flipped = 0
     for epoch in range(10):
-        ds.set_epoch(epoch)
-        item = ds[0]
+        item = ds[epoch * 10]
         a = item["a"].numpy()
         full = ds.a.image(0)
         assert a.shape == (32, 32, 3) and a.dtype == np.uint8
@@ -74,8 +69,7 @@ def test_no_flip_when_disabled_and_centre_crop_for_test(prepared: Path):
     full = ds.a.image(0)
     windows = [full[t:t + 32, l:l + 32] for t in range(5) for l in range(5)]
     for epoch in range(5):
-        ds.set_epoch(epoch)
-        assert any(np.array_equal(ds[0]["a"].numpy(), w) for w in windows)
+        assert any(np.array_equal(ds[epoch * 10]["a"].numpy(), w) for w in windows)
     test = EvalImages(DomainImages(prepared / "test_a"), 32)
     assert np.array_equal(test[1]["x"].numpy(), DomainImages(prepared / "test_a").image(1)[2:34, 2:34])
     assert np.array_equal(crop_flip(full, 32, None, True), full[2:34, 2:34])
@@ -85,9 +79,10 @@ def test_same_seed_same_batches_whatever_the_worker_count(prepared: Path):
     cfg0 = params_from_dict(tiny_params(load_size=36, crop_size=32, num_workers=0)).data
     cfg2 = params_from_dict(tiny_params(load_size=36, crop_size=32, num_workers=2)).data
     def batches(cfg, seed):
-        return [torch.cat([b["a"], b["b"]]) for b in train_loader(prepared, cfg, batch_size=2, seed=seed)]
+        loader = iter(train_loader(prepared, cfg, batch_size=2, seed=seed))
+        return [torch.cat([b["a"], b["b"]]) for b in (next(loader) for _ in range(12))]
     reference = batches(cfg0, 3)
-    assert len(reference) == 5 and reference[0].shape == (4, 32, 32, 3)
+    assert reference[0].shape == (4, 32, 32, 3)
     assert all(torch.equal(x, y) for x, y in zip(reference, batches(cfg2, 3)))
     assert not all(torch.equal(x, y) for x, y in zip(reference, batches(cfg0, 4)))
 
@@ -109,3 +104,25 @@ def test_masks_align_with_images(prepared: Path):
         image, mask = b.image(i), b.mask(i)
         assert mask.shape == image.shape[:2]
         assert (image[mask] < 235).any(axis=1).mean() > 0.9
+
+
+def take(sampler: IterationBatches, n: int) -> list[list[int]]:
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]
+
+
+def test_iteration_batches_resume_exactly_where_a_run_stopped():
+    full = take(IterationBatches(10, 3, seed=1), 9)  # 3 iterations per epoch, 3 epochs
+    assert take(IterationBatches(10, 3, seed=1, start=4), 5) == full[4:]
+    for e in range(3):  # each epoch is a permutation of its own global indices (one left over)
+        epoch = sum(full[3 * e: 3 * e + 3], [])
+        assert len(set(epoch)) == 9 and all(e * 10 <= g < (e + 1) * 10 for g in epoch)
+    assert full[:3] != [[g - 10 for g in b] for b in full[3:6]]  # a new order every epoch
+
+
+def test_iteration_batches_shard_an_epoch_across_ranks():
+    ranks = [take(IterationBatches(12, 2, seed=0, rank=r, world=2), 3) for r in range(2)]
+    seen = [g for r in ranks for b in r for g in b]
+    assert sorted(seen) == list(range(12))  # disjoint shards covering the epoch
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        IterationBatches(3, 2, seed=0, world=2)

@@ -4,8 +4,13 @@ Workers only slice memory-mapped uint8 arrays (crop, flip) and hand over uint8 b
 [N, H, W, 3]; conversion to float and normalisation to [-1, 1] happen on the training device in
 :func:`to_model_input`, which is where the arithmetic is cheapest. Sampling follows the CycleGAN
 reference: item i pairs A[i mod |A|] with a B image drawn at random, so the data stay unpaired,
-and an epoch is max(|A|, |B|) items. Randomness is keyed by (seed, epoch, index), so it does not
-depend on the number of workers.
+and an epoch is max(|A|, |B|) items.
+
+Training is iteration-based and must resume mid-epoch, so nothing here keeps state: the dataset
+is indexed by a global index g = epoch * len + i, and :class:`IterationBatches` yields the
+batches of iteration k, k+1, ... as a pure function of (seed, k, rank). All randomness (the
+epoch's order, B's draw, crop offsets, flips) is keyed by (seed, epoch, i), so it does not
+depend on the number of workers or on where a run was interrupted.
 """
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ def crop_flip(image: np.ndarray, size: int, rng: np.random.Generator | None, fli
     out = image[top: top + size, left: left + size]
     if flip and rng is not None and rng.random() < 0.5:
         out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+    return np.array(out, order="C")  # a copy: the cache is a read-only memory map
 
 
 class UnpairedDataset(Dataset):
@@ -73,16 +78,14 @@ class UnpairedDataset(Dataset):
     def __init__(self, a: DomainImages, b: DomainImages, crop_size: int, flip: bool, seed: int):
         self.a, self.b = a, b
         self.crop_size, self.flip, self.seed = crop_size, flip, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return max(len(self.a), len(self.b))
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+    def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
+        """Item i of epoch e, for the global index g = e * len(self) + i."""
+        epoch, i = divmod(int(g), len(self))
+        rng = np.random.default_rng([self.seed, epoch, i])
         ia, ib = i % len(self.a), int(rng.integers(len(self.b)))
         a = crop_flip(self.a.image(ia), self.crop_size, rng, self.flip)
         b = crop_flip(self.b.image(ib), self.crop_size, rng, self.flip)
@@ -104,17 +107,39 @@ class EvalImages(Dataset):
         return {"x": torch.from_numpy(x), "index": torch.tensor(i)}
 
 
-def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: int,
-                 sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
-    """Shuffled, pinned, prefetching loader of unpaired uint8 training batches."""
+class IterationBatches(torch.utils.data.Sampler):
+    """Batches of global indices for iterations ``start``, ``start + 1``, ... without end.
+
+    Each epoch is a seeded permutation; with ``world`` ranks, rank r takes every world-th index
+    of it (a distributed sampler), and an epoch has len // (batch_size * world) iterations.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.per_epoch = size // (batch_size * world)
+        if self.per_epoch == 0:
+            raise ValueError(f"{size} training items cannot fill one batch of {batch_size} on each of {world} ranks")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.rank, self.world = start, rank, world
+
+    def __iter__(self):
+        epoch, offset = divmod(self.start, self.per_epoch)
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            mine = order[self.rank::self.world] + epoch * self.size
+            for k in range(offset, self.per_epoch):
+                yield mine[k * self.batch_size:(k + 1) * self.batch_size].tolist()
+            epoch, offset = epoch + 1, 0
+
+
+def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: int, start: int = 0,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    """Pinned, prefetching, endless loader of unpaired uint8 batches from iteration ``start`` on."""
     prepared = Path(prepared)
     dataset = UnpairedDataset(DomainImages(prepared / "train_a"), DomainImages(prepared / "train_b"),
                               cfg.crop_size, cfg.flip, seed)
-    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-        generator=generator, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-        drop_last=True, persistent_workers=False,
+        dataset, batch_sampler=IterationBatches(len(dataset), batch_size, seed, start, rank, world),
+        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if cfg.num_workers > 0 else None,
     )
 

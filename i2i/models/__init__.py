@@ -5,10 +5,12 @@ Names follow the domains: CycleGAN's ``G["ab"]`` maps A to B and ``G["ba"]`` B t
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from i2i.config import ModelConfig
+from i2i.config import ModelConfig, model_from_dict
 from i2i.models.cyclegan import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
 from i2i.models.layers import init_weights
 from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
@@ -24,8 +26,11 @@ class Networks(nn.Module):
         self.D = nn.ModuleDict(discriminators)
 
 
-def build_networks(cfg: ModelConfig) -> Networks:
-    """Construct and initialise the networks ``cfg`` describes (seed torch first for repeatability)."""
+def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
+    """Construct and initialise the networks ``cfg`` describes (seed torch first for repeatability).
+
+    ``discriminators=False`` builds the generators alone, for inference.
+    """
     if cfg.name == "cyclegan":
         c = cfg.cyclegan
 
@@ -39,7 +44,8 @@ def build_networks(cfg: ModelConfig) -> Networks:
                 return PixelDiscriminator(c.ndf, c.norm)
             return NLayerDiscriminator(c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm)
 
-        nets = Networks("cyclegan", {"ab": generator(), "ba": generator()}, {"a": discriminator(), "b": discriminator()})
+        nets = Networks("cyclegan", {"ab": generator(), "ba": generator()},
+                        {"a": discriminator(), "b": discriminator()} if discriminators else {})
         init_weights(nets, c.init, c.init_gain)
         return nets
     m = cfg.munit
@@ -51,10 +57,18 @@ def build_networks(cfg: ModelConfig) -> Networks:
         return MultiScaleDiscriminator(m.dis_dim, m.dis_n_layer, m.dis_num_scales, m.dis_norm, "lrelu", m.padding)
 
     nets = Networks("munit", {"a": munit_generator(), "b": munit_generator()},
-                    {"a": munit_discriminator(), "b": munit_discriminator()})
+                    {"a": munit_discriminator(), "b": munit_discriminator()} if discriminators else {})
     init_weights(nets.G, m.init, m.init_gain)
     init_weights(nets.D, m.dis_init, m.init_gain)
     return nets
+
+
+def load_generators(path: str | Path, device: torch.device | str = "cpu") -> Networks:
+    """The generators exported by the train stage (``models/generator.pt``), ready for inference."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    nets = build_networks(model_from_dict(state["model_config"], source=str(path)), discriminators=False)
+    nets.G.load_state_dict(state["generators"])
+    return nets.to(device).eval()
 
 
 def translate(nets: Networks, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:

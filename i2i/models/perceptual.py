@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from i2i import weights
+
 log = logging.getLogger(__name__)
 RELU5_3 = 30  # torchvision vgg16.features[:30] ends with relu5_3
 
@@ -23,8 +25,6 @@ class PerceptualLoss(nn.Module):
 
         vgg = vgg16(weights=None)
         if pretrained:
-            from i2i import weights
-
             vgg.load_state_dict(torch.load(weights.path("vgg16"), map_location="cpu", weights_only=True))
         else:
             log.warning("loss.vgg_pretrained is false: the perceptual loss uses a randomly initialised VGG16")

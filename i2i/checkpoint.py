@@ -1,0 +1,107 @@
+"""Checkpoints that survive a kill at any moment, and the exported generator.
+
+A checkpoint is one self-describing file (``ckpt-<iteration>.pt``, written to a temporary file
+and renamed): the networks, optimisers, schedulers, gradient scaler, image pools, every random
+generator, the iteration, the resolved params and the MLflow run id. Each configuration gets its
+own folder under the checkpoint root, named by its fingerprint: a hash of the params that shape
+the result and of the data's content hash. A re-run with the same configuration resumes;
+a changed one starts afresh in its own folder, so runs are never mixed; an explicit
+``--resume`` from a checkpoint of another configuration is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from i2i.config import Params, to_dict
+from i2i.errors import I2IError
+from i2i.io import atomic_path
+
+FORMAT = 1
+# Keys that change how a run is carried out or reported, not what it computes.
+NOT_FINGERPRINTED = {
+    "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile",
+}
+NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "tracking")
+
+
+class ResumeError(I2IError, RuntimeError):
+    """A checkpoint cannot continue this run."""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat |= flatten(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def fingerprinted(params: Params) -> dict[str, Any]:
+    return {k: v for k, v in flatten(to_dict(params)).items()
+            if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)}
+
+
+def fingerprint(params: Params, data_hash: str) -> str:
+    blob = json.dumps({"params": fingerprinted(params), "data": data_hash}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("ckpt-*.pt"))
+
+
+def save(folder: Path, iteration: int, state: dict[str, Any], keep: int) -> Path:
+    path = folder / f"ckpt-{iteration:08d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "iteration": iteration, **state}, tmp)
+    for old in checkpoints(folder)[:-keep]:
+        old.unlink()
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def latest(folder: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that loads, or None."""
+    for path in reversed(checkpoints(folder)):
+        try:
+            return load(path)
+        except (OSError, RuntimeError, EOFError):
+            continue  # only a damaged disk makes this happen: writes are atomic
+    return None
+
+
+def check_compatible(state: dict[str, Any], params: Params, data_hash: str, source: Path) -> None:
+    """Refuse a checkpoint made with other params or data, naming what differs."""
+    theirs = {k: v for k, v in flatten(state["config"]).items()
+              if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)}
+    ours = fingerprinted(params)
+    diffs = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
+             if theirs.get(k) != ours.get(k)]
+    if state.get("data_hash") != data_hash:
+        diffs.append(f"data content hash: {state.get('data_hash')} -> {data_hash}")
+    if diffs:
+        raise ResumeError(
+            f"cannot resume from {source}: it was made with other params or data ({'; '.join(diffs)}). "
+            f"To start fresh, run without --resume (a new configuration trains in its own folder)."
+        )
+
+
+def export_generators(path: Path, model_name: str, model_config: dict, generators: torch.nn.Module,
+                      extra: dict[str, Any]) -> None:
+    """Write the generators' weights with what is needed to rebuild them, no optimiser state."""
+    state = {k: v.detach().cpu() for k, v in generators.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "model": model_name, "model_config": model_config,
+                    "generators": state, **extra}, tmp)

@@ -1,0 +1,78 @@
+"""Data-parallel training under ``torchrun``: one process per device, gradients averaged.
+
+Gradients are averaged with one all-reduce of a flat buffer per phase after backward, as
+StyleGAN3's training loop does, rather than by wrapping networks in DistributedDataParallel:
+the objectives call generators through ``encode``/``decode`` (not ``forward``), freeze the
+discriminators during the generator phase, and differentiate through the discriminator for
+gradient penalties (``torch.autograd.grad``); DDP's forward-hook bookkeeping supports none of
+these cleanly. The result is the same synchronous data-parallel SGD. NCCL on GPUs, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(use_cuda: bool) -> Dist:
+    """Join the process group torchrun describes in the environment; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local)
+
+
+def teardown(d: Dist) -> None:
+    if d.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def average_gradients(module: nn.Module, d: Dist) -> None:
+    if d.world == 1:
+        return
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce(flat)
+    flat /= d.world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def broadcast_state(module: nn.Module, d: Dist) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    if d.world == 1:
+        return
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def all_finite(flag: bool, d: Dist) -> bool:
+    """True when ``flag`` holds on every rank (so all ranks stop together)."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([0 if flag else 1])
+    dist.all_reduce(t)
+    return int(t.item()) == 0

@@ -1,0 +1,164 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+The store is the repository root's, also when DVC runs a stage in a copy of the repository
+(``dvc exp run --temp`` and queued experiments run under ``<root>/.dvc/tmp/exps/``, where a
+relative URI would write into the copy and lose the run). Its default is
+``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts``. Store creation is
+serialised with a file lock and SQLite waits for a busy database instead of failing, so
+experiments running in parallel (``dvc queue start -j 2``) all land.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from i2i.config import TrackingConfig
+
+DVC_COPIES = (".dvc", "tmp", "exps")
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The real repository root, seen from ``start`` (default: the working directory)."""
+    if os.environ.get("I2I_REPO_ROOT"):
+        return Path(os.environ["I2I_REPO_ROOT"]).resolve()
+    start = (start or Path.cwd()).resolve()
+    parts = start.parts
+    for i in range(len(parts) - len(DVC_COPIES) + 1):
+        if parts[i:i + len(DVC_COPIES)] == DVC_COPIES:
+            return Path(*parts[:i])
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
+    uri = cfg.uri or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path, _, query = uri[len("sqlite:///"):].partition("?")
+        uri = f"sqlite:///{root / path}" + (f"?{query}" if query else "")
+    if uri.startswith("sqlite:") and "timeout=" not in uri:
+        # Wait for a busy database (another experiment writing) instead of failing at once.
+        uri += ("&" if "?" in uri else "?") + "timeout=60"
+    return uri
+
+
+@contextlib.contextmanager
+def _store_lock(root: Path) -> Iterator[None]:
+    with open(root / ".mlflow.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _retry(fn, *args: Any, **kwargs: Any) -> Any:
+    for attempt in range(8):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # MLflow wraps SQLite's OperationalError in its own types
+            if "database is locked" not in str(e) or attempt == 7:
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_tags() -> dict[str, str]:
+    """Where this run comes from: git commit and, inside a DVC experiment, its name and baseline."""
+    tags = {}
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(Path.cwd())
+    if commit:
+        tags["git_commit"] = commit
+    for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+class Tracker:
+    """One MLflow run: created, or continued after a resume."""
+
+    def __init__(self, cfg: TrackingConfig, root: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.root = root or repository_root()
+        self.uri = tracking_uri(cfg, self.root)
+        with _store_lock(self.root):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(cfg.experiment)
+            if exp is None:
+                location = (self.root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+                self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+            else:
+                self.experiment_id = exp.experiment_id
+        self.run_id: str | None = None
+
+    def start(self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> str:
+        """Create a run logging ``params``, or continue ``run_id`` (params were logged then)."""
+        from mlflow.entities import Param, RunStatus
+
+        if run_id is not None:
+            _retry(self.client.update_run, run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self.run_id = run_id
+            self.set_tags({"resumed": "true", **tags})
+            return run_id
+        run = _retry(self.client.create_run, self.experiment_id, tags=tags, run_name=tags.get("dvc_exp_name"))
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            _retry(self.client.log_batch, self.run_id, params=items[i:i + 100])
+        return self.run_id
+
+    def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """``rows`` of (step, {key: value}), in one batched write per 1000 values."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
+        for i in range(0, len(items), 1000):
+            _retry(self.client.log_batch, self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        _retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_image(self, image: np.ndarray, artifact_file: str) -> None:
+        _retry(self.client.log_image, self.run_id, image, artifact_file=artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        _retry(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            _retry(self.client.set_terminated, self.run_id, status)
+
+
+class NullTracker:
+    """What ranks other than 0 use: the same calls, no effect."""
+
+    run_id = None
+
+    def start(self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
+        return None
+
+    def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def end(self, status: str = "FINISHED") -> None: ...

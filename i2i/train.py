@@ -1,0 +1,258 @@
+"""The training loop for every model: phases, mixed precision, checkpoints, resume, tracking.
+
+Each iteration runs the objective's generator phase (discriminators frozen) and then its
+discriminator phase on the translations the generator phase made, each followed by its own
+optimiser step (CycleGAN's order; Zhu et al. 2017, Sec. 7.1). The loop knows nothing about the
+model beyond that contract. Everything a resume needs is in the checkpoint, including every
+random generator and the data position, so an interrupted run continues as if it never
+stopped; losses and curves are flushed to MLflow and the plots file when a checkpoint is made,
+so what they show always matches a checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from i2i import checkpoint, distributed
+from i2i.config import Params, to_dict
+from i2i.data.loader import DomainImages, EvalImages, to_model_input, train_loader
+from i2i.errors import I2IError
+from i2i.grids import tile, translation_grid
+from i2i.io import atomic_path, write_json
+from i2i.losses import build_objective
+from i2i.models import Networks, build_networks
+from i2i.optim import adam, scheduler
+from i2i.progress import progress, quiet
+
+
+class NonFiniteLossError(I2IError, FloatingPointError):
+    """Training diverged: a loss term became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    data: Path  # the preprocessed cache (data/prepared)
+    checkpoints: Path  # root of the per-configuration checkpoint folders
+    models: Path  # exported generators and the MLflow run id
+    reports: Path  # losses.csv (DVC plots) and summary.json (DVC metrics)
+
+
+def pick_device(kind: str, d: distributed.Dist) -> torch.device:
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise I2IError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if kind != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def compile_networks(nets: Networks) -> None:
+    """torch.compile each network in place (state-dict keys unchanged). MUNIT generators are
+    called through encode/decode, so their parts are compiled instead of their forward."""
+    for net in [*nets.G.values(), *nets.D.values()]:
+        parts = [net.enc_style, net.enc_content, net.dec, net.mlp] if hasattr(net, "encode") else [net]
+        for part in parts:
+            part.compile()
+
+
+def check_finite(terms: dict[str, torch.Tensor], iteration: int, d: distributed.Dist) -> None:
+    values = torch.stack([v.float() for v in terms.values()])
+    ok = bool(torch.isfinite(values).all())
+    if distributed.all_finite(ok, d):
+        return
+    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["(on another rank)"]
+    raise NonFiniteLossError(
+        f"training diverged at iteration {iteration + 1}: {', '.join(bad)} = "
+        f"{', '.join(str(terms[k].item()) for k in bad if k in terms)}; the last good checkpoint "
+        f"is kept. Lower train.lr, try train.precision = fp32, or another loss.gan_mode"
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_rows(path: Path, upto: int) -> list[dict[str, float]]:
+    """Rows of an earlier run's losses.csv up to iteration ``upto`` (the checkpoint resumed)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
+                if int(float(row["step"])) <= upto]
+
+
+def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
+    keys = ["step"] + sorted({k for r in rows for k in r} - {"step"})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in r.items()})
+
+
+def fixed_samples(paths: TrainPaths, params: Params, nets: Networks, device: torch.device) -> tuple[dict, torch.Tensor | None]:
+    """The test inputs and style codes every sample grid of the run uses."""
+    inputs = {}
+    for direction, part in (("ab", "test_a"), ("ba", "test_b")):
+        images = EvalImages(DomainImages(paths.data / part), params.data.crop_size)
+        n = min(params.train.num_samples, len(images))
+        batch = torch.stack([images[i]["x"] for i in range(n)])
+        inputs[direction] = to_model_input(batch, device)
+    styles = None
+    if nets.name == "munit":
+        g = torch.Generator().manual_seed(params.train.seed)
+        styles = torch.randn(min(params.sample.num_styles, 8), params.model.munit.style_dim, 1, 1, generator=g).to(device)
+    return inputs, styles
+
+
+def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict[str, Any]:
+    """Train ``params``' model on the prepared data; return the summary written to summary.json."""
+    from i2i.tracking import NullTracker, Tracker, run_tags
+
+    tp = params.train
+    d = distributed.setup(use_cuda=tp.device != "cpu" and torch.cuda.is_available())
+    device = pick_device(tp.device, d)
+    manifest_file = paths.data / "manifest.json"
+    if not manifest_file.is_file():
+        raise I2IError(f"{manifest_file}: no prepared data; run the download and preprocess stages first (dvc repro preprocess)")
+    manifest = json.loads(manifest_file.read_text())
+    data_hash = manifest["content_hash"]
+    folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash)
+    if resume is not None:
+        state = checkpoint.load(resume)
+        checkpoint.check_compatible(state, params, data_hash, resume)
+    else:
+        state = checkpoint.latest(folder)
+    start = state["iteration"] if state else 0
+
+    torch.manual_seed(tp.seed)
+    nets = build_networks(params.model).to(device)
+    memory = torch.channels_last if tp.channels_last else torch.preserve_format
+    nets.to(memory_format=memory)
+    objective = build_objective(nets, params.loss, seed=tp.seed).to(device)
+    opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
+    sched_g, sched_d = scheduler(opt_g, tp), scheduler(opt_d, tp)
+    scaler = torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16")
+    if state:
+        nets.load_state_dict(state["nets"])
+        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d"), (scaler, "scaler")):
+            obj.load_state_dict(state[key])
+        objective.load_state_dict(state["objective"], device)
+        set_rng_state(state["rng"])
+    distributed.broadcast_state(nets, d)
+    if tp.compile:
+        compile_networks(nets)
+
+    tracker = Tracker(params.tracking) if d.main else NullTracker()
+    tags = run_tags() | {"dataset_hash": data_hash, "device": str(device), "precision": tp.precision,
+                         "model": params.model.name, "world_size": str(d.world)}
+    run_id = tracker.start(checkpoint.flatten(to_dict(params)), tags, run_id=state["run_id"] if state else None)
+    losses_csv = paths.reports / "losses.csv"
+    rows = read_rows(losses_csv, start) if state else []
+    pending: list[tuple[int, dict[str, float]]] = []
+    inputs, styles = fixed_samples(paths, params, nets, device)
+    data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, start, d.rank, d.world))
+
+    bar = progress(total=tp.iterations, initial=start, desc=f"train {params.model.name}", unit="it")
+    began, done = time.perf_counter(), start
+    status = "FAILED"
+    try:
+        for it in range(start, tp.iterations):
+            batch = next(data)
+            real = {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}
+            with autocast(tp.precision, device):
+                g = objective.generator_phase(real, it)
+            check_finite(g.terms, it, d)
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(g.loss).backward()
+            distributed.average_gradients(nets.G, d)
+            scaler.step(opt_g)
+            with autocast(tp.precision, device):
+                dphase = objective.discriminator_phase(real, g.fakes, it)
+            check_finite(dphase.terms, it, d)
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(dphase.loss).backward()
+            distributed.average_gradients(nets.D, d)
+            scaler.step(opt_d)
+            scaler.update()
+            sched_g.step()
+            sched_d.step()
+            done = it + 1
+            bar.update(1)
+
+            if done % tp.log_every == 0 or done == tp.iterations:
+                values = {k: v.item() for k, v in {**g.terms, **dphase.terms}.items()}
+                values |= {"lr/G": opt_g.param_groups[0]["lr"], "lr/D": opt_d.param_groups[0]["lr"]}
+                pending.append((done, values))
+                bar.set_postfix(G=f"{values['loss/G/total']:.3f}", D=f"{values['loss/D/total']:.3f}")
+            if d.main and (done % tp.sample_every == 0 or done == tp.iterations):
+                grid = tile([[translation_grid(nets, inputs[k], k, styles)] for k in ("ab", "ba")], pad=8)
+                tracker.log_image(grid, f"samples/{done:08d}.png")
+            if done % tp.checkpoint_every == 0 or done == tp.iterations:
+                if d.main:
+                    if not all(torch.isfinite(p).all() for p in nets.parameters()):
+                        raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good checkpoint is kept")
+                    checkpoint.save(folder, done, {
+                        "config": to_dict(params), "data_hash": data_hash, "run_id": run_id,
+                        "nets": nets.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                        "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                        "scaler": scaler.state_dict(), "objective": objective.state_dict(), "rng": rng_state(),
+                    }, tp.keep_checkpoints)
+                    tracker.log_metrics(pending)
+                    rows += [{"step": step, **values} for step, values in pending]
+                    write_rows(losses_csv, rows)
+                    if quiet():
+                        last = pending[-1][1] if pending else {}
+                        print(f"iteration {done}/{tp.iterations}: G {last.get('loss/G/total', float('nan')):.4f} "
+                              f"D {last.get('loss/D/total', float('nan')):.4f}", file=sys.stderr, flush=True)
+                pending = []
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        bar.close()
+        if status != "FINISHED":
+            tracker.end(status)
+            distributed.teardown(d)
+
+    seconds = time.perf_counter() - began
+    summary = {
+        "iterations": tp.iterations, "resumed_from": start, "seconds": round(seconds, 2),
+        "iterations_per_second": round((done - start) / seconds, 3) if seconds > 0 and done > start else None,
+        "images_per_second": round((done - start) * tp.batch_size * d.world * 2 / seconds, 3) if seconds > 0 and done > start else None,
+        "device": str(device), "precision": tp.precision, "world_size": d.world,
+        "final": {k: round(v, 6) for k, v in (rows[-1].items() if rows else []) if k != "step"},
+    }
+    if d.main:
+        model_file = paths.models / "generator.pt"
+        checkpoint.export_generators(model_file, params.model.name, to_dict(params.model), nets.G,
+                                     {"iterations": done, "run_id": run_id, "data_hash": data_hash})
+        tracker.log_artifact(model_file, "model")
+        write_json(paths.models / "run.json", {"run_id": run_id, "tracking_uri": tracker.uri,
+                                               "experiment_id": tracker.experiment_id})
+        write_json(paths.reports / "summary.json", summary)
+        tracker.log_metrics([(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})])
+        tracker.end("FINISHED")
+    distributed.teardown(d)
+    return summary

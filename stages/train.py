@@ -1,0 +1,16 @@
+"""DVC stage `train`: train the model named by `model.name`, resuming from the last checkpoint.
+
+dvc.yaml runs: python stages/train.py --params params.yaml --data data/prepared --checkpoints checkpoints --out models --reports reports/train
+Several devices: torchrun --nproc_per_node=N stages/train.py ...
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["train", *sys.argv[1:]], prog_name="stages/train.py")

@@ -1,0 +1,195 @@
+"""The training loop: determinism, resume after a real kill, divergence stop, MLflow, export."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from i2i import checkpoint
+from i2i.config import params_from_dict
+from i2i.models import load_generators, translate
+from i2i.optim import lr_factor
+from i2i.train import NonFiniteLossError, TrainPaths, train
+from tests.conftest import REPO, write_params
+from tests.train_helpers import BIN, prepare, project, run_stage, tiny_train_params
+
+
+def paths(root: Path) -> TrainPaths:
+    return TrainPaths(root / "data" / "prepared", root / "checkpoints", root / "models", root / "reports" / "train")
+
+
+@pytest.fixture(scope="module")
+def prepared_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prepared")
+    prepare(root, tiny_train_params())
+    return root
+
+
+def run_in(root: Path, prepared_root: Path, params: dict, monkeypatch, **kw) -> dict:
+    """Train in-process in ``root`` (its own MLflow store) on the shared prepared data."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".git").mkdir(exist_ok=True)
+    monkeypatch.chdir(root)
+    p = TrainPaths(prepared_root / "data" / "prepared", root / "checkpoints", root / "models", root / "reports")
+    return train(params_from_dict(params), p, **kw)
+
+
+def losses(root: Path) -> list[dict[str, str]]:
+    with open(root / "reports" / "losses.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "munit"])
+def test_same_params_and_seed_give_the_same_losses(name, tmp_path, prepared_root, monkeypatch):
+    p = tiny_train_params(name)
+    run_in(tmp_path / "one", prepared_root, p, monkeypatch)
+    run_in(tmp_path / "two", prepared_root, p, monkeypatch)
+    first, second = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(first) == 6 and first == second
+    p["train"]["seed"] = 1
+    run_in(tmp_path / "three", prepared_root, p, monkeypatch)
+    assert losses(tmp_path / "three") != first
+
+
+def test_resume_after_kill_continues_from_last_checkpoint(tmp_path):
+    p = tiny_train_params(iterations=60, checkpoint_every=5, log_every=5, sample_every=30)
+    straight = project(tmp_path / "straight", p)
+    run_stage(straight)
+    killed = project(tmp_path / "killed", p)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"],
+                            cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((killed / "checkpoints").glob("*/ckpt-00000010.pt")):
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (ckpts,) = (killed / "checkpoints").iterdir()
+    last = max(int(c.stem.split("-")[1]) for c in ckpts.glob("ckpt-*.pt"))
+    assert 10 <= last < 60
+    assert not (killed / "models" / "generator.pt").exists()
+
+    run_stage(killed)  # the same command again: resumes
+
+    summary = json.loads((killed / "reports" / "train" / "summary.json").read_text())
+    assert summary["resumed_from"] == last
+    # An interrupted run ends exactly where an uninterrupted one does: same data stream, same
+    # random numbers, same optimiser state.
+    a = torch.load(straight / "models" / "generator.pt")["generators"]
+    b = torch.load(killed / "models" / "generator.pt")["generators"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(straight / "reports" / "train" / "losses.csv") as f1, open(killed / "reports" / "train" / "losses.csv") as f2:
+        assert f1.read() == f2.read()
+    # One MLflow run, continued, with each logged step once.
+    info = json.loads((killed / "models" / "run.json").read_text())
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]])
+    assert [r.info.run_id for r in runs] == [info["run_id"]]
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["resumed"] == "true"
+    steps = [m.step for m in client.get_metric_history(info["run_id"], "loss/G/total")]
+    assert steps == list(range(5, 61, 5))
+
+
+def test_diverging_training_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, prepared_root, monkeypatch):
+    p = tiny_train_params(iterations=20, checkpoint_every=1, lr=1e30)
+    with pytest.raises(NonFiniteLossError) as e:
+        run_in(tmp_path, prepared_root, p, monkeypatch)
+    msg = str(e.value)
+    assert "diverged at iteration" in msg and "loss/" in msg and "last good checkpoint" in msg
+    (folder,) = (tmp_path / "checkpoints").iterdir()
+    state = checkpoint.latest(folder)
+    assert state is not None and all(torch.isfinite(v).all() for v in state["nets"].values())
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(state["run_id"])
+    assert run.info.status == "FAILED"
+
+
+def test_resume_from_a_checkpoint_of_other_params_is_refused(tmp_path, prepared_root, monkeypatch):
+    p = tiny_train_params()
+    run_in(tmp_path, prepared_root, p, monkeypatch)
+    (ckpt,) = list((tmp_path / "checkpoints").glob("*/ckpt-00000006.pt"))
+    p["model"]["cyclegan"]["ngf"] = 8
+    p["train"]["lr"] = 0.001
+    with pytest.raises(checkpoint.ResumeError) as e:
+        run_in(tmp_path, prepared_root, p, monkeypatch, resume=ckpt)
+    assert "model.cyclegan.ngf: 4 -> 8" in str(e.value) and "train.lr: 0.0002 -> 0.001" in str(e.value)
+    assert "To start fresh" in str(e.value)
+
+
+def test_a_changed_configuration_trains_afresh_in_its_own_folder(tmp_path, prepared_root, monkeypatch):
+    p = tiny_train_params()
+    run_in(tmp_path, prepared_root, p, monkeypatch)
+    p["loss"]["identity_w"] = 0.0
+    summary = run_in(tmp_path, prepared_root, p, monkeypatch)
+    assert summary["resumed_from"] == 0
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 2
+    # Extending the run is not a new configuration: it resumes.
+    p["train"]["iterations"] = 9
+    assert run_in(tmp_path, prepared_root, p, monkeypatch)["resumed_from"] == 6
+
+
+def test_mlflow_run_holds_params_tags_curves_samples_and_model(tmp_path, prepared_root, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
+    p = tiny_train_params("munit")
+    run_in(tmp_path, prepared_root, p, monkeypatch)
+    info = json.loads((tmp_path / "models" / "run.json").read_text())
+    assert info["tracking_uri"].startswith(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "brisk-lamb"
+    assert run.data.params["loss.vgg_w"] == "0.0" and run.data.params["model.munit.style_dim"] == "8"
+    assert run.data.params["train.iterations"] == "6"
+    tags = run.data.tags
+    manifest = json.loads((prepared_root / "data" / "prepared" / "manifest.json").read_text())
+    assert tags["dataset_hash"] == manifest["content_hash"] and tags["dvc_exp_name"] == "brisk-lamb"
+    assert tags["device"] == "cpu" and tags["precision"] == "fp32" and tags["model"] == "munit"
+    for key in ("loss/G/recon_x_a", "loss/D/a", "loss/G/total", "lr/G"):
+        assert [m.step for m in client.get_metric_history(info["run_id"], key)] == [1, 2, 3, 4, 5, 6]
+    lr = [m.value for m in client.get_metric_history(info["run_id"], "lr/G")]
+    assert lr[0] == pytest.approx(2e-4) and lr[-1] == pytest.approx(0.0)  # linear decay to zero
+    samples = [a.path for a in client.list_artifacts(info["run_id"], "samples")]
+    assert samples == ["samples/00000003.png", "samples/00000006.png"]
+    assert [a.path for a in client.list_artifacts(info["run_id"], "model")] == ["model/generator.pt"]
+
+
+def test_exported_generators_load_without_training_state(tmp_path, prepared_root, monkeypatch):
+    run_in(tmp_path, prepared_root, tiny_train_params("munit"), monkeypatch)
+    state = torch.load(tmp_path / "models" / "generator.pt", weights_only=True)
+    assert set(state) == {"format", "model", "model_config", "generators", "iterations", "run_id", "data_hash"}
+    nets = load_generators(tmp_path / "models" / "generator.pt")
+    assert len(nets.D) == 0 and not nets.training
+    assert translate(nets, torch.zeros(1, 3, 32, 32), "ab").shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    # constant for decay_start = 0.6 of 10 iterations, then (10 - i) / (10 - 6), reaching 0 at the end
+    ("linear", [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0]),
+    ("step", [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125]),
+    ("constant", [1] * 11),
+])
+def test_schedules(schedule, expected):
+    p = tiny_train_params(iterations=10, schedule=schedule, step_size=3, gamma=0.5, decay_start=0.6)
+    cfg = params_from_dict(p).train
+    assert [lr_factor(cfg, i) for i in range(11)] == pytest.approx(expected)
+
+
+def test_cosine_schedule_goes_from_one_to_zero():
+    cfg = params_from_dict(tiny_train_params(iterations=10, schedule="cosine")).train
+    assert lr_factor(cfg, 0) == 1 and lr_factor(cfg, 5) == pytest.approx(0.5) and lr_factor(cfg, 10) == pytest.approx(0)
+
+
+def test_missing_data_is_a_clear_cli_error(tmp_path):
+    write_params(tmp_path / "params.yaml", tiny_train_params())
+    proc = run_stage(tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "data/prepared" in proc.stderr
