@@ -133,6 +133,11 @@ class Tracker:
         for i in range(0, len(items), 1000):
             _retry(self.client.log_batch, self.run_id, metrics=items[i:i + 1000])
 
+    def last_step(self, key: str) -> int:
+        """The highest step logged for metric ``key`` in this run (0 when none)."""
+        history = _retry(self.client.get_metric_history, self.run_id, key)
+        return max((m.step for m in history), default=0)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -158,6 +163,7 @@ class NullTracker:
         return None
 
     def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
+    def last_step(self, key: str) -> int: return 0
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...

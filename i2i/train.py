@@ -92,15 +92,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_rows(path: Path, upto: int) -> list[dict[str, float]]:
-    """Rows of an earlier run's losses.csv up to iteration ``upto`` (the checkpoint resumed)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
-                if int(float(row["step"])) <= upto]
-
-
 def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
     keys = ["step"] + sorted({k for r in rows for k in r} - {"step"})
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -168,7 +159,14 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                          "model": params.model.name, "world_size": str(d.world)}
     run_id = tracker.start(checkpoint.flatten(to_dict(params)), tags, run_id=state["run_id"] if state else None)
     losses_csv = paths.reports / "losses.csv"
-    rows = read_rows(losses_csv, start) if state else []
+    # The rows logged so far travel in the checkpoint, so a kill between writing the checkpoint
+    # and flushing them loses nothing: the CSV is rebuilt and MLflow gets what it missed.
+    rows: list[dict[str, float]] = state.get("rows", []) if state else []
+    if d.main:
+        write_rows(losses_csv, rows)
+        logged = tracker.last_step("loss/G/total") if state else 0
+        tracker.log_metrics([(int(r["step"]), {k: v for k, v in r.items() if k != "step"})
+                             for r in rows if r["step"] > logged])
     pending: list[tuple[int, dict[str, float]]] = []
     inputs, styles = fixed_samples(paths, params, nets, device)
     data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, start, d.rank, d.world))
@@ -212,14 +210,15 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                 if d.main:
                     if not all(torch.isfinite(p).all() for p in nets.parameters()):
                         raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good checkpoint is kept")
+                    new_rows = [{"step": step, **values} for step, values in pending]
                     checkpoint.save(folder, done, {
-                        "config": to_dict(params), "data_hash": data_hash, "run_id": run_id,
+                        "config": to_dict(params), "data_hash": data_hash, "run_id": run_id, "rows": rows + new_rows,
                         "nets": nets.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                         "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
                         "scaler": scaler.state_dict(), "objective": objective.state_dict(), "rng": rng_state(),
                     }, tp.keep_checkpoints)
                     tracker.log_metrics(pending)
-                    rows += [{"step": step, **values} for step, values in pending]
+                    rows += new_rows
                     write_rows(losses_csv, rows)
                     if quiet():
                         last = pending[-1][1] if pending else {}

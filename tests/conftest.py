@@ -69,9 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
         if cuts:
             body = body[: cuts.pop(0)]
             self.close_connection = True
+        entry["sent"] = len(body)  # before writing: the client may finish before this thread resumes
         self.wfile.write(body)
         self.wfile.flush()
-        entry["sent"] = len(body)
 
 
 @pytest.fixture
