@@ -83,9 +83,29 @@ def test_every_i2i_module_a_stage_runs_is_a_dvc_dependency(repo: Path):
         assert needed == listed, f"stage {name}: missing deps {needed - listed}, needless deps {listed - needed}"
 
 
+def test_dvc_exp_run_temp_lands_in_the_root_mlflow_store(repo: Path):
+    """A --temp experiment runs in .dvc/tmp/exps/...; its MLflow run must reach the root store."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    (repo / ".gitignore").write_text("mlflow.db\nmlartifacts/\n.mlflow.lock\ncheckpoints/\n")
+    run(git + ["add", "-A"], repo)
+    run(git + ["commit", "-qm", "pipeline"], repo)
+    out = run([str(BIN / "dvc"), "exp", "run", "--temp", "-S", "train.iterations=4"], repo)
+    assert "Ran experiment" in out
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert len(runs) == 1
+    run_ = runs[0]
+    assert run_.info.status == "FINISHED" and run_.data.params["train.iterations"] == "4"
+    assert run_.data.tags.get("dvc_exp_name") and run_.data.tags["dvc_exp_baseline"] == run(["git", "rev-parse", "HEAD"], repo).strip()
+    assert [a.path for a in client.list_artifacts(run_.info.run_id, "model")] == ["model/generator.pt"]
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
 def test_cli_help_lists_the_commands():
     out = run([str(BIN / "i2i"), "--help"], REPO)
-    for command in ("download", "preprocess", "weights", "datasets", "params"):
+    for command in ("download", "preprocess", "train", "weights", "datasets", "params"):
         assert command in out
     assert "horse2zebra" in run([str(BIN / "i2i"), "datasets"], REPO)
     listing = run([str(BIN / "i2i"), "weights", "--list"], REPO)

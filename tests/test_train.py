@@ -193,3 +193,62 @@ def test_missing_data_is_a_clear_cli_error(tmp_path):
     write_params(tmp_path / "params.yaml", tiny_train_params())
     proc = run_stage(tmp_path, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "data/prepared" in proc.stderr
+
+
+def test_two_processes_train_with_torchrun_and_resume(tmp_path):
+    p = tiny_train_params(iterations=4, checkpoint_every=2)
+    root = project(tmp_path / "ddp", p)
+    launcher = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2"]
+    run_stage(root, launcher=launcher)
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["resumed_from"] == 0
+    (folder,) = (root / "checkpoints").iterdir()
+    assert [c.name for c in checkpoint.checkpoints(folder)] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
+    info = json.loads((root / "models" / "run.json").read_text())
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]])
+    assert len(runs) == 1 and runs[0].data.tags["world_size"] == "2"  # rank 0 alone logs
+    # Resume under torchrun: extend the run by two iterations.
+    p["train"]["iterations"] = 6
+    write_params(root / "params.yaml", p)
+    run_stage(root, launcher=launcher)
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert summary["resumed_from"] == 4 and summary["iterations"] == 6
+    assert [m.step for m in client.get_metric_history(info["run_id"], "loss/D/total")] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_train_on_cpu(precision, tmp_path, prepared_root, monkeypatch):
+    p = tiny_train_params("munit", iterations=3, precision=precision, channels_last=True)
+    summary = run_in(tmp_path, prepared_root, p, monkeypatch)
+    assert summary["precision"] == precision
+    assert all(v == v for v in summary["final"].values())  # finite, not NaN
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_compiled_training(tmp_path, prepared_root, monkeypatch):
+    p = tiny_train_params("cyclegan", iterations=3, device="cuda", precision="bf16", channels_last=True, compile=True)
+    assert run_in(tmp_path, prepared_root, p, monkeypatch)["device"].startswith("cuda")
+
+
+def test_parallel_trainings_all_land_in_one_sqlite_store(tmp_path):
+    """What `dvc queue start -j 2` does to the store: two writers at once, no lost run."""
+    p = tiny_train_params(iterations=8, checkpoint_every=2, log_every=1)
+    root = project(tmp_path / "par", p)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    procs = []
+    for i in range(3):
+        p["train"]["seed"] = i
+        write_params(root / f"p{i}.yaml", p)
+        procs.append(subprocess.Popen(
+            [sys.executable, str(REPO / "stages" / "train.py"), "--params", f"p{i}.yaml", "--out", f"models{i}",
+             "--reports", f"reports{i}", "--checkpoints", f"ckpt{i}"],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [proc.communicate()[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(outputs)
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert sorted(r.data.params["train.seed"] for r in runs) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        assert len(client.get_metric_history(r.info.run_id, "loss/G/total")) == 8
