@@ -27,7 +27,7 @@ from i2i.data.loader import DomainImages, EvalImages, to_model_input, train_load
 from i2i.errors import I2IError
 from i2i.grids import tile, translation_grid
 from i2i.io import atomic_path, write_json
-from i2i.losses import build_objective
+from i2i.losses import Objective, build_objective
 from i2i.models import Networks, build_networks
 from i2i.optim import adam, scheduler
 from i2i.progress import progress, quiet
@@ -81,15 +81,45 @@ def check_finite(terms: dict[str, torch.Tensor], iteration: int, d: distributed.
     )
 
 
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+@dataclass
+class Trainables:
+    """Everything a checkpoint restores besides the params: networks, objective state (image
+    pools, its random generators), optimisers, schedulers, gradient scaler, global RNG."""
 
+    nets: Networks
+    objective: Objective
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    @classmethod
+    def build(cls, params: Params, device: torch.device) -> "Trainables":
+        tp = params.train
+        torch.manual_seed(tp.seed)
+        nets = build_networks(params.model).to(device)
+        nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
+        objective = build_objective(nets, params.loss, seed=tp.seed).to(device)
+        opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
+        return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
+                   torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
+
+    _PARTS = ("nets", "opt_g", "opt_d", "sched_g", "sched_d", "scaler")
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        return {**{k: getattr(self, k).state_dict() for k in self._PARTS},
+                "objective": self.objective.state_dict(), "rng": rng}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        for k in self._PARTS:
+            getattr(self, k).load_state_dict(state[k])
+        self.objective.load_state_dict(state["objective"], device)
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
 def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
@@ -136,20 +166,11 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         state = checkpoint.latest(folder)
     start = state["iteration"] if state else 0
 
-    torch.manual_seed(tp.seed)
-    nets = build_networks(params.model).to(device)
-    memory = torch.channels_last if tp.channels_last else torch.preserve_format
-    nets.to(memory_format=memory)
-    objective = build_objective(nets, params.loss, seed=tp.seed).to(device)
-    opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
-    sched_g, sched_d = scheduler(opt_g, tp), scheduler(opt_d, tp)
-    scaler = torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16")
+    t = Trainables.build(params, device)
     if state:
-        nets.load_state_dict(state["nets"])
-        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d"), (scaler, "scaler")):
-            obj.load_state_dict(state[key])
-        objective.load_state_dict(state["objective"], device)
-        set_rng_state(state["rng"])
+        t.load_state_dict(state, device)
+    nets, objective, scaler = t.nets, t.objective, t.scaler
+    opt_g, opt_d = t.opt_g, t.opt_d
     distributed.broadcast_state(nets, d)
     if tp.compile:
         compile_networks(nets)
@@ -158,23 +179,22 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     tags = run_tags() | {"dataset_hash": data_hash, "device": str(device), "precision": tp.precision,
                          "model": params.model.name, "world_size": str(d.world)}
     run_id = tracker.start(checkpoint.flatten(to_dict(params)), tags, run_id=state["run_id"] if state else None)
-    losses_csv = paths.reports / "losses.csv"
-    # The rows logged so far travel in the checkpoint, so a kill between writing the checkpoint
-    # and flushing them loses nothing: the CSV is rebuilt and MLflow gets what it missed.
-    rows: list[dict[str, float]] = state.get("rows", []) if state else []
-    if d.main:
-        write_rows(losses_csv, rows)
-        logged = tracker.last_step("loss/G/total") if state else 0
-        tracker.log_metrics([(int(r["step"]), {k: v for k, v in r.items() if k != "step"})
-                             for r in rows if r["step"] > logged])
-    pending: list[tuple[int, dict[str, float]]] = []
-    inputs, styles = fixed_samples(paths, params, nets, device)
-    data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, start, d.rank, d.world))
-
     bar = progress(total=tp.iterations, initial=start, desc=f"train {params.model.name}", unit="it")
-    began, done = time.perf_counter(), start
     status = "FAILED"
     try:
+        losses_csv = paths.reports / "losses.csv"
+        # The rows logged so far travel in the checkpoint, so a kill between writing the checkpoint
+        # and flushing them loses nothing: the CSV is rebuilt and MLflow gets what it missed.
+        rows: list[dict[str, float]] = state.get("rows", []) if state else []
+        if d.main:
+            write_rows(losses_csv, rows)
+            logged = tracker.last_step("loss/G/total") if state else 0
+            tracker.log_metrics([(int(r["step"]), {k: v for k, v in r.items() if k != "step"})
+                                 for r in rows if r["step"] > logged])
+        pending: list[tuple[int, dict[str, float]]] = []
+        inputs, styles = fixed_samples(paths, params, nets, device)
+        data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, start, d.rank, d.world))
+        began, done = time.perf_counter(), start
         for it in range(start, tp.iterations):
             batch = next(data)
             real = {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}
@@ -193,8 +213,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             distributed.average_gradients(nets.D, d)
             scaler.step(opt_d)
             scaler.update()
-            sched_g.step()
-            sched_d.step()
+            t.sched_g.step()
+            t.sched_d.step()
             done = it + 1
             bar.update(1)
 
@@ -213,9 +233,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                     new_rows = [{"step": step, **values} for step, values in pending]
                     checkpoint.save(folder, done, {
                         "config": to_dict(params), "data_hash": data_hash, "run_id": run_id, "rows": rows + new_rows,
-                        "nets": nets.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                        "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                        "scaler": scaler.state_dict(), "objective": objective.state_dict(), "rng": rng_state(),
+                        **t.state_dict(),
                     }, tp.keep_checkpoints)
                     tracker.log_metrics(pending)
                     rows += new_rows
