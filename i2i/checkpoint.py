@@ -4,14 +4,16 @@ A checkpoint is one self-describing file (``ckpt-<iteration>.pt``, written to a 
 and renamed): the networks, optimisers, schedulers, gradient scaler, image pools, every random
 generator, the iteration, the resolved params and the MLflow run id. Each configuration gets its
 own folder under the checkpoint root, named by its fingerprint: a hash of the params that shape
-the result and of the data's content hash. A re-run with the same configuration resumes;
-a changed one starts afresh in its own folder, so runs are never mixed; an explicit
-``--resume`` from a checkpoint of another configuration is refused.
+the result, the data's content hash and the i2i source code. A re-run with the same
+configuration resumes; a changed one (including changed code, which is also what makes DVC
+re-run the stage) starts afresh in its own folder, so runs are never mixed. An explicit
+``--resume`` from a checkpoint of other params or data is refused; of other code, it warns.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from i2i.config import Params, to_dict
 from i2i.errors import I2IError
 from i2i.io import atomic_path
 
+log = logging.getLogger(__name__)
 FORMAT = 1
 # Keys that change how a run is carried out or reported, not what it computes.
 NOT_FINGERPRINTED = {
@@ -50,8 +53,17 @@ def fingerprinted(params: Params) -> dict[str, Any]:
             if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)}
 
 
-def fingerprint(params: Params, data_hash: str) -> str:
-    blob = json.dumps({"params": fingerprinted(params), "data": data_hash}, sort_keys=True)
+def code_version() -> str:
+    """A hash of the i2i package's source: a checkpoint belongs to the code that made it."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(params: Params, data_hash: str, code: str) -> str:
+    blob = json.dumps({"params": fingerprinted(params), "data": data_hash, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -91,6 +103,9 @@ def check_compatible(state: dict[str, Any], params: Params, data_hash: str, sour
              if theirs.get(k) != ours.get(k)]
     if state.get("data_hash") != data_hash:
         diffs.append(f"data content hash: {state.get('data_hash')} -> {data_hash}")
+    if state.get("code") != code_version():
+        log.warning("resuming from %s, made by another version of the i2i code (%s, now %s)",
+                    source, state.get("code"), code_version())
     if diffs:
         raise ResumeError(
             f"cannot resume from {source}: it was made with other params or data ({'; '.join(diffs)}). "

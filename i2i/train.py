@@ -158,7 +158,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         raise I2IError(f"{manifest_file}: no prepared data; run the download and preprocess stages first (dvc repro preprocess)")
     manifest = json.loads(manifest_file.read_text())
     data_hash = manifest["content_hash"]
-    folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash)
+    code = checkpoint.code_version()
+    folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash, code)
     if resume is not None:
         state = checkpoint.load(resume)
         checkpoint.check_compatible(state, params, data_hash, resume)
@@ -176,7 +177,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         compile_networks(nets)
 
     tracker = Tracker(params.tracking) if d.main else NullTracker()
-    tags = run_tags() | {"dataset_hash": data_hash, "device": str(device), "precision": tp.precision,
+    tags = run_tags() | {"dataset_hash": data_hash, "code_hash": code, "device": str(device), "precision": tp.precision,
                          "model": params.model.name, "world_size": str(d.world)}
     run_id = tracker.start(checkpoint.flatten(to_dict(params)), tags, run_id=state["run_id"] if state else None)
     bar = progress(total=tp.iterations, initial=start, desc=f"train {params.model.name}", unit="it")
@@ -232,7 +233,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                         raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good checkpoint is kept")
                     new_rows = [{"step": step, **values} for step, values in pending]
                     checkpoint.save(folder, done, {
-                        "config": to_dict(params), "data_hash": data_hash, "run_id": run_id, "rows": rows + new_rows,
+                        "config": to_dict(params), "data_hash": data_hash, "code": code, "run_id": run_id,
+                        "rows": rows + new_rows,
                         **t.state_dict(),
                     }, tp.keep_checkpoints)
                     tracker.log_metrics(pending)

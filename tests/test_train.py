@@ -139,6 +139,18 @@ def test_a_changed_configuration_trains_afresh_in_its_own_folder(tmp_path, prepa
     assert run_in(tmp_path, prepared_root, p, monkeypatch)["resumed_from"] == 6
 
 
+def test_changed_code_trains_afresh_but_an_explicit_resume_only_warns(tmp_path, prepared_root, monkeypatch, caplog):
+    p = tiny_train_params()
+    run_in(tmp_path, prepared_root, p, monkeypatch)
+    (ckpt,) = list((tmp_path / "checkpoints").glob("*/ckpt-00000006.pt"))
+    monkeypatch.setattr(checkpoint, "code_version", lambda: "another-version")
+    assert run_in(tmp_path, prepared_root, p, monkeypatch)["resumed_from"] == 0
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 2
+    p["train"]["iterations"] = 8
+    assert run_in(tmp_path, prepared_root, p, monkeypatch, resume=ckpt)["resumed_from"] == 6
+    assert "made by another version of the i2i code" in caplog.text
+
+
 def test_mlflow_run_holds_params_tags_curves_samples_and_model(tmp_path, prepared_root, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
     p = tiny_train_params("munit")
