@@ -48,9 +48,14 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def fingerprinted(params: Params) -> dict[str, Any]:
-    return {k: v for k, v in flatten(to_dict(params)).items()
+def result_shaping(config: dict) -> dict[str, Any]:
+    """The flattened params of a nested config dict that shape the trained result."""
+    return {k: v for k, v in flatten(config).items()
             if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)}
+
+
+def fingerprinted(params: Params) -> dict[str, Any]:
+    return result_shaping(to_dict(params))
 
 
 def code_version() -> str:
@@ -96,9 +101,7 @@ def latest(folder: Path) -> dict[str, Any] | None:
 
 def check_compatible(state: dict[str, Any], params: Params, data_hash: str, source: Path) -> None:
     """Refuse a checkpoint made with other params or data, naming what differs."""
-    theirs = {k: v for k, v in flatten(state["config"]).items()
-              if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)}
-    ours = fingerprinted(params)
+    theirs, ours = result_shaping(state["config"]), fingerprinted(params)
     diffs = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
              if theirs.get(k) != ours.get(k)]
     if state.get("data_hash") != data_hash:

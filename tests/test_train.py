@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 
 from i2i import checkpoint
