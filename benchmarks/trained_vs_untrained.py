@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from i2i.config import load_params  # noqa: E402
-from i2i.data.loader import DomainImages, EvalImages, to_model_input  # noqa: E402
+from i2i.data.loader import DomainImages, EvalImages, crop_flip, to_model_input  # noqa: E402
 from i2i.grids import to_uint8  # noqa: E402
 from i2i.metrics.shapes import content_iou  # noqa: E402
 from i2i.models import build_networks, load_generators, translate  # noqa: E402
@@ -46,8 +46,8 @@ def main() -> None:
     part = DomainImages(Path(args.data) / "test_a")
     images = EvalImages(part, params.data.crop_size)
     c = params.data.crop_size
-    masks = np.stack([part.mask(i)[(part.mask(i).shape[0] - c) // 2:][:c, (part.mask(i).shape[1] - c) // 2:][:, :c]
-                      for i in range(len(part))])
+    # The same centre crop EvalImages applies to the images.
+    masks = np.stack([crop_flip(part.mask(i)[..., None], c, None, False)[..., 0] for i in range(len(part))])
     trained = load_generators(args.model)
     torch.manual_seed(params.train.seed)
     untrained = build_networks(params.model, discriminators=False).eval()

@@ -89,9 +89,9 @@ def _load(item: Item, load_size: int, with_mask: bool) -> tuple[np.ndarray, np.n
     return np.asarray(im, dtype=np.uint8), mask
 
 
-def _write_part(folder: Path, items: list[Item], results: list, classes: list[str]) -> tuple[dict, list[dict]]:
+def _write_part(folder: Path, items: list[Item], results: list, classes: list[str],
+                with_mask: bool) -> tuple[dict, list[dict]]:
     folder.mkdir(parents=True)
-    with_mask = all(i.mask is not None for i in items)
     index, labels, names, skipped = [], [], [], []
     digest = hashlib.sha256()
     offset = 0
@@ -161,7 +161,7 @@ def preprocess(raw: str | Path, out: str | Path, cfg: DataConfig) -> dict:
                 with_mask = bool(items) and all(i.mask is not None for i in items)
                 loads = pool.map(_load, items, [cfg.load_size] * len(items), [with_mask] * len(items),
                                  chunksize=16) if pool else (_load(i, cfg.load_size, with_mask) for i in items)
-                summary, bad = _write_part(tmp / part, items, list(loads), classes)
+                summary, bad = _write_part(tmp / part, items, list(loads), classes, with_mask)
                 skipped += bad
                 report["skipped"] += skipped
                 report["counts"][part] = summary["count"]
