@@ -111,6 +111,67 @@ def train(params_path: Path, data: Path, checkpoints: Path, models: Path, report
 
 
 @main.command()
+@params_option
+@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default="classifiers", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for a.pt / b.pt (replaced whole).")
+@click.option("--report", default="reports/classifiers.json", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Held-out accuracy per domain (DVC metrics).")
+@user_errors
+def classify(params_path: Path, data: Path, out: Path, report: Path) -> None:
+    """Train the domain classifiers (IS/CIS/mode coverage) on each labelled domain's classes."""
+    from i2i.metrics.classifier import classify as run
+    from i2i.devices import inference_device
+
+    p = load_params(params_path)
+    result = run(data, out, p.data.crop_size, p.evaluate.classifier_steps, p.evaluate.seed,
+                 inference_device(p.train.device))
+    write_json(report, result)
+    for domain, r in result.items():
+        click.echo(f"domain {domain.upper()}: " + (f"{r['classes']} classes, held-out accuracy {r['test_accuracy']}"
+                                                  if r["trained"] else f"no classifier ({r['reason']})"))
+
+
+@main.command()
+@params_option
+@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--models", default="models", show_default=True, type=click.Path(path_type=Path),
+              help="The train stage's output (generator.pt, run.json).")
+@click.option("--out", default="reports/samples", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for the translations and index.html (replaced whole).")
+@user_errors
+def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
+    """Translate the test split both ways; write the images, grids and an HTML gallery."""
+    from i2i.sample import sample as run
+
+    counts = run(load_params(params_path), data, models, out)
+    for direction, c in counts.items():
+        click.echo(f"{direction}: {c['inputs']} inputs x {c['outputs_per_input']} outputs")
+    click.echo(f"gallery: {out / 'index.html'}")
+
+
+@main.command()
+@params_option
+@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--models", default="models", show_default=True, type=click.Path(path_type=Path))
+@click.option("--classifiers", default="classifiers", show_default=True, type=click.Path(path_type=Path))
+@click.option("--metrics", default="reports/metrics.json", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The scores (DVC metrics).")
+@click.option("--details", default="reports/evaluate.json", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Skipped metrics and why, timings.")
+@user_errors
+def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, metrics: Path, details: Path) -> None:
+    """Compute evaluate.metrics for A->B and B->A; log them to the training's MLflow run."""
+    from i2i.evaluate import EvaluatePaths
+    from i2i.evaluate import evaluate as run
+
+    result = run(load_params(params_path), EvaluatePaths(data, models, classifiers, metrics, details))
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        click.echo(f"{k:{width}s}  {v if not isinstance(v, float) else f'{v:.4f}'}")
+
+
+@main.command()
 @click.argument("names", nargs=-1, type=click.Choice(["vgg16", "alexnet", "squeezenet1_1", "inception_v3"]))
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Fetch the weights these params need (instead of / besides NAMES).")

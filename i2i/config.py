@@ -153,6 +153,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SampleConfig:
     num_styles: int = bounded(ge=1)
+    num_examples: int = bounded(ge=0)
+    gallery_inputs: int = bounded(ge=1)
+    seed: int = bounded(ge=0)
 
 
 METRIC_NAMES = (
@@ -166,6 +169,13 @@ class EvaluateConfig:
     pretrained: bool
     lpips_net: Literal["alex", "vgg", "squeeze"]
     classifier: Literal["inception", "domain"]
+    lpips_inputs: int = bounded(ge=1)
+    lpips_pairs: int = bounded(ge=1)
+    cis_inputs: int = bounded(ge=1)
+    cis_samples: int = bounded(ge=1)
+    classifier_steps: int = bounded(ge=1)
+    batch_size: int = bounded(ge=1)
+    seed: int = bounded(ge=0)
 
     def checks(self) -> Iterator[tuple[str, Any, str]]:
         for name in self.metrics:

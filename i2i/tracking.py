@@ -124,6 +124,27 @@ class Tracker:
             _retry(self.client.log_batch, self.run_id, params=items[i:i + 100])
         return self.run_id
 
+    def attach(self, run_file: Path, tags: dict[str, str]) -> str:
+        """Log into the run that ``run_file`` (the train stage's ``models/run.json``) names, left
+        in its state; a new run tagged with the missing id when this store does not have it
+        (models brought from another machine's DVC cache)."""
+        import json
+
+        run_id = json.loads(Path(run_file).read_text())["run_id"] if Path(run_file).is_file() else None
+        if run_id is not None:
+            try:
+                _retry(self.client.get_run, run_id)
+                self.run_id = run_id
+                self.set_tags(tags)
+                return run_id
+            except Exception as e:  # MLflow raises its own error type for an unknown run
+                if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
+                    raise
+        run = _retry(self.client.create_run, self.experiment_id,
+                     tags={**tags, "train_run_id": str(run_id)}, run_name=tags.get("dvc_exp_name"))
+        self.run_id = run.info.run_id
+        return self.run_id
+
     def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None:
         """``rows`` of (step, {key: value}), in one batched write per 1000 values."""
         from mlflow.entities import Metric
@@ -149,6 +170,9 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         _retry(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        _retry(self.client.log_artifacts, self.run_id, str(folder), artifact_path)
+
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:
             _retry(self.client.set_terminated, self.run_id, status)
@@ -161,6 +185,27 @@ class NullTracker:
 
     def start(self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
         return None
+
+    def attach(self, run_file: Path, tags: dict[str, str]) -> str:
+        """Log into the run that ``run_file`` (the train stage's ``models/run.json``) names, left
+        in its state; a new run tagged with the missing id when this store does not have it
+        (models brought from another machine's DVC cache)."""
+        import json
+
+        run_id = json.loads(Path(run_file).read_text())["run_id"] if Path(run_file).is_file() else None
+        if run_id is not None:
+            try:
+                _retry(self.client.get_run, run_id)
+                self.run_id = run_id
+                self.set_tags(tags)
+                return run_id
+            except Exception as e:  # MLflow raises its own error type for an unknown run
+                if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
+                    raise
+        run = _retry(self.client.create_run, self.experiment_id,
+                     tags={**tags, "train_run_id": str(run_id)}, run_name=tags.get("dvc_exp_name"))
+        self.run_id = run.info.run_id
+        return self.run_id
 
     def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
     def last_step(self, key: str) -> int: return 0

@@ -269,7 +269,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                                      {"iterations": done, "run_id": run_id, "data_hash": data_hash})
         tracker.log_artifact(model_file, "model")
         write_json(paths.models / "run.json", {"run_id": run_id, "tracking_uri": tracker.uri,
-                                               "experiment_id": tracker.experiment_id})
+                                               "experiment_id": tracker.experiment_id, "iterations": done})
         write_json(paths.reports / "summary.json", summary)
         tracker.log_metrics([(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})])
         tracker.end("FINISHED")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2i.cache import weights_dir
-from i2i.config import Params
+from i2i.config import EvaluateConfig, Params
 from i2i.data.fetch import fetch
 from i2i.errors import I2IError
 
@@ -44,17 +44,17 @@ class MissingWeightsError(I2IError, FileNotFoundError):
 
 def required(params: Params) -> list[str]:
     """Names of the weight files the given params will load, in a stable order."""
-    names = []
-    if params.loss.vgg_w > 0 and params.loss.vgg_pretrained:
-        names.append("vgg16")
-    ev = params.evaluate
-    if ev.pretrained:
-        if "lpips_diversity" in ev.metrics:
-            names.append(LPIPS_BACKBONE[ev.lpips_net])
-        uses_inception = {"fid", "kid"} | ({"inception_score", "cis"} if ev.classifier == "inception" else set())
-        if uses_inception & set(ev.metrics):
-            names.append("inception_v3")
-    return list(dict.fromkeys(names))
+    names = ["vgg16"] if params.loss.vgg_w > 0 and params.loss.vgg_pretrained else []
+    return list(dict.fromkeys(names + required_for_evaluation(params.evaluate)))
+
+
+def required_for_evaluation(ev: EvaluateConfig) -> list[str]:
+    """The weight files the evaluate stage loads (none with ``evaluate.pretrained: false``)."""
+    if not ev.pretrained:
+        return []
+    names = [LPIPS_BACKBONE[ev.lpips_net]] if "lpips_diversity" in ev.metrics else []
+    uses_inception = {"fid", "kid"} | ({"inception_score", "cis"} if ev.classifier == "inception" else set())
+    return names + (["inception_v3"] if uses_inception & set(ev.metrics) else [])
 
 
 def ensure(names: list[str], mirror: str = "") -> dict[str, Path]:

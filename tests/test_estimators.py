@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from i2i.metrics.estimators import conditional_inception_score, frechet_distance, inception_score, kernel_distance
+from i2i.metrics.estimators import (
+    conditional_inception_score, frechet_distance, inception_score, kernel_distance, mode_coverage,
+)
 
 
 @pytest.mark.parametrize("k", [2, 5, 10])
@@ -78,3 +80,22 @@ def test_shape_errors_are_clear():
         inception_score(torch.ones(2, 3, 4))
     with pytest.raises(ValueError, match=r"\[inputs, outputs, K\]"):
         conditional_inception_score(torch.ones(2, 3))
+
+
+def test_mode_coverage_counts_the_distinct_classes_each_input_reaches():
+    k = 4
+    one_mode = torch.eye(k)[torch.tensor([2] * 6)].view(1, 6, k)  # every output classified as class 2
+    all_modes = torch.eye(k).repeat(2, 1).view(1, 2 * k, k)
+    two_modes = torch.eye(k)[torch.tensor([0, 3, 0, 3, 3, 0])].view(1, 6, k)
+    assert mode_coverage(one_mode) == 1.0
+    assert mode_coverage(all_modes) == k
+    assert mode_coverage(torch.cat([one_mode, two_modes])) == 1.5  # averaged over inputs
+    with pytest.raises(ValueError, match="inputs, outputs, K"):
+        mode_coverage(one_mode[0])
+
+
+def test_frechet_distance_of_a_small_set_with_itself_is_zero_in_high_dimension():
+    """Fewer samples than dimensions (100 images, 2048 features): a rank-deficient covariance."""
+    x = np.random.default_rng(2).normal(size=(12, 256)) ** 3
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(x, x[::-1] + 1.0) == pytest.approx(256.0, rel=1e-6)  # mean shift only

@@ -1,6 +1,7 @@
 """The real DVC pipeline and the CLI, run as a user runs them, in a scratch copy of the repo."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -38,10 +39,15 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def test_dvc_repro_runs_download_and_preprocess_then_is_a_no_op(repo: Path):
+def test_dvc_repro_runs_every_stage_then_is_a_no_op(repo: Path):
     dvc = str(BIN / "dvc")
     out = run([dvc, "repro"], repo)
-    assert "Running stage 'download'" in out and "Running stage 'preprocess'" in out
+    for stage in ("download", "preprocess", "train", "classify", "sample", "evaluate"):
+        assert f"Running stage '{stage}'" in out
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], repo))
+    scores = shown[""]["data"]["reports/metrics.json"]["data"]
+    assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/cis/ab"], float)
+    assert "metric/cis/ba" not in scores  # skipped (null): DVC leaves it out, `dvc exp show` prints -
     report = yaml.safe_load((repo / "reports" / "preprocess.json").read_text())
     assert report["counts"] == {"train_a": 8, "test_a": 2, "train_b": 8, "test_b": 2}
     assert (repo / "data" / "prepared" / "manifest.json").is_file()

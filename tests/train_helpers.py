@@ -23,6 +23,9 @@ def tiny_train_params(name: str = "cyclegan", **train) -> dict:
     p["train"].update(iterations=6, batch_size=2, checkpoint_every=3, log_every=1, sample_every=3,
                       num_samples=2, device="cpu")
     p["train"].update(train)
+    p["sample"].update(num_styles=3, num_examples=2, gallery_inputs=2)
+    p["evaluate"].update(pretrained=False, lpips_inputs=2, lpips_pairs=2, cis_inputs=2, cis_samples=4,
+                         classifier_steps=5, batch_size=8)
     return p
 
 
@@ -42,9 +45,10 @@ def project(root: Path, params: dict) -> Path:
     return root
 
 
-def run_stage(root: Path, *args: str, check: bool = True, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_stage(root: Path, *args: str, check: bool = True, launcher: list[str] | None = None,
+              stage: str = "train") -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    cmd = (launcher or [sys.executable]) + [str(REPO / "stages" / "train.py"), "--params", "params.yaml", *args]
+    cmd = (launcher or [sys.executable]) + [str(REPO / "stages" / f"{stage}.py"), "--params", "params.yaml", *args]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -24,6 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from i2i.config import DataConfig
 
 
+# Translation direction -> (source, target) test parts: what sampling and evaluation translate.
+TEST_PARTS = {"ab": ("test_a", "test_b"), "ba": ("test_b", "test_a")}
+
+
 class DomainImages:
     """One preprocessed part (``train_a``, ...): images, labels, masks and names by index."""
 

@@ -5,6 +5,8 @@
   is the mean posterior over the outputs x2 generated from it;
   CIS = exp(E_x1 E_x2|x1 KL(p(y|x2) || p(y|x1))). A deterministic model has CIS = 1.
 - Frechet distance (Heusel et al. 2017): |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+- Mode coverage: for each input, the number of distinct classes its outputs are assigned to
+  (argmax of the posteriors), averaged over inputs; K when every input reaches all K modes.
 - Kernel Inception Distance (Binkowski et al. 2018): the unbiased estimate of the squared MMD
   with the kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 EPS = 1e-12
 
@@ -38,15 +41,35 @@ def conditional_inception_score(probs: torch.Tensor) -> float:
     return float(torch.exp(_kl_rows(probs, per_input).mean()))
 
 
+def mode_coverage(probs: torch.Tensor) -> float:
+    """``probs`` [N_inputs, M_outputs, K] -> mean number of distinct predicted classes per input."""
+    if probs.dim() != 3:
+        raise ValueError(f"expected posteriors [inputs, outputs, K], got shape {tuple(probs.shape)}")
+    hits = F.one_hot(probs.argmax(-1), probs.shape[-1]).amax(1)  # [N, K]: class reached by some output
+    return float(hits.sum(1).double().mean())
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """FID-style distance between two feature sets [N, D] and [M, D] (float64)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    (n, d), m = a.shape, len(b)
     mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # Tr((S_a S_b)^(1/2)) is the sum of the square roots of the eigenvalues of S_a S_b, which are
-    # real and non-negative for covariance matrices; tiny negative ones are rounding noise.
-    eig = np.linalg.eigvals(s_a @ s_b).real.clip(min=0)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(eig).sum())
+    xa, xb = a - mu_a, b - mu_b  # centred: S_a = xa^T xa / (n - 1)
+    if max(n, m) <= d:
+        # Fewer samples than dimensions (100 images, 2048 features): the non-zero eigenvalues of
+        # S_a S_b are the squared singular values of xa xb^T / sqrt((n-1)(m-1)), so
+        # Tr((S_a S_b)^(1/2)) is their sum. Exact, and free of the D x D route's null-space
+        # rounding noise, whose square roots add up to a visibly negative FID(x, x).
+        cross = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+        tr_a, tr_b = (xa ** 2).sum() / (n - 1), (xb ** 2).sum() / (m - 1)
+    else:
+        # Tr((S_a S_b)^(1/2)) = Tr((R S_b R)^(1/2)) with R = S_a^(1/2): symmetric eigenproblems.
+        s_a, s_b = xa.T @ xa / (n - 1), xb.T @ xb / (m - 1)
+        w, v = np.linalg.eigh(s_a)
+        root_a = (v * np.sqrt(w.clip(min=0))) @ v.T
+        cross = np.sqrt(np.linalg.eigvalsh(root_a @ s_b @ root_a).clip(min=0)).sum()
+        tr_a, tr_b = np.trace(s_a), np.trace(s_b)
+    return float(((mu_a - mu_b) ** 2).sum() + tr_a + tr_b - 2 * cross)
 
 
 def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,

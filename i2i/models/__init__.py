@@ -88,3 +88,24 @@ def translate(nets: Networks, x: torch.Tensor, direction: str, style: torch.Tens
     if style is None:
         style = target.random_style(x.shape[0], x.device)
     return target.decode(content, style)
+
+
+def translate_styles(nets: Networks, x: torch.Tensor, direction: str, styles: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
+    """MUNIT: every input under each of its own M style codes, encoding each input once.
+
+    ``x`` [N, 3, H, W], ``styles`` [N, M, style_dim, 1, 1] -> [N, M, 3, H, W]; the decoder runs
+    on at most ``batch_size`` images at a time.
+    """
+    if nets.name != "munit":
+        raise ValueError("only MUNIT takes style codes; CycleGAN has one output per input")
+    if styles.dim() != 5 or styles.shape[0] != x.shape[0]:
+        raise ValueError(f"styles must be [N={x.shape[0]}, M, style_dim, 1, 1], got {tuple(styles.shape)}")
+    n, m = styles.shape[:2]
+    content, _ = nets.G[direction[0]].encode(x)
+    content = content.repeat_interleave(m, 0)  # [N * M, C, h, w], input-major like styles.flatten(0, 1)
+    flat = styles.flatten(0, 1)
+    decoder = nets.G[direction[1]]
+    out = torch.cat([decoder.decode(content[i:i + batch_size], flat[i:i + batch_size])
+                     for i in range(0, n * m, batch_size)])
+    return out.view(n, m, *out.shape[1:])

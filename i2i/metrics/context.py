@@ -1,0 +1,148 @@
+"""What the metrics of one translation direction are computed from, each piece made once.
+
+Metrics ask a :class:`DirectionContext` for translations, posteriors or features; the context
+generates them on the device in batches, keeps them for the other metrics of the direction
+(IS, CIS and mode coverage share one set of outputs; FID, KID and content IoU another), and
+keeps images as uint8 on the host, so 100 x 100 outputs at 256 px still fit in memory.
+Metric networks (LPIPS, Inception, domain classifiers) are built on first use and shared by
+both directions through :class:`MetricNetworks`.
+"""
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from i2i.config import EvaluateConfig
+from i2i.data.loader import DomainImages, crop_flip, to_model_input
+from i2i.grids import to_uint8
+from i2i.models import Networks, translate, translate_styles
+
+
+class Skip(Exception):
+    """A metric does not apply to this direction (the reason is recorded in the report)."""
+
+
+@dataclass
+class MetricNetworks:
+    """The metric networks, built when a metric first needs one."""
+
+    cfg: EvaluateConfig
+    classifiers: Path  # the classify stage's output folder
+    device: torch.device
+    _domain: dict[str, object] = field(default_factory=dict)
+
+    @functools.cached_property
+    def lpips(self) -> torch.nn.Module:
+        from i2i.metrics.lpips_distance import LpipsDistance
+
+        return LpipsDistance(self.cfg.lpips_net, self.cfg.pretrained).to(self.device)
+
+    @functools.cached_property
+    def inception(self) -> torch.nn.Module:
+        from i2i.metrics.inception import InceptionV3
+
+        torch.manual_seed(self.cfg.seed)  # the random network of pretrained=false is repeatable
+        return InceptionV3(self.cfg.pretrained).to(self.device)
+
+    def domain_classifier(self, domain: str):
+        """The classify stage's classifier of ``domain``'s classes, or Skip when it has none."""
+        from i2i.metrics import classifier
+
+        if domain not in self._domain:
+            path = self.classifiers / f"{domain}.pt"
+            self._domain[domain] = classifier.load(path, self.device) if path.is_file() else None
+        found = self._domain[domain]
+        if found is None:
+            raise Skip(f"domain {domain.upper()} has no class labels (fewer than two class sub-folders), "
+                       f"so there is no domain classifier for it")
+        return found
+
+
+class DirectionContext:
+    """Translations of the ``source`` test images into the ``target`` domain, and their scores' inputs."""
+
+    def __init__(self, nets: Networks, direction: str, source: DomainImages, target: DomainImages,
+                 crop_size: int, cfg: EvaluateConfig, networks: MetricNetworks):
+        self.nets, self.direction, self.source, self.target = nets, direction, source, target
+        self.crop_size, self.cfg, self.networks = crop_size, cfg, networks
+        self.device = networks.device
+        self.deterministic = nets.name == "cyclegan"
+        self._outputs: dict[tuple[int, int], np.ndarray] = {}
+        self._posteriors: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    def rng(self, purpose: str) -> torch.Generator:
+        """A generator for one purpose, the same on every run with this seed."""
+        return torch.Generator().manual_seed(zlib.crc32(f"{self.cfg.seed}/{self.direction}/{purpose}".encode()))
+
+    def images(self, part: DomainImages, n: int | None = None) -> np.ndarray:
+        """The first n (default all) images of a test part, centre-cropped: uint8 [n, S, S, 3]."""
+        n = len(part) if n is None else min(n, len(part))
+        return np.stack([crop_flip(part.image(i), self.crop_size, None, False) for i in range(n)])
+
+    def masks(self, n: int | None = None) -> np.ndarray:
+        """The source images' geometry masks, cropped like the images: bool [n, S, S]."""
+        if not self.source.has_masks:
+            raise Skip(f"{self.source.folder} has no geometry masks (only the synthetic dataset has them)")
+        n = len(self.source) if n is None else min(n, len(self.source))
+        return np.stack([crop_flip(self.source.mask(i)[..., None], self.crop_size, None, False)[..., 0]
+                         for i in range(n)])
+
+    def outputs(self, n: int, m: int) -> np.ndarray:
+        """Translations of the first n inputs, m per input under random styles (one for a
+        deterministic model): uint8 [n, m', S, S, 3] with m' = m, or 1 for CycleGAN."""
+        n = min(n, len(self.source))
+        m = 1 if self.deterministic else m
+        if (n, m) not in self._outputs:
+            inputs = self.images(self.source, n)
+            b = self.cfg.batch_size
+            g = self.rng(f"styles/{n}x{m}")
+            chunks = []
+            with torch.no_grad():
+                for s in range(0, n, max(1, b // m)):
+                    x = to_model_input(torch.from_numpy(inputs[s: s + max(1, b // m)]), self.device)
+                    if self.deterministic:
+                        out = translate(self.nets, x, self.direction)[:, None]  # [k, 1, 3, S, S]
+                    else:
+                        style_dim = self.nets.G[self.direction[1]].style_dim
+                        styles = torch.randn(x.shape[0], m, style_dim, 1, 1, generator=g).to(self.device)
+                        out = translate_styles(self.nets, x, self.direction, styles, b)
+                    chunks.append(to_uint8(out.flatten(0, 1)).reshape(*out.shape[:2], *out.shape[3:], 3))
+            self._outputs[(n, m)] = np.concatenate(chunks)
+        return self._outputs[(n, m)]
+
+    def classify(self, kind: str, images: np.ndarray) -> torch.Tensor:
+        """Posteriors [N, K] of uint8 images [N, S, S, 3] by ``kind``: inception | domain."""
+        if kind == "inception":
+            def net(x: torch.Tensor) -> torch.Tensor:
+                return self.networks.inception(x)[1]
+        else:
+            net = self.networks.domain_classifier(self.direction[1]).model.posteriors
+        return self._batched(net, images)
+
+    def posteriors(self, kind: str, n: int, m: int) -> torch.Tensor:
+        """Posteriors [n, m', K] of ``outputs(n, m)``."""
+        key = (kind, n, m)
+        if key not in self._posteriors:
+            out = self.outputs(n, m)
+            self._posteriors[key] = self.classify(kind, out.reshape(-1, *out.shape[2:])).view(*out.shape[:2], -1)
+        return self._posteriors[key]
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Inception pool features [N, 2048] of uint8 images."""
+        return self._batched(lambda x: self.networks.inception(x)[0], images).double().numpy()
+
+    @functools.cached_property
+    def fid_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inception features of one output per source test image, and of the real target test images."""
+        return self.features(self.outputs(len(self.source), 1)[:, 0]), self.features(self.images(self.target))
+
+    def _batched(self, net, images: np.ndarray) -> torch.Tensor:
+        b = self.cfg.batch_size
+        with torch.no_grad():
+            return torch.cat([net(to_model_input(torch.from_numpy(images[i:i + b]), self.device)).float().cpu()
+                              for i in range(0, len(images), b)])

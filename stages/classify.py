@@ -1,0 +1,15 @@
+"""DVC stage `classify`: train a classifier of each labelled domain's classes (IS, CIS, mode coverage).
+
+dvc.yaml runs: python stages/classify.py --params params.yaml --data data/prepared --out classifiers --report reports/classifiers.json
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["classify", *sys.argv[1:]], prog_name="stages/classify.py")

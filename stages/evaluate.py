@@ -1,0 +1,15 @@
+"""DVC stage `evaluate`: score the trained model (evaluate.metrics) into reports/metrics.json and MLflow.
+
+dvc.yaml runs: python stages/evaluate.py --params params.yaml --data data/prepared --models models --classifiers classifiers --metrics reports/metrics.json --details reports/evaluate.json
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["evaluate", *sys.argv[1:]], prog_name="stages/evaluate.py")

@@ -1,0 +1,15 @@
+"""DVC stage `sample`: translate the test split both ways; images, grids and reports/samples/index.html.
+
+dvc.yaml runs: python stages/sample.py --params params.yaml --data data/prepared --models models --out reports/samples
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["sample", *sys.argv[1:]], prog_name="stages/sample.py")

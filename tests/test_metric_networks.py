@@ -1,0 +1,83 @@
+"""The metric networks and ground-truth scores: Inception features, the domain classifier,
+content IoU on the synthetic renderings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from i2i.cache import weights_dir
+from i2i.config import params_from_dict
+from i2i.data.loader import DomainImages
+from i2i.data.shapes import render
+from i2i.metrics import classifier
+from i2i.metrics.inception import InceptionV3
+from i2i.metrics.shapes import content_iou
+from i2i.weights import WEIGHTS, MissingWeightsError
+from tests.conftest import tiny_params
+from tests.train_helpers import prepare
+
+
+def _renders(domain: str, n: int = 30, size: int = 32):
+    cfg = params_from_dict(tiny_params()).data.shapes
+    cfg = type(cfg)(**{**cfg.__dict__, "image_size": size})
+    images, masks = zip(*[render(0, "test", domain, i, cfg)[:2] for i in range(n)])
+    return np.stack(images), np.stack(masks)
+
+
+@pytest.mark.parametrize("domain", ["a", "b"])
+def test_content_iou_is_one_for_the_ground_truth_rendering_and_low_otherwise(domain: str):
+    images, masks = _renders(domain)
+    assert content_iou(images, masks) == pytest.approx(1.0)  # outlines (A) are filled before comparing
+    assert content_iou(np.full_like(images, 255), masks) == 0.0  # blank
+    assert content_iou(np.zeros_like(images), masks) < 0.3  # paints everything
+    assert content_iou(images[::-1], masks) < 0.4  # another image's geometry
+
+
+def test_inception_features_and_posteriors_of_the_random_network_are_finite_and_repeatable():
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    torch.manual_seed(0)
+    features, probs = InceptionV3(pretrained=False)(x)
+    assert features.shape == (3, 2048) and probs.shape == (3, 1000)
+    assert torch.isfinite(features).all() and features.abs().max() < 1e3  # calibrated batch norms
+    assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
+    torch.manual_seed(0)
+    again, _ = InceptionV3(pretrained=False)(x)
+    assert torch.equal(features, again)
+
+
+def test_inception_loads_the_cached_torchvision_weights_and_names_the_file_when_missing():
+    with pytest.raises(MissingWeightsError, match=WEIGHTS["inception_v3"].filename):
+        InceptionV3(pretrained=True)
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(1)
+    reference = inception_v3(weights=None, aux_logits=True, init_weights=True).eval()
+    path = weights_dir() / WEIGHTS["inception_v3"].filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), path)
+    x = torch.rand(2, 3, 299, 299) * 2 - 1
+    _, probs = InceptionV3(pretrained=True)(x)
+    with torch.no_grad():
+        expected = torch.softmax(reference(x), 1)  # transform_input is off in both
+    assert torch.allclose(probs, expected, atol=1e-5)
+
+
+def test_domain_classifier_learns_the_synthetic_modes_and_round_trips(tmp_path):
+    params = tiny_params()
+    params["data"]["shapes"].update(num_train=48, num_test=24)
+    prepared = prepare(tmp_path, params)
+    report = classifier.classify(prepared, tmp_path / "classifiers", 32, steps=60, seed=0, device=torch.device("cpu"))
+    assert report["a"]["trained"] is False and "classes" in report["a"]["reason"]
+    assert report["b"]["classes"] == 4 and report["b"]["test_accuracy"] >= 0.9
+    assert sorted(p.name for p in (tmp_path / "classifiers").iterdir()) == ["b.pt"]
+    loaded = classifier.load(tmp_path / "classifiers" / "b.pt")
+    test = DomainImages(prepared / "test_b")
+    assert classifier.accuracy(loaded.model, test, 32, torch.device("cpu")) == report["b"]["test_accuracy"]
+    assert loaded.classes == test.classes
+
+
+def test_loading_something_else_as_a_classifier_names_the_file(tmp_path):
+    torch.save({"format": "other"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="x.pt: not an i2i domain classifier"):
+        classifier.load(tmp_path / "x.pt")

@@ -1,0 +1,139 @@
+"""The classify, sample and evaluate stages run as DVC runs them, after a real tiny training."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from i2i.config import METRIC_NAMES, load_params
+from i2i.data.loader import DomainImages, crop_flip, to_model_input
+from i2i.grids import to_uint8
+from i2i.models import load_generators, translate
+from i2i.sample import translate_direction
+from i2i.weights import WEIGHTS
+from tests.conftest import FileServer, write_params
+from tests.train_helpers import project, run_stage, tiny_train_params
+
+
+def _pipeline(root: Path) -> dict[str, str]:
+    out = {}
+    for stage in ("train", "classify", "sample", "evaluate"):
+        out[stage] = run_stage(root, stage=stage).stdout
+    return out
+
+
+def _client(root: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{root}/mlflow.db")
+
+
+@pytest.fixture(scope="module", params=["cyclegan", "munit"])
+def evaluated(request, tmp_path_factory) -> tuple[str, Path, dict[str, str]]:
+    params = tiny_train_params(request.param)
+    params["data"]["shapes"].update(num_train=16, num_test=4)
+    root = project(tmp_path_factory.mktemp(request.param), params)
+    return request.param, root, _pipeline(root)
+
+
+def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(evaluated):
+    name, root, out = evaluated
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    for metric in METRIC_NAMES:
+        for direction in ("ab", "ba"):
+            assert f"metric/{metric}/{direction}" in metrics
+    # A -> B has the synthetic modes as classes; A has none, so B -> A skips the classifier metrics.
+    for metric in ("inception_score", "cis", "mode_coverage", "content_iou", "fid", "kid", "lpips_diversity"):
+        assert isinstance(metrics[f"metric/{metric}/ab"], float), metric
+    details = json.loads((root / "reports" / "evaluate.json").read_text())
+    for metric in ("inception_score", "cis", "mode_coverage"):
+        assert metrics[f"metric/{metric}/ba"] is None and "no class labels" in details["skipped"][f"{metric}/ba"]
+    assert metrics["calibrated"] is False and set(details["uncalibrated"]) == {"lpips_diversity", "fid", "kid"}
+    assert metrics["metric/classifier_accuracy/ab"] == json.loads(
+        (root / "reports" / "classifiers.json").read_text())["b"]["test_accuracy"]
+    if name == "cyclegan":  # deterministic: no diversity, CIS 1, one mode per input
+        assert metrics["metric/lpips_diversity/ab"] == 0.0 and metrics["metric/cis/ab"] == pytest.approx(1.0)
+        assert metrics["metric/mode_coverage/ab"] == 1.0
+    else:
+        assert metrics["metric/lpips_diversity/ab"] > 0 and metrics["metric/cis/ab"] >= 1.0
+    assert "metric/fid/ab" in out["evaluate"]
+
+
+def test_scores_land_in_the_training_run_with_the_gallery(evaluated):
+    name, root, _ = evaluated
+    client = _client(root)
+    runs = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert len(runs) == 1  # sample and evaluate log into the training's run, they open none
+    run = runs[0]
+    assert run.info.run_id == json.loads((root / "models" / "run.json").read_text())["run_id"]
+    assert run.info.status == "FINISHED" and run.data.tags["metrics_calibrated"] == "false"
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    for key, value in metrics.items():
+        if key.startswith("metric/") and value is not None:
+            assert run.data.metrics[key] == pytest.approx(value), key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert {"samples/index.html", "samples/grid_ab.png", "samples/grid_ba.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")} == {
+        "evaluate/metrics.json", "evaluate/evaluate.json"}
+
+
+def test_sample_writes_the_predictable_layout_and_a_gallery_whose_images_exist(evaluated):
+    name, root, out = evaluated
+    samples = root / "reports" / "samples"
+    html = (samples / "index.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', html)
+    assert sources and all((samples / s).is_file() for s in sources)
+    params = yaml.safe_load((root / "params.yaml").read_text())["sample"]
+    for direction in ("ab", "ba"):
+        inputs = sorted(p.name for p in (samples / direction).iterdir() if p.name != "examples")
+        assert inputs == [f"{i:05d}" for i in range(4)]  # every test image
+        files = sorted(p.name for p in (samples / direction / "00000").iterdir())
+        if name == "cyclegan":
+            assert files == ["input.png", "output.png"]
+        else:
+            styles = [f"style_{k:02d}.png" for k in range(params["num_styles"])]
+            examples = [f"example_{k:02d}.png" for k in range(params["num_examples"])]
+            assert files == sorted(["input.png", *styles, *examples])
+            assert sorted(p.name for p in (samples / direction / "examples").iterdir()) == examples
+    assert "ab: 4 inputs" in out["sample"]
+
+
+def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path):
+    """Column k is one style code shared by all inputs: re-sampling gives the same images, and
+    translating an input alone under code k gives that column's image."""
+    params = tiny_train_params("munit")
+    root = project(tmp_path, params)
+    run_stage(root, stage="train")
+    run_stage(root, stage="sample")
+    p = load_params(root / "params.yaml")
+    nets = load_generators(root / "models" / "generator.pt")
+    a, b = DomainImages(root / "data" / "prepared" / "test_a"), DomainImages(root / "data" / "prepared" / "test_b")
+    _, outputs, columns, _ = translate_direction(nets, a, b, "ab", p, torch.device("cpu"))
+    g = torch.Generator().manual_seed(p.sample.seed)
+    styles = torch.randn(p.sample.num_styles, p.model.munit.style_dim, 1, 1, generator=g)
+    x = to_model_input(torch.from_numpy(crop_flip(a.image(1), 32, None, False)[None]), "cpu")
+    with torch.no_grad():
+        alone = to_uint8(translate(nets, x, "ab", styles[2:3]))[0]
+    assert np.abs(alone.astype(int) - outputs[1, 2].astype(int)).max() <= 1
+    saved = np.asarray(Image.open(root / "reports" / "samples" / "ab" / "00001" / "style_02.png"))
+    assert np.array_equal(saved, outputs[1, 2]) and columns[2] == "style_02"
+
+
+def test_missing_pretrained_weights_name_the_file_and_the_offline_switch(server: FileServer, tmp_path: Path):
+    params = tiny_train_params()
+    root = project(tmp_path / "project", params)
+    run_stage(root, stage="train")
+    run_stage(root, stage="classify")
+    params["evaluate"]["pretrained"] = True
+    params["data"]["weights_mirror"] = server.url  # a mirror that has none of the files
+    write_params(root / "params.yaml", params)
+    proc = run_stage(root, stage="evaluate", check=False)
+    assert proc.returncode == 1
+    assert WEIGHTS["alexnet"].filename in proc.stderr and "HTTP 404" in proc.stderr
+    assert "evaluate.pretrained: false" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (root / "reports" / "metrics.json").exists()
