@@ -14,6 +14,7 @@ import fcntl
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -176,6 +177,50 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:
             _retry(self.client.set_terminated, self.run_id, status)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, read back for comparison."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int  # ms since the epoch
+    params: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each
+    tags: dict[str, str]
+
+
+def find_runs(cfg: TrackingConfig, experiment: str | None = None, tags: dict[str, str] | None = None,
+              run_ids: list[str] | None = None, root: Path | None = None) -> list[RunRecord]:
+    """Runs of ``experiment`` (default ``cfg.experiment``) carrying every tag in ``tags``, or the
+    given ``run_ids``; oldest first. Unknown experiments and run ids are errors naming them."""
+    from mlflow.tracking import MlflowClient
+
+    from i2i.errors import I2IError
+
+    uri = tracking_uri(cfg, root or repository_root())
+    client = MlflowClient(tracking_uri=uri)
+    if run_ids:
+        runs = []
+        for rid in run_ids:
+            try:
+                runs.append(_retry(client.get_run, rid))
+            except Exception as e:
+                raise I2IError(f"run {rid!r} not found in {uri} ({type(e).__name__})") from None
+    else:
+        name = experiment or cfg.experiment
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            known = [e.name for e in client.search_experiments()]
+            raise I2IError(f"experiment {name!r} not found in {uri}; it has: {', '.join(known) or 'none'}")
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items())
+        runs = _retry(client.search_runs, [exp.experiment_id], filter_string=query, max_results=50000)
+    records = [RunRecord(r.info.run_id, r.data.tags.get("dvc_exp_name") or r.info.run_name or r.info.run_id[:8],
+                         r.info.status, r.info.start_time, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
+               for r in runs]
+    return sorted(records, key=lambda r: r.start_time)
 
 
 class NullTracker:

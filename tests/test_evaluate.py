@@ -100,6 +100,7 @@ def test_metrics_needing_target_classes_or_masks_skip_with_the_reason(prepared: 
     for name in ("inception_score", "cis", "mode_coverage"):
         with pytest.raises(Skip, match="domain A has no class labels"):
             METRICS[name].compute(ctx)
+    assert not ctx._outputs  # skipped before generating 100 x 100 translations for nothing
     # With the ImageNet classifier IS and CIS apply to any target domain.
     inception = _context(identity(), prepared, "ba", "test_b", "test_a", classifier="inception", cis_inputs=2, cis_samples=2)
     assert METRICS["cis"].compute(inception)["cis"] == pytest.approx(1.0)
@@ -115,3 +116,13 @@ def test_translate_styles_encodes_once_and_matches_translating_style_by_style():
         expected = torch.stack([translate(nets, x, "ab", styles[:, k]) for k in range(5)], 1)
     assert out.shape == (3, 5, 3, 32, 32)
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_scores_are_the_same_in_every_run_also_with_random_backbones(prepared: Path):
+    """Each evaluation builds its metric networks afresh; pretrained=false must still give every
+    run the same random backbones, or runs could not be compared."""
+    blank = Networks("cyclegan", {"ab": _Constant(0.5)}, {})
+    first = _context(blank, prepared, "ab", "test_a", "test_b")
+    second = _context(blank, prepared, "ab", "test_a", "test_b")
+    assert METRICS["lpips_diversity"].compute(first) == METRICS["lpips_diversity"].compute(second)
+    assert METRICS["fid"].compute(first) == METRICS["fid"].compute(second)

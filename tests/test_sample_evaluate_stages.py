@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from i2i.grids import to_uint8
 from i2i.models import load_generators, translate
 from i2i.sample import translate_direction
 from i2i.weights import WEIGHTS
-from tests.conftest import FileServer, write_params
+from tests.conftest import REPO, FileServer, write_params
 from tests.train_helpers import project, run_stage, tiny_train_params
 
 
@@ -137,3 +139,14 @@ def test_missing_pretrained_weights_name_the_file_and_the_offline_switch(server:
     assert WEIGHTS["alexnet"].filename in proc.stderr and "HTTP 404" in proc.stderr
     assert "evaluate.pretrained: false" in proc.stderr and "Traceback" not in proc.stderr
     assert not (root / "reports" / "metrics.json").exists()
+
+
+def test_trained_vs_untrained_benchmark_reproduces_the_evaluated_content_iou(evaluated):
+    _, root, _ = evaluated
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "trained_vs_untrained.py")], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert result["content_iou_trained"] == round(metrics["metric/content_iou/ab"], 4)
+    assert 0 <= result["content_iou_untrained"] <= 1

@@ -40,13 +40,14 @@ class MetricNetworks:
     def lpips(self) -> torch.nn.Module:
         from i2i.metrics.lpips_distance import LpipsDistance
 
+        torch.manual_seed(self.cfg.seed)  # the random backbone of pretrained=false is the same in every run
         return LpipsDistance(self.cfg.lpips_net, self.cfg.pretrained).to(self.device)
 
     @functools.cached_property
     def inception(self) -> torch.nn.Module:
         from i2i.metrics.inception import InceptionV3
 
-        torch.manual_seed(self.cfg.seed)  # the random network of pretrained=false is repeatable
+        torch.manual_seed(self.cfg.seed)  # the random network of pretrained=false is the same in every run
         return InceptionV3(self.cfg.pretrained).to(self.device)
 
     def domain_classifier(self, domain: str):
@@ -115,21 +116,23 @@ class DirectionContext:
             self._outputs[(n, m)] = np.concatenate(chunks)
         return self._outputs[(n, m)]
 
+    def _classifier(self, kind: str):
+        """The posterior function of ``kind`` (inception | domain); Skip when there is none."""
+        if kind == "inception":
+            return lambda x: self.networks.inception(x)[1]
+        return self.networks.domain_classifier(self.direction[1]).model.posteriors
+
     def classify(self, kind: str, images: np.ndarray) -> torch.Tensor:
         """Posteriors [N, K] of uint8 images [N, S, S, 3] by ``kind``: inception | domain."""
-        if kind == "inception":
-            def net(x: torch.Tensor) -> torch.Tensor:
-                return self.networks.inception(x)[1]
-        else:
-            net = self.networks.domain_classifier(self.direction[1]).model.posteriors
-        return self._batched(net, images)
+        return self._batched(self._classifier(kind), images)
 
     def posteriors(self, kind: str, n: int, m: int) -> torch.Tensor:
         """Posteriors [n, m', K] of ``outputs(n, m)``."""
         key = (kind, n, m)
         if key not in self._posteriors:
+            net = self._classifier(kind)  # before generating: a direction without one skips at no cost
             out = self.outputs(n, m)
-            self._posteriors[key] = self.classify(kind, out.reshape(-1, *out.shape[2:])).view(*out.shape[:2], -1)
+            self._posteriors[key] = self._batched(net, out.reshape(-1, *out.shape[2:])).view(*out.shape[:2], -1)
         return self._posteriors[key]
 
     def features(self, images: np.ndarray) -> np.ndarray:
