@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, get_args, get_origin, get_type_hints
@@ -161,6 +162,8 @@ class SampleConfig:
 METRIC_NAMES = (
     "lpips_diversity", "inception_score", "cis", "fid", "kid", "content_iou", "mode_coverage",
 )
+# Scores (metric/<key>/<direction>) where lower is better; all others are better higher.
+LOWER_IS_BETTER = ("fid", "kid", "kid_std")
 
 
 @dataclass(frozen=True)
@@ -200,11 +203,23 @@ class Params:
     tracking: TrackingConfig
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC writes it: ``dvc exp run -S train.lr=1e-4`` may store ``1e-04``, which PyYAML's
+    YAML 1.1 rules read as a string; YAML 1.2 (DVC's ruamel) reads any exponent form as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; raise :class:`ParamsError` on the first problem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:

@@ -93,6 +93,17 @@ def test_int_is_accepted_where_a_float_is_expected():
     assert params_from_dict(p).loss.vgg_w == 1.0
 
 
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("1e+30", 1e30), ("2.5E3", 2500.0), (".5e-2", 0.005)])
+def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path: Path, text: str, value: float):
+    """`dvc exp run -S train.lr=1e30` writes `lr: 1e+30`, a string under PyYAML's YAML 1.1 rules."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(default_params()).replace("lr: 0.0002", f"lr: {text}"))
+    assert load_params(path).train.lr == value
+    path.write_text(yaml.safe_dump(default_params()).replace("lr: 0.0002", "lr: e5"))
+    with pytest.raises(ParamsError, match="train.lr = 'e5': expected a number"):
+        load_params(path)
+
+
 def test_missing_and_malformed_files(tmp_path: Path):
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
