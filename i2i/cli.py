@@ -172,6 +172,37 @@ def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, met
 
 
 @main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Where tracking.uri / experiment come from.")
+@click.option("--experiment", help="MLflow experiment (default: tracking.experiment).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only runs with this tag (repeatable).")
+@click.option("--run-id", "run_ids", multiple=True, help="These runs instead of an experiment (repeatable).")
+@click.option("--metric", "metrics", multiple=True, help="Scores to show (default: every metric/... key).")
+@click.option("--sort", help="Sort by this score, best first, e.g. metric/content_iou/ab.")
+@click.option("--all", "include_all", is_flag=True, help="Also unfinished and failed runs.")
+@click.option("--out", default="reports/compare.md", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--plot", "chart", default="reports/compare.png", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], run_ids: tuple[str, ...],
+            metrics: tuple[str, ...], sort: str | None, include_all: bool, out: Path, chart: Path) -> None:
+    """Compare MLflow runs: the params that differ and the scores, as a table and a chart."""
+    from i2i.compare import compare as run
+    from i2i.compare import to_markdown
+    from i2i.tracking import find_runs
+
+    bad = [t for t in tags if "=" not in t]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: expected KEY=VALUE", param_hint="--tag")
+    runs = find_runs(load_params(params_path).tracking, experiment, dict(t.split("=", 1) for t in tags), list(run_ids))
+    if not include_all and not run_ids:
+        runs = [r for r in runs if r.status == "FINISHED"]
+    table = run(runs, out, chart, list(metrics) or None, sort)
+    click.echo(to_markdown(table), nl=False)
+    click.echo(f"-> {out}, {chart}")
+
+
+@main.command()
 @click.argument("names", nargs=-1, type=click.Choice(["vgg16", "alexnet", "squeezenet1_1", "inception_v3"]))
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Fetch the weights these params need (instead of / besides NAMES).")

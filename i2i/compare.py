@@ -1,0 +1,106 @@
+"""``i2i compare``: runs from MLflow side by side, as a table of the params that differ and the
+scores (``reports/compare.md``) and a chart of every score (``reports/compare.png``).
+
+The runs are read back from the store the pipeline writes (``i2i.tracking.find_runs``); a DVC
+experiment's run is named after the experiment, so the table's rows match ``dvc exp show``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from i2i.config import LOWER_IS_BETTER
+from i2i.errors import I2IError
+from i2i.io import atomic_path, write_bytes
+from i2i.tracking import RunRecord
+
+def lower_is_better(key: str) -> bool:
+    """``metric/<name>/<direction>`` or ``loss/...``: whether smaller values are better."""
+    parts = key.split("/")
+    return key.startswith("loss/") or (len(parts) == 3 and parts[1] in LOWER_IS_BETTER)
+
+
+def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: str | None = None) -> pd.DataFrame:
+    """One row per run: its status, the params whose values differ between the runs, then the
+    metrics (default: every ``metric/...`` key any run has), sorted by ``sort`` best first."""
+    if not runs:
+        raise I2IError("no runs to compare: check the experiment name, tags or run ids")
+    params = pd.DataFrame([r.params for r in runs], dtype=object)
+    differing = [c for c in sorted(params.columns) if params[c].astype(str).nunique(dropna=False) > 1]
+    scores = pd.DataFrame([r.metrics for r in runs])
+    keys = metrics or sorted(c for c in scores.columns if c.startswith("metric/"))
+    missing = [k for k in keys if k not in scores.columns]
+    if missing:
+        raise I2IError(f"no run has the metric(s) {', '.join(missing)}; available: {', '.join(sorted(scores.columns))}")
+    table = pd.concat([pd.DataFrame({"run": [r.name for r in runs], "status": [r.status for r in runs],
+                                     "run_id": [r.run_id[:8] for r in runs]}),
+                       params[differing].reset_index(drop=True), scores[keys].reset_index(drop=True)], axis=1)
+    if sort:
+        if sort not in scores.columns:
+            raise I2IError(f"cannot sort by {sort!r}: no run has it; available: {', '.join(sorted(scores.columns))}")
+        if sort not in table.columns:
+            table[sort] = scores[sort].values
+        table = table.sort_values(sort, ascending=lower_is_better(sort), na_position="last", kind="stable")
+    return table.reset_index(drop=True)
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """One horizontal bar chart per metric, runs in the table's order, the best bar marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    cols = min(3, len(keys)) or 1
+    rows = max(1, math.ceil(len(keys) / cols))
+    height = 0.35 * len(table) + 1.2
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, height * rows), squeeze=False)
+    names = table["run"].astype(str).tolist()
+    for ax, key in zip(axes.flat, keys):
+        values = pd.to_numeric(table[key], errors="coerce")
+        colors = ["#9bb7d4"] * len(values)
+        if values.notna().any():
+            best = values.idxmin() if lower_is_better(key) else values.idxmax()
+            colors[table.index.get_loc(best)] = "#1f5fa6"
+        ax.barh(range(len(values)), values.fillna(0), color=colors)
+        ax.set_yticks(range(len(values)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{key} ({'lower' if lower_is_better(key) else 'higher'} is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        for i, v in enumerate(values):
+            ax.text(0, i, f" {_cell(v)}", va="center", fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def compare(runs: list[RunRecord], markdown: Path, chart: Path, metrics: list[str] | None = None,
+            sort: str | None = None) -> pd.DataFrame:
+    """Write the table and the chart; return the table."""
+    table = comparison(runs, metrics, sort)
+    keys = [c for c in table.columns if c.startswith(("metric/", "loss/", "train/"))]
+    header = (f"# Comparison of {len(table)} runs\n\nParams that differ between the runs, then the scores"
+              + (f", best `{sort}` first" if sort else "") + ". `-`: not computed (see the run's evaluate.json).\n\n")
+    write_bytes(markdown, (header + to_markdown(table)).encode())
+    if keys:
+        plot(table, keys, chart)
+    return table

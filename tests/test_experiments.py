@@ -1,0 +1,153 @@
+"""Ablations as DVC experiments: a queue run by two workers, every result in `dvc exp show` and in
+the root MLflow store once, a diverging one marked failed, and `i2i compare` on the results."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from tests.conftest import REPO, write_params
+from tests.train_helpers import tiny_train_params
+
+BIN = Path(sys.executable).parent
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+# Each ablation of the README's recipes, on the tiny config (vgg_pretrained off: no download).
+QUEUE = {
+    "no-identity": ["-S", "loss.identity_w=0"],
+    "munit": ["-S", "model.name=munit"],
+    "diverges": ["-S", "train.lr=1e30"],
+}
+# And one run in the workspace, as `dvc exp run -S ...` without --queue.
+WORKSPACE = {"vgg": ["-S", "loss.vgg_w=1", "-S", "loss.vgg_pretrained=false"]}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory) -> Path:
+    """A committed project whose baseline ran, then QUEUE queued and run with -j 2, then WORKSPACE."""
+    root = tmp_path_factory.mktemp("experiments") / "repo"
+    root.mkdir()
+    for name in ("i2i", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    write_params(root / "params.yaml", tiny_train_params())
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n.mlflow.lock\ncheckpoints/\n__pycache__/\n")
+    run(["git", "init", "-q"], root)
+    run([str(BIN / "dvc"), "init", "-q"], root)
+    run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+    run([str(BIN / "dvc"), "repro"], root)
+    run(GIT + ["add", "-A"], root)
+    run(GIT + ["commit", "-qm", "baseline"], root)
+    for name, overrides in QUEUE.items():
+        run([str(BIN / "dvc"), "exp", "run", "--queue", "-n", name, *overrides], root)
+    # --run-all starts the queue's workers and waits for them (dvc queue start -j 2 returns at once).
+    run([str(BIN / "dvc"), "exp", "run", "--run-all", "-j", "2"], root, check=False)
+    for name, overrides in WORKSPACE.items():
+        run([str(BIN / "dvc"), "exp", "run", "-n", name, *overrides], root)
+    return root
+
+
+def _runs(root: Path):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    return client, client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+
+
+def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiments: Path):
+    shown = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], experiments).stdout)
+    found, failed = {}, []
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                if rev.get("error"):
+                    failed.append(rev["name"])
+                else:
+                    found[rev["name"]] = rev["data"]["metrics"]["reports/metrics.json"]["data"]
+    assert set(found) == {"no-identity", "vgg", "munit"} and failed == ["diverges"]
+    queue = run([str(BIN / "dvc"), "queue", "status"], experiments).stdout
+    assert [line.split()[-1] for line in queue.splitlines() if "diverges" in line] == ["Failed"]
+    for scores in found.values():
+        assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/fid/ab"], float)
+    assert found["munit"]["metric/lpips_diversity/ab"] > 0 == found["vgg"]["metric/lpips_diversity/ab"]
+
+
+def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments: Path):
+    client, runs = _runs(experiments)
+    names = [r.data.tags.get("dvc_exp_name") for r in runs if r.data.tags.get("dvc_exp_name")]
+    assert sorted(names) == sorted([*QUEUE, *WORKSPACE])  # one run each: nothing lost, nothing duplicated
+    assert len(runs) == len(QUEUE) + len(WORKSPACE) + 1  # and the baseline's `dvc repro`
+    by_name = {r.data.tags.get("dvc_exp_name", "baseline"): r for r in runs}
+    assert by_name["diverges"].info.status == "FAILED"
+    for name in ("no-identity", "vgg", "munit", "baseline"):
+        r = by_name[name]
+        assert r.info.status == "FINISHED" and "metric/content_iou/ab" in r.data.metrics, name
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} >= {"samples/index.html"}
+    assert by_name["no-identity"].data.params["loss.identity_w"] == "0.0"
+    assert by_name["vgg"].data.params["loss.vgg_w"] == "1.0"
+    assert not list((experiments / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
+def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experiments: Path):
+    out = run([str(BIN / "i2i"), "compare", "--sort", "metric/content_iou/ab"], experiments).stdout
+    md = (experiments / "reports" / "compare.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for param in ("loss.identity_w", "loss.vgg_w", "model.name"):
+        assert param in columns
+    assert "train.iterations" not in columns  # the same in every run: not a difference
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| run")]
+    assert len(rows) == 4 and "diverges" not in md  # finished runs only, by default
+    iou = [float(r.strip("|").split("|")[columns.index("metric/content_iou/ab")]) for r in rows]
+    assert iou == sorted(iou, reverse=True)  # higher is better: best first
+    assert header in out
+    image = Image.open(experiments / "reports" / "compare.png")
+    assert image.format == "PNG" and image.width > 400
+
+    failed = run([str(BIN / "i2i"), "compare", "--all", "--tag", "dvc_exp_name=diverges", "--out", "one.md",
+                  "--plot", "one.png"], experiments).stdout
+    assert "FAILED" in failed and "diverges" in failed
+
+
+def test_compare_errors_name_what_is_missing(experiments: Path):
+    proc = run([str(BIN / "i2i"), "compare", "--sort", "metric/nope/ab"], experiments, check=False)
+    assert proc.returncode == 1 and "metric/nope/ab" in proc.stderr and "metric/fid/ab" in proc.stderr
+    proc = run([str(BIN / "i2i"), "compare", "--experiment", "other"], experiments, check=False)
+    assert proc.returncode == 1 and "'other' not found" in proc.stderr and "i2i" in proc.stderr
+
+
+def test_comparison_table_keeps_only_differing_params():
+    from i2i.compare import comparison
+    from i2i.tracking import RunRecord
+
+    runs = [RunRecord("a" * 32, "x", "FINISHED", 1, {"p": "1", "q": "same"}, {"metric/fid/ab": 3.0}, {}),
+            RunRecord("b" * 32, "y", "FINISHED", 2, {"p": "2", "q": "same"}, {"metric/fid/ab": 1.0}, {})]
+    table = comparison(runs, sort="metric/fid/ab")
+    assert list(table.columns) == ["run", "status", "run_id", "p", "metric/fid/ab"]
+    assert table["run"].tolist() == ["y", "x"]  # FID: lower is better
+    assert isinstance(table, pd.DataFrame)
+
+
+def test_dvc_plots_diff_draws_two_experiments_loss_curves_together(experiments: Path):
+    out = run([str(BIN / "dvc"), "plots", "diff", "no-identity", "munit", "--json"], experiments).stdout
+    plots = json.loads(out)["data"]["Training losses"]
+    assert [p["revisions"] for p in plots] == [["no-identity", "munit"]]
+    points = plots[0]["content"]["data"]["values"]
+    for field in ("loss/G/total", "loss/D/total"):
+        steps = {rev: [int(v["step"]) for v in points if v["rev"] == rev and v["field"] == field]
+                 for rev in ("no-identity", "munit")}
+        assert steps["no-identity"] == steps["munit"] == list(range(1, 7)), field  # every logged step
