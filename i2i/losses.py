@@ -161,11 +161,26 @@ def _total(terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.T
     return PhaseOutput(loss, detached, {k: v.detach() for k, v in (fakes or {}).items()})  # type: ignore[arg-type]
 
 
-class Objective:
-    """What both objectives share: the adversarial loss, discriminator penalties, the perceptual loss."""
+def _split(out: Logits, sizes: list[int]) -> list[Logits]:
+    if isinstance(out, torch.Tensor):
+        return list(out.split(sizes))
+    return [list(parts) for parts in zip(*(o.split(sizes) for o in out))]  # multi-scale logits
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
+
+class Objective:
+    """What both objectives share: the adversarial loss, discriminator penalties, the perceptual loss.
+
+    ``batched``: a network that sees several independent batches in one phase (G_ab on a and,
+    for the identity loss, on b; D_b on real and fake B) runs once on their concatenation. Every
+    network here normalises each sample on its own (instance, layer, adaptive instance norm),
+    so the result is the same math in fewer, larger kernels; with batch norm, or ``batched=False``
+    (the default: the references' way and the benchmarks' baseline), each batch gets its own call.
+    """
+
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0,
+                 batched: bool = False):
         self.nets, self.cfg = nets, cfg
+        self.batched = batched and nets.per_sample
         self.gan = GANLoss(cfg.gan_mode)
         if cfg.vgg_w > 0 and perceptual is None:
             raise ValueError("loss.vgg_w > 0 needs the perceptual network (i2i.models.perceptual.PerceptualLoss)")
@@ -184,6 +199,12 @@ class Objective:
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.generator.set_state(state["generator"])
 
+    def together(self, net: nn.Module, *inputs: torch.Tensor) -> list:
+        """``[net(x) for x in inputs]``, in one call when the objective is batched."""
+        if not self.batched or len(inputs) == 1:
+            return [net(x) for x in inputs]
+        return _split(net(torch.cat(inputs)), [x.shape[0] for x in inputs])
+
     def discriminator_terms(self, real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], step: int,
                             scale: float = 1.0) -> dict[str, torch.Tensor]:
         """Adversarial D loss of each domain (times ``scale`` and gan_w) plus its penalties.
@@ -193,7 +214,7 @@ class Objective:
         cfg, terms = self.cfg, {}
         for d in ("a", "b"):
             D = self.nets.D[d]
-            terms[d] = scale * cfg.gan_w * self.gan.discriminator(D(real[d]), D(fake[d]))
+            terms[d] = scale * cfg.gan_w * self.gan.discriminator(*self.together(D, real[d], fake[d]))
             if cfg.gan_mode == "wgangp" and cfg.gp_w > 0:
                 gen = self.generator if real[d].device.type == "cpu" else None
                 terms[f"gp_{d}"] = cfg.gp_w * gradient_penalty(D, real[d], fake[d], gen)
@@ -218,8 +239,9 @@ class CycleGANObjective(Objective):
        fakes drawn from an ImagePool of ``loss.pool_size`` per domain.
     """
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
-        super().__init__(nets, cfg, perceptual, seed)
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0,
+                 batched: bool = False):
+        super().__init__(nets, cfg, perceptual, seed, batched)
         self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
 
     def state_dict(self) -> dict:
@@ -234,7 +256,9 @@ class CycleGANObjective(Objective):
         G, cfg = self.nets.G, self.cfg
         a, b = real["a"], real["b"]
         with frozen(self.nets.D):
-            fake_b, fake_a = G["ab"](a), G["ba"](b)
+            identity = cfg.identity_w > 0
+            fake_b, *idt_b = self.together(G["ab"], a, *([b] if identity else []))
+            fake_a, *idt_a = self.together(G["ba"], b, *([a] if identity else []))
             rec_a, rec_b = G["ba"](fake_b), G["ab"](fake_a)
             terms = {
                 "gan_ab": cfg.gan_w * self.gan.generator(self.nets.D["b"](fake_b)),
@@ -242,9 +266,9 @@ class CycleGANObjective(Objective):
                 "cycle_a": cfg.lambda_a * F.l1_loss(rec_a, a),
                 "cycle_b": cfg.lambda_b * F.l1_loss(rec_b, b),
             }
-            if cfg.identity_w > 0:
-                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(G["ab"](b), b)
-                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(G["ba"](a), a)
+            if identity:
+                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(idt_b[0], b)
+                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(idt_a[0], a)
             terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
         return _total(terms, "loss/G", fakes={"ab": fake_b, "ba": fake_a})
 
@@ -265,8 +289,9 @@ class MunitObjective(Objective):
     D: gan_w * [L_D(D_a) + L_D(D_b)] + penalties.
     """
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0):
-        super().__init__(nets, cfg, perceptual, seed)
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0,
+                 batched: bool = False):
+        super().__init__(nets, cfg, perceptual, seed, batched)
         self.style_generator = torch.Generator().manual_seed(seed + 1)
 
     def state_dict(self) -> dict:
@@ -290,8 +315,8 @@ class MunitObjective(Objective):
         with frozen(self.nets.D):
             c_a, s_a_prime = G["a"].encode(x_a)
             c_b, s_b_prime = G["b"].encode(x_b)
-            x_a_recon, x_b_recon = G["a"].decode(c_a, s_a_prime), G["b"].decode(c_b, s_b_prime)
-            x_ba, x_ab = G["a"].decode(c_b, s_a), G["b"].decode(c_a, s_b)
+            x_a_recon, x_ba = self.decode_together(G["a"], (c_a, s_a_prime), (c_b, s_a))
+            x_b_recon, x_ab = self.decode_together(G["b"], (c_b, s_b_prime), (c_a, s_b))
             c_b_recon, s_a_recon = G["a"].encode(x_ba)
             c_a_recon, s_b_recon = G["b"].encode(x_ab)
             terms = {
@@ -310,14 +335,22 @@ class MunitObjective(Objective):
             terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
         return _total(terms, "loss/G", fakes={"ab": x_ab, "ba": x_ba})
 
+    def decode_together(self, G: nn.Module, *codes: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        """``[G.decode(c, s) for c, s in codes]``, in one call when the objective is batched."""
+        if not self.batched:
+            return [G.decode(c, s) for c, s in codes]
+        out = G.decode(torch.cat([c for c, _ in codes]), torch.cat([s for _, s in codes]))
+        return list(out.split([c.shape[0] for c, _ in codes]))
+
     def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
                             step: int = 0) -> PhaseOutput:
         fake = {"a": fakes["ba"], "b": fakes["ab"]}
         return _total(self.discriminator_terms(real, fake, step), "loss/D")
 
 
-def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0) -> CycleGANObjective | MunitObjective:
+def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0,
+                    batched: bool = False) -> CycleGANObjective | MunitObjective:
     """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0."""
     perceptual = PerceptualLoss(cfg.vgg_pretrained) if cfg.vgg_w > 0 else None
     cls = CycleGANObjective if nets.name == "cyclegan" else MunitObjective
-    return cls(nets, cfg, perceptual, seed)
+    return cls(nets, cfg, perceptual, seed, batched)

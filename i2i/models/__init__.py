@@ -19,9 +19,11 @@ from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 class Networks(nn.Module):
     """The generators ``G`` and discriminators ``D`` of one model, as two ModuleDicts."""
 
-    def __init__(self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module]):
+    def __init__(self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module],
+                 per_sample: bool = True):
         super().__init__()
         self.name = name
+        self.per_sample = per_sample  # each sample's output depends on that sample alone (no batch norm)
         self.G = nn.ModuleDict(generators)
         self.D = nn.ModuleDict(discriminators)
 
@@ -45,7 +47,8 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
             return NLayerDiscriminator(c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm)
 
         nets = Networks("cyclegan", {"ab": generator(), "ba": generator()},
-                        {"a": discriminator(), "b": discriminator()} if discriminators else {})
+                        {"a": discriminator(), "b": discriminator()} if discriminators else {},
+                        per_sample=c.norm != "batch" and not c.dropout)
         init_weights(nets, c.init, c.init_gain)
         return nets
     m = cfg.munit
