@@ -27,7 +27,7 @@ from i2i.data.loader import DomainImages, EvalImages, to_model_input, train_load
 from i2i.errors import I2IError
 from i2i.grids import tile, translation_grid
 from i2i.io import atomic_path, write_json
-from i2i.losses import Objective, build_objective
+from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
 from i2i.optim import adam, scheduler
 from i2i.progress import progress, quiet
@@ -59,26 +59,50 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def compile_networks(nets: Networks) -> None:
+def compile_networks(nets: Networks, mode: str | None = None) -> None:
     """torch.compile each network in place (state-dict keys unchanged). MUNIT generators are
-    called through encode/decode, so their parts are compiled instead of their forward."""
+    called through encode/decode, so their parts are compiled instead of their forward.
+    ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs)."""
     for net in [*nets.G.values(), *nets.D.values()]:
         parts = [net.enc_style, net.enc_content, net.dec, net.mlp] if hasattr(net, "encode") else [net]
         for part in parts:
-            part.compile()
+            part.compile(mode=mode)
 
 
-def check_finite(terms: dict[str, torch.Tensor], iteration: int, d: distributed.Dist) -> None:
-    values = torch.stack([v.float() for v in terms.values()])
-    ok = bool(torch.isfinite(values).all())
-    if distributed.all_finite(ok, d):
-        return
-    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["(on another rank)"]
-    raise NonFiniteLossError(
-        f"training diverged at iteration {iteration + 1}: {', '.join(bad)} = "
-        f"{', '.join(str(terms[k].item()) for k in bad if k in terms)}; the last good checkpoint "
-        f"is kept. Lower train.lr, try train.precision = fp32, or another loss.gan_mode"
-    )
+class FiniteGuard:
+    """Stops training at the first NaN or infinite loss term.
+
+    Reading a flag makes the host wait for the device. On a CPU that costs nothing, so every
+    phase is checked before its optimiser step (a diverged step never reaches the weights). On an
+    accelerator the flags stay on the device, the first bad iteration is recorded there, and the
+    host reads it every ``every`` iterations and before each checkpoint, so the device never
+    idles waiting for the host; the checkpoint itself is only written from finite weights.
+    """
+
+    def __init__(self, device: torch.device, d: distributed.Dist, every: int):
+        self.d, self.every = d, 1 if device.type == "cpu" else max(1, every)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def update(self, terms: dict[str, torch.Tensor], iteration: int) -> None:
+        ok = torch.isfinite(torch.stack([v.detach().float() for v in terms.values()])).all()
+        self.first_bad = torch.where(~ok & (self.first_bad < 0), iteration, self.first_bad)
+        self.terms = terms
+        if self.every == 1:
+            self.check()
+
+    def check(self) -> None:
+        bad_at = int(self.first_bad)
+        if distributed.all_finite(bad_at < 0, self.d):
+            return
+        terms = self.terms
+        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["(on another rank)"]
+        where = f"iteration {bad_at + 1}" if bad_at >= 0 else "an iteration on another rank"
+        raise NonFiniteLossError(
+            f"training diverged at {where}: {', '.join(bad)} = "
+            f"{', '.join(str(terms[k].item()) for k in bad if k in terms)}; the last good checkpoint "
+            f"is kept. Lower train.lr, try train.precision = fp32, or another loss.gan_mode"
+        )
 
 
 @dataclass
@@ -95,12 +119,16 @@ class Trainables:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def build(cls, params: Params, device: torch.device) -> "Trainables":
+    def build(cls, params: Params, device: torch.device, batched: bool | None = None) -> "Trainables":
+        """``batched`` (see i2i.losses.Objective): by default on CUDA only. There, fewer and larger
+        kernels pay; on a CPU, measured (reports/benchmarks.md), they gain 3% at the default
+        config and lose 11% at 128 px, so the CPU keeps one call per batch."""
         tp = params.train
+        batched = device.type == "cuda" if batched is None else batched
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
-        objective = build_objective(nets, params.loss, seed=tp.seed).to(device)
+        objective = build_objective(nets, params.loss, seed=tp.seed, batched=batched).to(device)
         opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
         return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
                    torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
@@ -120,6 +148,31 @@ class Trainables:
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precision: str,
+               guard: FiniteGuard, d: distributed.Dist) -> tuple[PhaseOutput, PhaseOutput]:
+    """One iteration: the generator phase and its optimiser step, then the discriminator phase
+    on the generator phase's translations and its step, then the schedulers."""
+    device = real["a"].device
+    with autocast(precision, device):
+        g = t.objective.generator_phase(real, it)
+    guard.update(g.terms, it)
+    t.opt_g.zero_grad(set_to_none=True)
+    t.scaler.scale(g.loss).backward()
+    distributed.average_gradients(t.nets.G, d)
+    t.scaler.step(t.opt_g)
+    with autocast(precision, device):
+        dphase = t.objective.discriminator_phase(real, g.fakes, it)
+    guard.update(dphase.terms, it)
+    t.opt_d.zero_grad(set_to_none=True)
+    t.scaler.scale(dphase.loss).backward()
+    distributed.average_gradients(t.nets.D, d)
+    t.scaler.step(t.opt_d)
+    t.scaler.update()
+    t.sched_g.step()
+    t.sched_d.step()
+    return g, dphase
 
 
 def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
@@ -170,8 +223,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     t = Trainables.build(params, device)
     if state:
         t.load_state_dict(state, device)
-    nets, objective, scaler = t.nets, t.objective, t.scaler
-    opt_g, opt_d = t.opt_g, t.opt_d
+    nets, opt_g, opt_d = t.nets, t.opt_g, t.opt_d
     distributed.broadcast_state(nets, d)
     if tp.compile:
         compile_networks(nets)
@@ -195,31 +247,19 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         pending: list[tuple[int, dict[str, float]]] = []
         inputs, styles = fixed_samples(paths, params, nets, device)
         data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, start, d.rank, d.world))
+        guard = FiniteGuard(device, d, tp.log_every)
         began, done = time.perf_counter(), start
         for it in range(start, tp.iterations):
             batch = next(data)
             real = {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}
-            with autocast(tp.precision, device):
-                g = objective.generator_phase(real, it)
-            check_finite(g.terms, it, d)
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(g.loss).backward()
-            distributed.average_gradients(nets.G, d)
-            scaler.step(opt_g)
-            with autocast(tp.precision, device):
-                dphase = objective.discriminator_phase(real, g.fakes, it)
-            check_finite(dphase.terms, it, d)
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(dphase.loss).backward()
-            distributed.average_gradients(nets.D, d)
-            scaler.step(opt_d)
-            scaler.update()
-            t.sched_g.step()
-            t.sched_d.step()
+            g, dphase = train_step(t, real, it, tp.precision, guard, d)
             done = it + 1
             bar.update(1)
 
-            if done % tp.log_every == 0 or done == tp.iterations:
+            logging = done % tp.log_every == 0 or done == tp.iterations
+            if logging or done % tp.checkpoint_every == 0:
+                guard.check()
+            if logging:
                 values = {k: v.item() for k, v in {**g.terms, **dphase.terms}.items()}
                 values |= {"lr/G": opt_g.param_groups[0]["lr"], "lr/D": opt_d.param_groups[0]["lr"]}
                 pending.append((done, values))

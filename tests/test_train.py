@@ -263,3 +263,21 @@ def test_parallel_trainings_all_land_in_one_sqlite_store(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
     for r in runs:
         assert len(client.get_metric_history(r.info.run_id, "loss/G/total")) == 8
+
+
+def test_finite_guard_on_an_accelerator_reports_the_first_bad_iteration_when_read():
+    """Off the CPU the guard reads its flag only when asked (every log_every iterations)."""
+    from i2i import distributed
+    from i2i.train import FiniteGuard
+
+    guard = FiniteGuard(torch.device("cpu"), distributed.Dist(), every=10)
+    guard.every = 10  # as on CUDA: the CPU checks every phase
+    ok = {"loss/G/total": torch.tensor(1.0)}
+    guard.update(ok, 0)
+    guard.update({"loss/G/total": torch.tensor(float("nan"))}, 1)  # no raise yet: not read
+    guard.update(ok, 2)
+    with pytest.raises(NonFiniteLossError, match="diverged at iteration 2"):
+        guard.check()
+    cpu = FiniteGuard(torch.device("cpu"), distributed.Dist(), every=10)
+    with pytest.raises(NonFiniteLossError, match="iteration 4: loss/D/a = inf"):
+        cpu.update({"loss/D/a": torch.tensor(float("inf"))}, 3)  # the CPU checks at once
