@@ -66,6 +66,7 @@ def plot(table: pd.DataFrame, keys: list[str], path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     cols = min(3, len(keys)) or 1
     rows = max(1, math.ceil(len(keys) / cols))
@@ -83,6 +84,7 @@ def plot(table: pd.DataFrame, keys: list[str], path: Path) -> None:
         ax.invert_yaxis()
         ax.set_title(f"{key} ({'lower' if lower_is_better(key) else 'higher'} is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         for i, v in enumerate(values):
             ax.text(0, i, f" {_cell(v)}", va="center", fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
