@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -200,6 +201,70 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
     table = run(runs, out, chart, list(metrics) or None, sort)
     click.echo(to_markdown(table), nl=False)
     click.echo(f"-> {out}, {chart}")
+
+
+@main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Base params (the default setting).")
+@click.option("--setting", "settings", multiple=True, help="What to train (repeatable): tiny, default, "
+              "cyclegan-128, cyclegan-256, munit-256. Default: default and cyclegan-128.")
+@click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (baseline), batched, channels_last, "
+              "bf16, fp16, compile, cudagraphs, batch4x, fast-gpu. Default: all; CUDA-only ones are "
+              "skipped on a CPU.")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed iterations per run.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(1),
+              help="Untimed iterations first (compilation happens here; their losses are compared).")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
+              help="Run the whole list this many times, round-robin; each run keeps its fastest repeat.")
+@click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=1),
+              help="Per run: the warm-up and the timed steps each stop early (after one step) past half of this.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--evaluation/--no-evaluation", default=True, show_default=True,
+              help="Also LPIPS and Inception speeds and the diversity protocol's wall time.")
+@click.option("--eval-classifier", type=click.Choice(["domain", "inception"]),
+              help="The protocol's CIS classifier (default: evaluate.classifier).")
+@click.option("--profile", "profile_run", metavar="SETTING/MODE", help="Also profile this run's step.")
+@click.option("--tiny", is_flag=True, help="A smoke test: the tiny setting and a tiny evaluation protocol.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the generated benchmark datasets here (default: a temporary folder).")
+@click.option("--json", "out_json", default="reports/benchmarks.json", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--md", "out_md", default="reports/benchmarks.md", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def bench(params_path: Path, settings: tuple[str, ...], modes: tuple[str, ...], steps: int, warmup: int,
+          repeats: int, max_seconds: float, device: str, evaluation: bool, eval_classifier: str | None, profile_run: str | None,
+          tiny: bool, cache: Path | None, out_json: Path, out_md: Path) -> None:
+    """Benchmark training steps, the data path and evaluation; write JSON and a Markdown table."""
+    import shlex
+    import tempfile
+
+    import yaml
+
+    from i2i.bench.evaluation import bench_evaluation
+    from i2i.bench.report import environment, write_reports
+    from i2i.bench.training import MODES, bench_training, profile_training
+
+    load_params(params_path)  # a clear error for a bad file before anything runs
+    base = yaml.safe_load(params_path.read_text())
+    settings = settings or (("tiny",) if tiny else ("default", "cyclegan-128"))
+    modes = modes or tuple(MODES)
+    with tempfile.TemporaryDirectory(prefix="i2i-bench-") as tmp:
+        cache = cache or Path(tmp)
+        results = bench_training(base, list(settings), list(modes), device, steps, warmup, cache, click.echo,
+                                 max_seconds, repeats)
+        ev = None
+        if evaluation:
+            ev = bench_evaluation(base, device, cache, eval_classifier, tiny=tiny)
+            click.echo(f"evaluation: LPIPS {ev['lpips_pairs_per_second']:.1f} pairs/s, Inception "
+                       f"{ev['inception_images_per_second']:.1f} images/s, protocol {ev['protocol_seconds']:.1f} s")
+        profile = None
+        if profile_run:
+            setting, _, mode = profile_run.partition("/")
+            profile = profile_training(base, setting, mode or "fp32", device, steps, warmup, cache)
+            click.echo(profile)
+    write_reports(out_json, out_md, shlex.join(["i2i", "bench", *sys.argv[2:]]), environment(), results, ev, profile)
+    click.echo(f"-> {out_json}, {out_md}")
 
 
 @main.command()

@@ -1,0 +1,359 @@
+"""Training-step benchmark: iterations/s, images/s, peak memory and the loader's share of a step.
+
+A *setting* is what is trained (model, resolution, batch: the small default config, the
+references' 256 px CycleGAN and MUNIT, CycleGAN at 128 px); a *mode* is how (precision, memory
+layout, compiler, CUDA graphs, batch size). Each (setting, mode) runs in a fresh process (so
+compile caches and memory peaks do not leak between runs) through :func:`i2i.train.train_step`,
+the function the training loop runs, fed by the real loader from a preprocessed cache of
+synthetic images at the setting's resolution. Every run starts from the same seed, so the losses
+of its first steps can be checked against the fp32 eager baseline's.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from i2i import distributed
+from i2i.config import Params, params_from_dict
+from i2i.errors import I2IError
+
+PRESETS = Path(__file__).resolve().parents[2] / "presets"
+
+
+def _preset(name: str) -> Callable[[dict], dict]:
+    def load(base: dict) -> dict:
+        path = PRESETS / name
+        if not path.is_file():
+            raise I2IError(f"{path}: preset not found (the benchmark settings need the repository's presets/)")
+        return yaml.safe_load(path.read_text())
+    return load
+
+
+def _tiny(base: dict) -> dict:
+    p = copy.deepcopy(base)
+    p["data"].update(load_size=32, crop_size=32, num_workers=0)
+    p["model"]["cyclegan"].update(ngf=4, n_blocks=1, ndf=4)
+    p["train"]["batch_size"] = 2
+    return p
+
+
+def _cyclegan_128(base: dict) -> dict:
+    p = _preset("cyclegan_horse2zebra.yaml")(base)
+    p["data"].update(load_size=143, crop_size=128)
+    p["model"]["cyclegan"]["n_blocks"] = 6  # the reference's generator for 128 px
+    return p
+
+
+# Setting name -> params dict from the base params (params.yaml).
+SETTINGS: dict[str, Callable[[dict], dict]] = {
+    "tiny": _tiny,
+    "default": copy.deepcopy,
+    "cyclegan-128": _cyclegan_128,
+    "cyclegan-256": _preset("cyclegan_horse2zebra.yaml"),
+    "munit-256": _preset("munit_edges2shoes.yaml"),
+}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How a setting is trained. ``batched=False`` is the references' way of calling each network
+    once per batch of images (see i2i.losses.Objective); None: the trainer's choice (on CUDA only)."""
+
+    doc: str
+    train: dict[str, Any] = field(default_factory=dict)  # train.* overrides
+    batched: bool | None = None
+    compile_mode: str | None = None  # torch.compile mode, with train.compile
+    batch_factor: int = 1
+    cuda_only: bool = False
+
+
+MODES: dict[str, Mode] = {
+    "fp32": Mode("fp32 eager, one call per network and batch (the references' way): the baseline", batched=False),
+    "batched": Mode("fp32 eager, independent batches of a network in one call (i2i's trainer on CUDA)",
+                    batched=True),
+    "channels_last": Mode("fp32 + channels-last memory format", {"channels_last": True}),
+    "bf16": Mode("bf16 autocast", {"precision": "bf16"}),
+    "fp16": Mode("fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
+    "compile": Mode("fp32 + torch.compile", {"compile": True}),
+    "cudagraphs": Mode("fp32 + torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
+                       compile_mode="reduce-overhead", cuda_only=True),
+    "batch4x": Mode("fp32, 4x the batch", batch_factor=4),
+    "fast-gpu": Mode("bf16 + channels-last + torch.compile", {"precision": "bf16", "channels_last": True,
+                                                             "compile": True}, cuda_only=True),
+}
+
+
+def bench_params(base: dict, setting: str, mode: str, device: str) -> dict:
+    """The params of one run: the setting's, on synthetic data of its resolution, with the mode's changes."""
+    if setting not in SETTINGS:
+        raise I2IError(f"unknown benchmark setting {setting!r}; choose from {', '.join(SETTINGS)}")
+    if mode not in MODES:
+        raise I2IError(f"unknown benchmark mode {mode!r}; choose from {', '.join(MODES)}")
+    p = SETTINGS[setting](base)
+    m = MODES[mode]
+    p["data"]["dataset"] = "shapes"
+    p["data"]["shapes"].update(image_size=p["data"]["load_size"], num_train=16 * p["train"]["batch_size"] * m.batch_factor,
+                               num_test=2)
+    p["loss"]["vgg_pretrained"] = False  # the same compute as the ImageNet VGG, no download
+    p["train"].update(device=device, precision="fp32", channels_last=False, compile=False)
+    p["train"].update(m.train)
+    p["train"]["batch_size"] *= m.batch_factor
+    return p
+
+
+def prepared_data(params: Params, cache: Path) -> Path:
+    """A preprocessed cache of synthetic images for ``params.data``, made once per resolution."""
+    from i2i.data.download import download
+    from i2i.data.preprocess import preprocess
+
+    cfg = params.data
+    folder = cache / f"shapes-{cfg.shapes.image_size}-{cfg.load_size}-{cfg.crop_size}-{cfg.shapes.num_train}"
+    if not (folder / "prepared" / "manifest.json").is_file():
+        download(cfg, folder / "raw")
+        preprocess(folder / "raw", folder / "prepared", cfg)
+    return folder / "prepared"
+
+
+def reset_peak_rss() -> None:
+    try:  # Linux: "5" resets the peak resident set size (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
+            max_seconds: float = float("inf")) -> dict[str, Any]:
+    """Train ``warmup`` + ``steps`` iterations in this process; time the last ``steps`` (on a CPU
+    by their median step time, on an accelerator over the whole window). A very slow mode (bf16
+    on a CPU without bf16 instructions) does not hold the run up: the warmup and the timed steps
+    each end early, after at least one step, once they have taken half of ``max_seconds``; the
+    result says how many of each ran."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from i2i.data.loader import to_model_input, train_loader
+    from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device, train_step
+
+    tp = params.train
+    d = distributed.Dist()
+    device = pick_device(tp.device, d)
+    t = Trainables.build(params, device, batched=mode.batched)
+    if tp.compile:
+        compile_networks(t.nets, mode.compile_mode)
+    guard = FiniteGuard(device, d, every=warmup + steps)
+    batches = iter(train_loader(data, params.data, tp.batch_size, tp.seed))
+    reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    losses: list[list[float]] = []
+    step_times: list[float] = []
+    flops = None
+    began = time.perf_counter()
+    warmup_s = loader_s = 0.0
+
+    def step(i: int, warm: bool) -> None:
+        nonlocal loader_s, flops
+        t0 = time.perf_counter()
+        batch = next(batches)
+        real = {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}
+        loader_s += time.perf_counter() - t0
+        if i == 0 and not tp.compile:  # count once, eagerly (the count is the same math in every mode)
+            with FlopCounterMode(display=False) as counter:
+                g, dphase = train_step(t, real, i, tp.precision, guard, d)
+            flops = counter.get_total_flops()
+        else:
+            g, dphase = train_step(t, real, i, tp.precision, guard, d)
+        if warm:  # reading them waits for the device: only outside the timed steps
+            losses.append([g.terms["loss/G/total"].item(), dphase.terms["loss/D/total"].item()])
+        else:
+            step_times.append(time.perf_counter() - t0)
+
+    def over_half(since: float) -> bool:
+        return time.perf_counter() - since > max_seconds / 2
+
+    done = 0
+    while done < warmup and not (done and over_half(began)):
+        step(done, warm=True)
+        done += 1
+    warmup = done
+    _sync(device)
+    warmup_s, loader_s, began = time.perf_counter() - began, 0.0, time.perf_counter()
+    while len(step_times) < steps and not (step_times and over_half(began)):
+        step(done, warm=False)
+        done += 1
+    steps = len(step_times)
+    _sync(device)
+    seconds = time.perf_counter() - began
+    loader_share, loader_ms = loader_s / seconds, 1000 * loader_s / steps
+    if device.type == "cpu":
+        # A CPU step ends when its last operation does, so each step's time is exact: the median
+        # keeps one slow step (another process, the collector) from moving the result.
+        seconds = statistics.median(step_times) * steps
+    guard.check()
+    images = steps * tp.batch_size * 2
+    return {
+        "flops_per_iteration": flops, "achieved_tflops": flops * steps / seconds / 1e12 if flops else None,
+        "iterations_per_second": steps / seconds, "images_per_second": images / seconds,
+        "step_ms": 1000 * seconds / steps, "loader_share": loader_share, "loader_ms": loader_ms,
+        "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(),
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "first_losses": losses, "batch_size": tp.batch_size, "device": str(device),
+        "warmup_steps": warmup, "timed_steps": steps,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int, rows: int = 15) -> str:
+    """torch.profiler's table of the operators that take the most time over ``steps`` iterations."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from i2i.data.loader import to_model_input, train_loader
+    from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device, train_step
+
+    tp, d = params.train, distributed.Dist()
+    device = pick_device(tp.device, d)
+    t = Trainables.build(params, device, batched=mode.batched)
+    if tp.compile:
+        compile_networks(t.nets, mode.compile_mode)
+    guard = FiniteGuard(device, d, every=warmup + steps)
+    batches = iter(train_loader(data, params.data, tp.batch_size, tp.seed))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+
+    def step(i: int) -> None:
+        batch = next(batches)
+        train_step(t, {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}, i,
+                   tp.precision, guard, d)
+
+    for i in range(warmup):
+        step(i)
+    with profile(activities=activities) as prof:
+        for i in range(warmup, warmup + steps):
+            step(i)
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def profile_training(base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path) -> str:
+    """The profile table of one (setting, mode), from its own process."""
+    p = bench_params(base, setting, mode, device)
+    data = prepared_data(params_from_dict(p, f"benchmark {setting}/{mode}"), cache)
+    request = {"params": p, "mode": mode, "data": str(data), "steps": steps, "warmup": warmup, "profile": True}
+    proc = subprocess.run([sys.executable, "-m", "i2i.bench.training"], input=json.dumps(request),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise I2IError(f"profiling {setting}/{mode} failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return f"{setting}, mode {mode}, {steps} iterations:\n" + json.loads(proc.stdout.strip().splitlines()[-1])["profile"]
+
+
+@dataclass
+class TrainResult:
+    setting: str
+    mode: str
+    status: str  # ok | skipped | failed
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    loss_rel_diff: float | None = None  # max relative difference of the first losses to the baseline's
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _run(base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path,
+         max_seconds: float) -> TrainResult:
+    p = bench_params(base, setting, mode, device)
+    if MODES[mode].cuda_only and not (device != "cpu" and torch.cuda.is_available()):
+        return TrainResult(setting, mode, "skipped", "needs CUDA")
+    data = prepared_data(params_from_dict(p, f"benchmark {setting}/{mode}"), cache)
+    request = {"params": p, "mode": mode, "data": str(data), "steps": steps, "warmup": warmup,
+               "max_seconds": max_seconds}
+    proc = subprocess.run([sys.executable, "-m", "i2i.bench.training"], input=json.dumps(request),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return TrainResult(setting, mode, "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1])
+    return TrainResult(setting, mode, "ok", result=json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def bench_training(base: dict, settings: list[str], modes: list[str], device: str, steps: int, warmup: int,
+                   cache: Path | None = None, echo: Callable[[str], None] = print,
+                   max_seconds: float = float("inf"), repeats: int = 1) -> list[TrainResult]:
+    """Every (setting, mode), each in its own process; the losses compared to the setting's fp32 run.
+
+    ``repeats``: the whole list runs this many times, round-robin, so that a slow spell of a shared
+    machine hits every mode alike; each (setting, mode) keeps its fastest repeat (noise only ever
+    slows a run down, as timeit's documentation argues) and lists every repeat's images/s.
+    ``max_seconds``: see :func:`run_one`."""
+    runs: dict[tuple[str, str], list[TrainResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="i2i-bench-") as tmp:
+        cache = cache or Path(tmp)
+        for rep in range(repeats):
+            for setting in settings:
+                for mode in modes:
+                    r = _run(base, setting, mode, device, steps, warmup, cache, max_seconds)
+                    runs.setdefault((setting, mode), []).append(r)
+                    tag = f" (repeat {rep + 1}/{repeats})" if repeats > 1 else ""
+                    if r.status == "ok":
+                        echo(f"{setting:13s} {mode:13s} {r.result['iterations_per_second']:8.2f} it/s "
+                             f"{r.result['images_per_second']:8.1f} img/s  loader {100 * r.result['loader_share']:.1f}%{tag}")
+                    elif rep == 0:
+                        echo(f"{setting:13s} {mode:13s} {r.status}: {r.reason}")
+    results = []
+    for setting in settings:
+        baseline = None
+        for mode in modes:
+            tries = runs[(setting, mode)]
+            ok = [r for r in tries if r.status == "ok"]
+            if not ok:
+                results.append(tries[0])
+                continue
+            r = max(ok, key=lambda r: r.result["images_per_second"])
+            r.result["repeats_images_per_second"] = [x.result["images_per_second"] for x in ok]
+            if r.result["flops_per_iteration"] is None and baseline and \
+                    r.result["batch_size"] == baseline.result["batch_size"]:
+                r.result["flops_per_iteration"] = flops = baseline.result["flops_per_iteration"]
+                r.result["achieved_tflops"] = flops * r.result["iterations_per_second"] / 1e12
+            if mode == "fp32":
+                baseline = r
+            elif baseline and r.result["batch_size"] == baseline.result["batch_size"]:
+                r.loss_rel_diff = max(abs(x - y) / max(abs(y), 1e-8)
+                                      for a, b in zip(r.result["first_losses"], baseline.result["first_losses"])
+                                      for x, y in zip(a, b))
+            results.append(r)
+    return results
+
+
+def _worker() -> None:
+    request = json.loads(sys.stdin.read())
+    params = params_from_dict(request["params"], "benchmark")
+    args = (params, MODES[request["mode"]], Path(request["data"]), request["steps"], request["warmup"])
+    result = profile_one(*args) if request.get("profile") else run_one(*args, request["max_seconds"])
+    print(json.dumps({"profile": result} if request.get("profile") else result))
+
+
+if __name__ == "__main__":
+    _worker()

@@ -1,0 +1,91 @@
+"""`i2i bench` runs on a tiny setting and reports what it measured; the fast training paths
+(batched passes, channels-last, torch.compile) give the baseline's losses. Speed itself is not
+tested: it goes in reports/benchmarks.md."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+MODES = ["fp32", "batched", "channels_last", "bf16", "fp16", "compile", "batch4x"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[dict, str, str]:
+    out = tmp_path_factory.mktemp("bench")
+    args = [str(BIN / "i2i"), "bench", "--tiny", "--steps", "2", "--warmup", "2", "--repeats", "2", "--device", "cpu",
+            "--profile", "tiny/batched", "--json", str(out / "b.json"), "--md", str(out / "b.md")]
+    for m in MODES:
+        args += ["--mode", m]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "b.json").read_text()), (out / "b.md").read_text(), proc.stdout
+
+
+def test_every_mode_runs_or_says_why_not(report):
+    data, md, stdout = report
+    runs = {r["mode"]: r for r in data["training"]}
+    assert list(runs) == MODES
+    assert runs["fp16"]["status"] == "skipped" and runs["fp16"]["reason"] == "needs CUDA"
+    for mode in set(MODES) - {"fp16"}:
+        r = runs[mode]
+        assert r["status"] == "ok", (mode, r["reason"])
+        x = r["result"]
+        assert x["iterations_per_second"] > 0 and x["images_per_second"] == pytest.approx(
+            x["iterations_per_second"] * 2 * x["batch_size"])
+        assert 0 <= x["loader_share"] < 1 and x["peak_rss_mb"] > 0 and x["cuda_max_allocated_mb"] is None
+        assert len(x["repeats_images_per_second"]) == 2 and x["images_per_second"] == max(x["repeats_images_per_second"])
+    assert runs["batch4x"]["result"]["batch_size"] == 4 * runs["fp32"]["result"]["batch_size"]
+    assert "tiny" in stdout and "it/s" in stdout and "(repeat 2/2)" in stdout
+
+
+def test_fast_fp32_paths_match_the_baselines_losses(report):
+    runs = {r["mode"]: r for r in report[0]["training"]}
+    for mode in ("batched", "channels_last", "compile"):
+        assert runs[mode]["loss_rel_diff"] < 1e-4, mode  # the same math in fp32
+    assert runs["bf16"]["loss_rel_diff"] < 0.05  # bf16 rounding, same model
+    assert runs["batch4x"]["loss_rel_diff"] is None  # other batches: nothing to compare
+
+
+def test_report_has_device_command_tables_and_profile(report):
+    data, md, _ = report
+    assert data["environment"]["torch"] and data["command"].startswith("i2i bench --tiny")
+    assert "Device:" in md and f"`{data['command']}`" in md
+    assert "| setting | mode | it/s |" in md and "| tiny | fp16 | skipped: needs CUDA |" in md
+    ev = data["evaluation"]
+    assert ev["lpips_pairs_per_second"] > 0 and ev["inception_images_per_second"] > 0 and ev["protocol_seconds"] > 0
+    assert ev["scores"]["lpips_diversity"] >= 0 and ev["scores"]["cis"] >= 1 - 1e-6
+    assert "pairs/s" in md and "aten::" in data["profile"] and "Where the time goes" in md
+
+
+def test_unknown_setting_is_named():
+    from i2i.bench.training import bench_params
+    from i2i.errors import I2IError
+
+    with pytest.raises(I2IError, match="unknown benchmark setting 'huge'; choose from tiny, default"):
+        bench_params({}, "huge", "fp32", "cpu")
+
+
+def test_a_slow_mode_stops_early_after_one_step_of_each(tmp_path):
+    """--max-seconds: bf16 on a CPU without bf16 instructions must not hold the benchmark up."""
+    import yaml
+
+    from i2i.bench.training import MODES, bench_params, prepared_data, run_one
+    from i2i.config import params_from_dict
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = params_from_dict(bench_params(base, "tiny", "fp32", "cpu"))
+    data = prepared_data(params, tmp_path)
+    full = run_one(params, MODES["fp32"], data, steps=3, warmup=2)
+    assert (full["warmup_steps"], full["timed_steps"], len(full["first_losses"])) == (2, 3, 2)
+    cut = run_one(params, MODES["fp32"], data, steps=3, warmup=2, max_seconds=1e-9)
+    assert (cut["warmup_steps"], cut["timed_steps"], len(cut["first_losses"])) == (1, 1, 1)
+    assert cut["iterations_per_second"] > 0 and cut["first_losses"][0] == full["first_losses"][0]
