@@ -120,9 +120,10 @@ class Trainables:
 
     @classmethod
     def build(cls, params: Params, device: torch.device, batched: bool | None = None) -> "Trainables":
-        """``batched`` (see i2i.losses.Objective): by default on CUDA only. There, fewer and larger
-        kernels pay; on a CPU, measured (reports/benchmarks.md), they gain 3% at the default
-        config and lose 11% at 128 px, so the CPU keeps one call per batch."""
+        """``batched`` (see i2i.losses.Objective): by default on CUDA only, where fewer and larger
+        kernels keep the GPU busy. On a 2-core CPU the measured effect (reports/benchmarks.md and
+        the README's Performance section) ranged from -15% to +43% between runs (paired median
+        -8%), inside the machine's noise, so the CPU keeps the references' one call per batch."""
         tp = params.train
         batched = device.type == "cuda" if batched is None else batched
         torch.manual_seed(tp.seed)

@@ -50,6 +50,7 @@ def test_every_mode_runs_or_says_why_not(report):
 def test_fast_fp32_paths_match_the_baselines_losses(report):
     runs = {r["mode"]: r for r in report[0]["training"]}
     for mode in ("batched", "channels_last", "compile"):
+        assert runs[mode]["step1_rel_diff"] < 1e-5, mode  # the same weights: rounding alone
         assert runs[mode]["loss_rel_diff"] < 1e-4, mode  # the same math in fp32
     assert runs["bf16"]["loss_rel_diff"] < 0.05  # bf16 rounding, same model
     assert runs["batch4x"]["loss_rel_diff"] is None  # other batches: nothing to compare

@@ -44,7 +44,7 @@ def _f(v: float | None, fmt: str) -> str:
 
 def training_table(results: list[TrainResult], peak: float | None = None) -> str:
     rows = ["| setting | mode | it/s | images/s (best; every repeat) | vs fp32 | step ms | loader share | "
-            "peak RSS MB | CUDA max MB | first losses vs fp32 (max rel. diff) | steps (warm-up + timed) | warm-up s | TFLOP/s" + (" (of bf16 peak)" if peak else "") + " |",
+            "peak RSS MB | CUDA max MB | losses vs fp32, max rel. diff: iteration 1 / warm-up | steps (warm-up + timed) | warm-up s | TFLOP/s" + (" (of bf16 peak)" if peak else "") + " |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {r.setting: r.result["images_per_second"] for r in results if r.mode == "fp32" and r.status == "ok"}
     for r in results:
@@ -59,7 +59,7 @@ def training_table(results: list[TrainResult], peak: float | None = None) -> str
                     f"{x['images_per_second']:.1f}{spread} | "
                     f"{_f(speedup, '.2f')}x | {x['step_ms']:.0f} | {100 * x['loader_share']:.1f}% | "
                     f"{_f(x['peak_rss_mb'], '.0f')} | {_f(x['cuda_max_allocated_mb'], '.0f')} | "
-                    f"{_f(r.loss_rel_diff, '.1e')} | {x['warmup_steps']} + {x['timed_steps']} | {x['warmup_s']:.1f} | "
+                    f"{_f(r.step1_rel_diff, '.1e')} / {_f(r.loss_rel_diff, '.1e')} | {x['warmup_steps']} + {x['timed_steps']} | {x['warmup_s']:.1f} | "
                     f"{_tflops(x, peak)} |")
     return "\n".join(rows) + "\n"
 
@@ -93,8 +93,13 @@ def write_reports(out_json: Path, out_md: Path, command: str, env: dict[str, Any
         lines += ["## Training step\n", training_table(training, peak_flops(env)),
                   "Modes: " + "; ".join(f"`{m}`: {MODES[m].doc}" for m in used) + ".\n",
                   "Images/s counts both domains (2 x batch per iteration). The loader share is the time "
-                  "the loop waits for the next batch and its transfer, over the step time. The first "
-                  "losses (warm-up iterations, the same seed and data) are compared to the fp32 run's.\n"]
+                  "the loop waits for the next batch and its transfer, over the step time. The losses "
+                  "of the warm-up iterations (the same seed and data) are compared to the fp32 run's: "
+                  "iteration 1 runs on identical weights, so its difference is the mode's rounding "
+                  "alone; from iteration 2 on, Adam's first updates (about lr times the sign of each "
+                  "gradient) turn rounding-level gradients into lr-sized weight differences, so later "
+                  "losses drift further without a change in the math. Every run keeps its fastest "
+                  "repeat; the others are listed beside it.\n"]
     if evaluation:
         lines += ["## Evaluation\n", evaluation_table(evaluation)]
     if profile:
