@@ -147,6 +147,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _trainer(params: Params, mode: Mode, data: Path, iterations: int, d: distributed.Dist) -> tuple:
+    """What a benchmark run trains: the device, the mode's Trainables (compiled when asked), a
+    NaN guard read once at the end, and the real loader's batches."""
+    from i2i.data.loader import train_loader
+    from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device
+
+    tp = params.train
+    device = pick_device(tp.device, d)
+    t = Trainables.build(params, device, batched=mode.batched)
+    if tp.compile:
+        compile_networks(t.nets, mode.compile_mode)
+    guard = FiniteGuard(device, d, every=iterations)
+    return device, t, guard, iter(train_loader(data, params.data, tp.batch_size, tp.seed))
+
+
 def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
             max_seconds: float = float("inf")) -> dict[str, Any]:
     """Train ``warmup`` + ``steps`` iterations in this process; time the last ``steps`` (on a CPU
@@ -156,17 +171,11 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     result says how many of each ran."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from i2i.data.loader import to_model_input, train_loader
-    from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device, train_step
+    from i2i.data.loader import to_model_input
+    from i2i.train import train_step
 
-    tp = params.train
-    d = distributed.Dist()
-    device = pick_device(tp.device, d)
-    t = Trainables.build(params, device, batched=mode.batched)
-    if tp.compile:
-        compile_networks(t.nets, mode.compile_mode)
-    guard = FiniteGuard(device, d, every=warmup + steps)
-    batches = iter(train_loader(data, params.data, tp.batch_size, tp.seed))
+    tp, d = params.train, distributed.Dist()
+    device, t, guard, batches = _trainer(params, mode, data, warmup + steps, d)
     reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -232,16 +241,11 @@ def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     """torch.profiler's table of the operators that take the most time over ``steps`` iterations."""
     from torch.profiler import ProfilerActivity, profile
 
-    from i2i.data.loader import to_model_input, train_loader
-    from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device, train_step
+    from i2i.data.loader import to_model_input
+    from i2i.train import train_step
 
     tp, d = params.train, distributed.Dist()
-    device = pick_device(tp.device, d)
-    t = Trainables.build(params, device, batched=mode.batched)
-    if tp.compile:
-        compile_networks(t.nets, mode.compile_mode)
-    guard = FiniteGuard(device, d, every=warmup + steps)
-    batches = iter(train_loader(data, params.data, tp.batch_size, tp.seed))
+    device, t, guard, batches = _trainer(params, mode, data, warmup + steps, d)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def step(i: int) -> None:
