@@ -29,6 +29,7 @@ from i2i.grids import tile, translation_grid
 from i2i.io import atomic_path, write_json
 from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
+from i2i.models.layers import narrow_convs_channels_last
 from i2i.optim import adam, scheduler
 from i2i.progress import progress, quiet
 
@@ -119,18 +120,22 @@ class Trainables:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def build(cls, params: Params, device: torch.device, batched: bool | None = None) -> "Trainables":
-        """``batched`` (see i2i.losses.Objective): by default on CUDA only, where fewer and larger
-        kernels keep the GPU busy. On a 2-core CPU the measured effect (reports/benchmarks.md and
-        the README's Performance section) ranged from -15% to +43% between runs (paired median
-        -8%), inside the machine's noise, so the CPU keeps the references' one call per batch."""
+    def build(cls, params: Params, device: torch.device, reference: bool = False) -> "Trainables":
+        """The trainer's state for ``params`` on ``device``, set up for speed with the same math:
+        batched passes (i2i.losses.Objective), fused Adam, and on a CPU in the default layout
+        without torch.compile, the narrow output convs channels-last
+        (i2i.models.layers.narrow_convs_channels_last). Paired measurements on the 2-core CPU
+        (``i2i bench --paired``, README "Performance") give each a few percent to 8%.
+        ``reference``: the references' way instead (one call per network and batch, PyTorch's
+        default Adam, one layout), the benchmarks' fp32 baseline."""
         tp = params.train
-        batched = device.type == "cuda" if batched is None else batched
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
-        objective = build_objective(nets, params.loss, seed=tp.seed, batched=batched).to(device)
-        opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
+        if device.type == "cpu" and not (reference or tp.channels_last or tp.compile):
+            narrow_convs_channels_last(nets)
+        objective = build_objective(nets, params.loss, seed=tp.seed, batched=not reference).to(device)
+        opt_g, opt_d = adam(nets.G, tp, fused=not reference), adam(nets.D, tp, fused=not reference)
         return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
                    torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
 
