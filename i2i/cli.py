@@ -208,7 +208,7 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
               type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Base params (the default setting).")
 @click.option("--setting", "settings", multiple=True, help="What to train (repeatable): tiny, default, "
               "cyclegan-128, cyclegan-256, munit-256. Default: default and cyclegan-128.")
-@click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (baseline), batched, channels_last, "
+@click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (the references' way, the baseline), tuned (i2i's trainer), channels_last, "
               "bf16, fp16, compile, cudagraphs, batch4x, fast-gpu. Default: all; CUDA-only ones are "
               "skipped on a CPU.")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed iterations per run.")
@@ -216,6 +216,8 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
               help="Untimed iterations first (compilation happens here; their losses are compared).")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
               help="Run the whole list this many times, round-robin; each run keeps its fastest repeat.")
+@click.option("--paired", is_flag=True, help="Also time each mode beside the fp32 baseline in one process, "
+              "alternating iterations: a speedup that a noisy machine cannot fake.")
 @click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Per run: the warm-up and the timed steps each stop early (after one step) past half of this.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -233,7 +235,7 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
               type=click.Path(dir_okay=False, path_type=Path))
 @user_errors
 def bench(params_path: Path, settings: tuple[str, ...], modes: tuple[str, ...], steps: int, warmup: int,
-          repeats: int, max_seconds: float, device: str, evaluation: bool, eval_classifier: str | None, profile_run: str | None,
+          repeats: int, paired: bool, max_seconds: float, device: str, evaluation: bool, eval_classifier: str | None, profile_run: str | None,
           tiny: bool, cache: Path | None, out_json: Path, out_md: Path) -> None:
     """Benchmark training steps, the data path and evaluation; write JSON and a Markdown table."""
     import shlex
@@ -252,7 +254,7 @@ def bench(params_path: Path, settings: tuple[str, ...], modes: tuple[str, ...], 
     with tempfile.TemporaryDirectory(prefix="i2i-bench-") as tmp:
         cache = cache or Path(tmp)
         results = bench_training(base, list(settings), list(modes), device, steps, warmup, cache, click.echo,
-                                 max_seconds, repeats)
+                                 max_seconds, repeats, paired)
         ev = None
         if evaluation:
             ev = bench_evaluation(base, device, cache, eval_classifier, tiny=tiny)

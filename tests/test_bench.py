@@ -1,5 +1,6 @@
 """`i2i bench` runs on a tiny setting and reports what it measured; the fast training paths
-(batched passes, channels-last, torch.compile) give the baseline's losses. Speed itself is not
+(i2i's tuned trainer, channels-last, torch.compile) give the baseline's losses; paired runs
+report a speedup per pair. Speed itself is not
 tested: it goes in reports/benchmarks.md."""
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import pytest
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
-MODES = ["fp32", "batched", "channels_last", "bf16", "fp16", "compile", "batch4x"]
+MODES = ["fp32", "tuned", "channels_last", "bf16", "fp16", "compile", "batch4x"]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[dict, str, str]:
     out = tmp_path_factory.mktemp("bench")
     args = [str(BIN / "i2i"), "bench", "--tiny", "--steps", "2", "--warmup", "2", "--repeats", "2", "--device", "cpu",
-            "--profile", "tiny/batched", "--json", str(out / "b.json"), "--md", str(out / "b.md")]
+            "--paired", "--profile", "tiny/tuned", "--json", str(out / "b.json"), "--md", str(out / "b.md")]
     for m in MODES:
         args += ["--mode", m]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -47,9 +48,30 @@ def test_every_mode_runs_or_says_why_not(report):
     assert "tiny" in stdout and "it/s" in stdout and "(repeat 2/2)" in stdout
 
 
+def test_paired_runs_time_each_mode_beside_the_baseline(report):
+    data, md, stdout = report
+    runs = {r["mode"]: r for r in data["training"]}
+    for mode in ("tuned", "channels_last", "bf16", "compile"):
+        p = runs[mode]["paired"]
+        assert p["pairs"] == 2 * 2, mode  # --steps 2 in each of --repeats 2
+        assert p["q25"] <= p["speedup"] <= p["q75"] and p["step_ms"] > 0 and p["baseline_step_ms"] > 0
+    # nothing to pair: the baseline itself, a skipped mode, another batch size
+    assert runs["fp32"]["paired"] is None and runs["fp16"]["paired"] is None and runs["batch4x"]["paired"] is None
+    assert "paired with fp32:" in stdout and "| paired vs fp32 (quartiles; pairs) |" in md
+    assert f"{runs['tuned']['paired']['speedup']:.2f}x (" in md
+
+
+def test_paired_summary_is_the_median_ratio_with_quartiles():
+    from i2i.bench.training import paired_summary
+
+    s = paired_summary([[2.0, 1.0], [3.0, 1.0], [1.0, 1.0], [4.0, 2.0], [1.0, 2.0]])  # ratios 2, 3, 1, 2, 0.5
+    assert (s["speedup"], s["q25"], s["q75"], s["pairs"]) == (2.0, 1.0, 2.0, 5)
+    assert (s["baseline_step_ms"], s["step_ms"]) == (2000.0, 1000.0)
+
+
 def test_fast_fp32_paths_match_the_baselines_losses(report):
     runs = {r["mode"]: r for r in report[0]["training"]}
-    for mode in ("batched", "channels_last", "compile"):
+    for mode in ("tuned", "channels_last", "compile"):
         assert runs[mode]["step1_rel_diff"] < 1e-5, mode  # the same weights: rounding alone
         assert runs[mode]["loss_rel_diff"] < 1e-4, mode  # the same math in fp32
     assert runs["bf16"]["loss_rel_diff"] < 0.05  # bf16 rounding, same model

@@ -67,29 +67,30 @@ SETTINGS: dict[str, Callable[[dict], dict]] = {
 
 @dataclass(frozen=True)
 class Mode:
-    """How a setting is trained. ``batched=False`` is the references' way of calling each network
-    once per batch of images (see i2i.losses.Objective); None: the trainer's choice (on CUDA only)."""
+    """How a setting is trained. ``reference``: the references' way (one call per network and
+    batch, PyTorch's default Adam; see i2i.train.Trainables.build); otherwise i2i's trainer."""
 
     doc: str
     train: dict[str, Any] = field(default_factory=dict)  # train.* overrides
-    batched: bool | None = None
+    reference: bool = False
     compile_mode: str | None = None  # torch.compile mode, with train.compile
     batch_factor: int = 1
     cuda_only: bool = False
 
 
 MODES: dict[str, Mode] = {
-    "fp32": Mode("fp32 eager, one call per network and batch (the references' way): the baseline", batched=False),
-    "batched": Mode("fp32 eager, independent batches of a network in one call (i2i's trainer on CUDA)",
-                    batched=True),
-    "channels_last": Mode("fp32 + channels-last memory format", {"channels_last": True}),
-    "bf16": Mode("bf16 autocast", {"precision": "bf16"}),
-    "fp16": Mode("fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
-    "compile": Mode("fp32 + torch.compile", {"compile": True}),
-    "cudagraphs": Mode("fp32 + torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
+    "fp32": Mode("fp32 eager, one call per network and batch, PyTorch's default Adam (the references' way): "
+                 "the baseline", reference=True),
+    "tuned": Mode("fp32 eager as i2i trains by default: independent batches of a network in one call, fused "
+                  "Adam, on a CPU the narrow output convs channels-last"),
+    "channels_last": Mode("tuned + channels-last memory format", {"channels_last": True}),
+    "bf16": Mode("tuned + bf16 autocast", {"precision": "bf16"}),
+    "fp16": Mode("tuned + fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
+    "compile": Mode("tuned + torch.compile", {"compile": True}),
+    "cudagraphs": Mode("tuned + torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
                        compile_mode="reduce-overhead", cuda_only=True),
-    "batch4x": Mode("fp32, 4x the batch", batch_factor=4),
-    "fast-gpu": Mode("bf16 + channels-last + torch.compile", {"precision": "bf16", "channels_last": True,
+    "batch4x": Mode("fp32 as the baseline, 4x the batch", reference=True, batch_factor=4),
+    "fast-gpu": Mode("tuned + bf16 + channels-last + torch.compile", {"precision": "bf16", "channels_last": True,
                                                              "compile": True}, cuda_only=True),
 }
 
@@ -155,7 +156,7 @@ def _trainer(params: Params, mode: Mode, data: Path, iterations: int, d: distrib
 
     tp = params.train
     device = pick_device(tp.device, d)
-    t = Trainables.build(params, device, batched=mode.batched)
+    t = Trainables.build(params, device, reference=mode.reference)
     if tp.compile:
         compile_networks(t.nets, mode.compile_mode)
     guard = FiniteGuard(device, d, every=iterations)
@@ -237,7 +238,59 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     }
 
 
-def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int, rows: int = 15) -> str:
+def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mode, data: Path, steps: int,
+               warmup: int, max_seconds: float = float("inf")) -> dict[str, Any]:
+    """The mode and the baseline trained side by side in this process, alternating iterations on
+    the same batches (which of the two goes first swaps every iteration), each iteration timed on
+    its own. A slow spell of a shared machine then slows both members of a pair alike, so the
+    ratios baseline time / mode time are paired measurements: their median is the speedup and
+    their quartiles its spread, far tighter than a comparison of separate runs. ``max_seconds``:
+    as in :func:`run_one`, for the warm-up and the timed pairs."""
+    from i2i.data.loader import to_model_input
+    from i2i.train import train_step
+
+    d = distributed.Dist()
+    device, t, guard, batches = _trainer(params, mode, data, warmup + steps, d)
+    _, t0, guard0, _ = _trainer(baseline_params, baseline, data, warmup + steps, d)
+    runners = [(t0, guard0, baseline_params.train), (t, guard, params.train)]
+
+    def step(i: int) -> list[float]:
+        batch = next(batches)
+        times = [0.0, 0.0]
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            tr, g, tp = runners[k]
+            real = {x: to_model_input(batch[x], device, tp.channels_last) for x in ("a", "b")}
+            _sync(device)
+            began = time.perf_counter()
+            train_step(tr, real, i, tp.precision, g, d)
+            _sync(device)
+            times[k] = time.perf_counter() - began
+        return times
+
+    began, i = time.perf_counter(), 0
+    while i < warmup and not (i and time.perf_counter() - began > max_seconds / 2):
+        step(i)
+        i += 1
+    pairs: list[list[float]] = []
+    began = time.perf_counter()
+    while len(pairs) < steps and not (pairs and time.perf_counter() - began > max_seconds / 2):
+        pairs.append(step(i))
+        i += 1
+    guard.check()
+    guard0.check()
+    return {"pairs": pairs, "warmup_steps": i - len(pairs)}
+
+
+def paired_summary(pairs: list[list[float]]) -> dict[str, Any]:
+    """Speedup (median of baseline / mode time per pair), its quartiles, and both median step times."""
+    ratios = sorted(b / m for b, m in pairs)
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
+    return {"speedup": statistics.median(ratios), "q25": q[0], "q75": q[2], "pairs": len(pairs),
+            "baseline_step_ms": 1000 * statistics.median(b for b, _ in pairs),
+            "step_ms": 1000 * statistics.median(m for _, m in pairs)}
+
+
+def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int, rows: int = 20) -> str:
     """torch.profiler's table of the operators that take the most time over ``steps`` iterations."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -255,12 +308,14 @@ def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
 
     for i in range(warmup):
         step(i)
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         for i in range(warmup, warmup + steps):
             step(i)
         _sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
+    # By input shapes: each convolution layer on its own line, so the table says which layers cost
+    return prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=rows, max_name_column_width=34,
+                                                              max_shapes_column_width=64)
 
 
 def profile_training(base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path) -> str:
@@ -284,6 +339,7 @@ class TrainResult:
     result: dict[str, Any] = field(default_factory=dict)
     loss_rel_diff: float | None = None  # max relative difference of the warm-up losses to the baseline's
     step1_rel_diff: float | None = None  # the same for the first iteration alone (the same weights)
+    paired: dict[str, Any] | None = None  # speedup over the baseline in one process (paired_summary)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,13 +358,16 @@ def loss_differences(losses: list[list[float]], baseline: list[list[float]]) -> 
 
 
 def _run(base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path,
-         max_seconds: float) -> TrainResult:
+         max_seconds: float, paired_with: str | None = None) -> TrainResult:
+    """One run in its own process; ``paired_with``: a baseline mode trained beside it (run_paired)."""
     p = bench_params(base, setting, mode, device)
     if MODES[mode].cuda_only and not (device != "cpu" and torch.cuda.is_available()):
         return TrainResult(setting, mode, "skipped", "needs CUDA")
     data = prepared_data(params_from_dict(p, f"benchmark {setting}/{mode}"), cache)
     request = {"params": p, "mode": mode, "data": str(data), "steps": steps, "warmup": warmup,
                "max_seconds": max_seconds}
+    if paired_with:
+        request |= {"baseline": paired_with, "baseline_params": bench_params(base, setting, paired_with, device)}
     proc = subprocess.run([sys.executable, "-m", "i2i.bench.training"], input=json.dumps(request),
                           capture_output=True, text=True)
     if proc.returncode != 0:
@@ -318,14 +377,19 @@ def _run(base: dict, setting: str, mode: str, device: str, steps: int, warmup: i
 
 def bench_training(base: dict, settings: list[str], modes: list[str], device: str, steps: int, warmup: int,
                    cache: Path | None = None, echo: Callable[[str], None] = print,
-                   max_seconds: float = float("inf"), repeats: int = 1) -> list[TrainResult]:
+                   max_seconds: float = float("inf"), repeats: int = 1, paired: bool = False) -> list[TrainResult]:
     """Every (setting, mode), each in its own process; the losses compared to the setting's fp32 run.
+
+    ``paired``: each mode that trains the baseline's batch size also runs beside the fp32 baseline
+    in one process (:func:`run_paired`, after its own run, in every repeat); the ratios of all its
+    pairs give its speedup and spread.
 
     ``repeats``: the whole list runs this many times, round-robin, so that a slow spell of a shared
     machine hits every mode alike; each (setting, mode) keeps its fastest repeat (noise only ever
     slows a run down, as timeit's documentation argues) and lists every repeat's images/s.
     ``max_seconds``: see :func:`run_one`."""
     runs: dict[tuple[str, str], list[TrainResult]] = {}
+    pairs: dict[tuple[str, str], list[list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="i2i-bench-") as tmp:
         cache = cache or Path(tmp)
         for rep in range(repeats):
@@ -339,6 +403,15 @@ def bench_training(base: dict, settings: list[str], modes: list[str], device: st
                              f"{r.result['images_per_second']:8.1f} img/s  loader {100 * r.result['loader_share']:.1f}%{tag}")
                     elif rep == 0:
                         echo(f"{setting:13s} {mode:13s} {r.status}: {r.reason}")
+                    if paired and r.status == "ok" and mode != "fp32" and MODES[mode].batch_factor == 1:
+                        pr = _run(base, setting, mode, device, steps, warmup, cache, max_seconds, paired_with="fp32")
+                        pairs.setdefault((setting, mode), []).extend(pr.result.get("pairs", []))
+                        if pr.status == "ok":
+                            ps = paired_summary(pr.result["pairs"])
+                            echo(f"{setting:13s} {mode:13s} paired with fp32: {ps['speedup']:.2f}x "
+                                 f"(quartiles {ps['q25']:.2f}-{ps['q75']:.2f}, {ps['pairs']} pairs){tag}")
+                        else:
+                            echo(f"{setting:13s} {mode:13s} paired run {pr.status}: {pr.reason}")
     results = []
     for setting in settings:
         baseline = None
@@ -350,6 +423,8 @@ def bench_training(base: dict, settings: list[str], modes: list[str], device: st
                 continue
             r = max(ok, key=lambda r: r.result["images_per_second"])
             r.result["repeats_images_per_second"] = [x.result["images_per_second"] for x in ok]
+            if pairs.get((setting, mode)):
+                r.paired = paired_summary(pairs[(setting, mode)])
             if r.result["flops_per_iteration"] is None and baseline and \
                     r.result["batch_size"] == baseline.result["batch_size"]:
                 r.result["flops_per_iteration"] = flops = baseline.result["flops_per_iteration"]
@@ -366,7 +441,14 @@ def bench_training(base: dict, settings: list[str], modes: list[str], device: st
 def _worker() -> None:
     request = json.loads(sys.stdin.read())
     params = params_from_dict(request["params"], "benchmark")
-    args = (params, MODES[request["mode"]], Path(request["data"]), request["steps"], request["warmup"])
+    mode, data = MODES[request["mode"]], Path(request["data"])
+    if request.get("baseline"):
+        baseline_params = params_from_dict(request["baseline_params"], "benchmark baseline")
+        result = run_paired(params, mode, baseline_params, MODES[request["baseline"]], data, request["steps"],
+                            request["warmup"], request["max_seconds"])
+        print(json.dumps(result))
+        return
+    args = (params, mode, data, request["steps"], request["warmup"])
     result = profile_one(*args) if request.get("profile") else run_one(*args, request["max_seconds"])
     print(json.dumps({"profile": result} if request.get("profile") else result))
 
