@@ -57,10 +57,12 @@ def pad_2d(kind: str, amount: int) -> nn.Module:
 def narrow_convs_channels_last(module: nn.Module, max_out: int = 3) -> int:
     """Run each conv of ``module`` with at most ``max_out`` output channels (the generators' RGB
     output layer, the PatchGAN's logit layer) on channels-last inputs, returning the usual
-    layout. On a CPU, oneDNN computes such convs about twice as fast channels-last (the
-    generator's 7x7 16->3 output conv: 3.8 ms instead of 6.2 ms forward and backward at batch 4);
-    the rest of the network is faster in the default layout. Forward hooks: parameters and
-    state-dict keys are unchanged. Returns how many convs it set."""
+    layout. On a CPU, oneDNN computes convs with so few output channels poorly in the default
+    layout (the default config's 7x7 16->3 output conv is about a tenth of its step: `i2i bench
+    --profile default/fp32`) and much faster channels-last, while the rest of the network is
+    faster in the default layout (``i2i bench --paired`` measures the trainer with and without
+    this). Forward hooks: parameters and state-dict keys are unchanged. Returns how many convs
+    it set."""
     def to_channels_last(_: nn.Module, args: tuple) -> tuple:
         return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
