@@ -17,14 +17,14 @@ from i2i.config import params_from_dict
 
 
 def _rate(fn, items: int, repeats: int, device: torch.device) -> float:
+    from i2i.bench.training import sync
+
     fn()  # warm-up: allocations, kernel selection
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     began = time.perf_counter()
     for _ in range(repeats):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return items * repeats / (time.perf_counter() - began)
 
 

@@ -143,15 +143,15 @@ def peak_rss_mb() -> float | None:
     return None
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a no-op on a CPU), so that a clock read after it is exact."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _trainer(params: Params, mode: Mode, data: Path, iterations: int, d: distributed.Dist) -> tuple:
-    """What a benchmark run trains: the device, the mode's Trainables (compiled when asked), a
-    NaN guard read once at the end, and the real loader's batches."""
-    from i2i.data.loader import train_loader
+def _trainer(params: Params, mode: Mode, iterations: int, d: distributed.Dist) -> tuple:
+    """What a benchmark run trains: the device, the mode's Trainables (compiled when asked) and a
+    NaN guard read once at the end."""
     from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device
 
     tp = params.train
@@ -159,8 +159,24 @@ def _trainer(params: Params, mode: Mode, data: Path, iterations: int, d: distrib
     t = Trainables.build(params, device, reference=mode.reference)
     if tp.compile:
         compile_networks(t.nets, mode.compile_mode)
-    guard = FiniteGuard(device, d, every=iterations)
-    return device, t, guard, iter(train_loader(data, params.data, tp.batch_size, tp.seed))
+    return device, t, FiniteGuard(device, d, every=iterations)
+
+
+def _batches(params: Params, data: Path):
+    """The real loader's batches for ``params``."""
+    from i2i.data.loader import train_loader
+
+    return iter(train_loader(data, params.data, params.train.batch_size, params.train.seed))
+
+
+def _capped(n: int, seconds: float, step: Callable[[int], None], start: int = 0) -> int:
+    """``step(start)``, ``step(start + 1)``, ... ``n`` times, or fewer (at least one) once they have
+    taken ``seconds``; returns how many ran."""
+    began, done = time.perf_counter(), 0
+    while done < n and not (done and time.perf_counter() - began > seconds):
+        step(start + done)
+        done += 1
+    return done
 
 
 def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
@@ -172,11 +188,12 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     result says how many of each ran."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from i2i.data.loader import to_model_input
+    from i2i.data.loader import to_real_images
     from i2i.train import train_step
 
     tp, d = params.train, distributed.Dist()
-    device, t, guard, batches = _trainer(params, mode, data, warmup + steps, d)
+    device, t, guard = _trainer(params, mode, warmup + steps, d)
+    batches = _batches(params, data)
     reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -189,8 +206,7 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     def step(i: int, warm: bool) -> None:
         nonlocal loader_s, flops
         t0 = time.perf_counter()
-        batch = next(batches)
-        real = {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}
+        real = to_real_images(next(batches), device, tp.channels_last)
         loader_s += time.perf_counter() - t0
         if i == 0 and not tp.compile:  # count once, eagerly (the count is the same math in every mode)
             with FlopCounterMode(display=False) as counter:
@@ -203,21 +219,11 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
         else:
             step_times.append(time.perf_counter() - t0)
 
-    def over_half(since: float) -> bool:
-        return time.perf_counter() - since > max_seconds / 2
-
-    done = 0
-    while done < warmup and not (done and over_half(began)):
-        step(done, warm=True)
-        done += 1
-    warmup = done
-    _sync(device)
+    warmup = _capped(warmup, max_seconds / 2, lambda i: step(i, warm=True))
+    sync(device)
     warmup_s, loader_s, began = time.perf_counter() - began, 0.0, time.perf_counter()
-    while len(step_times) < steps and not (step_times and over_half(began)):
-        step(done, warm=False)
-        done += 1
-    steps = len(step_times)
-    _sync(device)
+    steps = _capped(steps, max_seconds / 2, lambda i: step(i, warm=False), start=warmup)
+    sync(device)
     seconds = time.perf_counter() - began
     loader_share, loader_ms = loader_s / seconds, 1000 * loader_s / steps
     if device.type == "cpu":
@@ -246,39 +252,35 @@ def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mo
     ratios baseline time / mode time are paired measurements: their median is the speedup and
     their quartiles its spread, far tighter than a comparison of separate runs. ``max_seconds``:
     as in :func:`run_one`, for the warm-up and the timed pairs."""
-    from i2i.data.loader import to_model_input
+    from i2i.data.loader import to_real_images
     from i2i.train import train_step
 
     d = distributed.Dist()
-    device, t, guard, batches = _trainer(params, mode, data, warmup + steps, d)
-    _, t0, guard0, _ = _trainer(baseline_params, baseline, data, warmup + steps, d)
+    device, t, guard = _trainer(params, mode, warmup + steps, d)
+    _, t0, guard0 = _trainer(baseline_params, baseline, warmup + steps, d)
+    batches = _batches(params, data)
     runners = [(t0, guard0, baseline_params.train), (t, guard, params.train)]
+    pairs: list[list[float]] = []
 
-    def step(i: int) -> list[float]:
+    def step(i: int, timed: bool) -> None:
         batch = next(batches)
         times = [0.0, 0.0]
         for k in ((0, 1) if i % 2 == 0 else (1, 0)):
             tr, g, tp = runners[k]
-            real = {x: to_model_input(batch[x], device, tp.channels_last) for x in ("a", "b")}
-            _sync(device)
+            real = to_real_images(batch, device, tp.channels_last)
+            sync(device)
             began = time.perf_counter()
             train_step(tr, real, i, tp.precision, g, d)
-            _sync(device)
+            sync(device)
             times[k] = time.perf_counter() - began
-        return times
+        if timed:
+            pairs.append(times)
 
-    began, i = time.perf_counter(), 0
-    while i < warmup and not (i and time.perf_counter() - began > max_seconds / 2):
-        step(i)
-        i += 1
-    pairs: list[list[float]] = []
-    began = time.perf_counter()
-    while len(pairs) < steps and not (pairs and time.perf_counter() - began > max_seconds / 2):
-        pairs.append(step(i))
-        i += 1
+    warmup = _capped(warmup, max_seconds / 2, lambda i: step(i, timed=False))
+    _capped(steps, max_seconds / 2, lambda i: step(i, timed=True), start=warmup)
     guard.check()
     guard0.check()
-    return {"pairs": pairs, "warmup_steps": i - len(pairs)}
+    return {"pairs": pairs, "warmup_steps": warmup}
 
 
 def paired_summary(pairs: list[list[float]]) -> dict[str, Any]:
@@ -294,24 +296,23 @@ def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     """torch.profiler's table of the operators that take the most time over ``steps`` iterations."""
     from torch.profiler import ProfilerActivity, profile
 
-    from i2i.data.loader import to_model_input
+    from i2i.data.loader import to_real_images
     from i2i.train import train_step
 
     tp, d = params.train, distributed.Dist()
-    device, t, guard, batches = _trainer(params, mode, data, warmup + steps, d)
+    device, t, guard = _trainer(params, mode, warmup + steps, d)
+    batches = _batches(params, data)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def step(i: int) -> None:
-        batch = next(batches)
-        train_step(t, {k: to_model_input(batch[k], device, tp.channels_last) for k in ("a", "b")}, i,
-                   tp.precision, guard, d)
+        train_step(t, to_real_images(next(batches), device, tp.channels_last), i, tp.precision, guard, d)
 
     for i in range(warmup):
         step(i)
     with profile(activities=activities, record_shapes=True) as prof:
         for i in range(warmup, warmup + steps):
             step(i)
-        _sync(device)
+        sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     # By input shapes: each convolution layer on its own line, so the table says which layers cost
     return prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=rows, max_name_column_width=34,
@@ -323,11 +324,21 @@ def profile_training(base: dict, setting: str, mode: str, device: str, steps: in
     p = bench_params(base, setting, mode, device)
     data = prepared_data(params_from_dict(p, f"benchmark {setting}/{mode}"), cache)
     request = {"params": p, "mode": mode, "data": str(data), "steps": steps, "warmup": warmup, "profile": True}
+    try:
+        profile = _in_worker(request)["profile"]
+    except I2IError as e:
+        raise I2IError(f"profiling {setting}/{mode} failed: {e}") from None
+    return f"{setting}, mode {mode}, {steps} iterations:\n" + profile
+
+
+def _in_worker(request: dict[str, Any]) -> dict[str, Any]:
+    """Run ``request`` in a fresh process (:func:`_worker`) and return what it printed last; on a
+    failure, an I2IError with the last line of its error output."""
     proc = subprocess.run([sys.executable, "-m", "i2i.bench.training"], input=json.dumps(request),
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise I2IError(f"profiling {setting}/{mode} failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return f"{setting}, mode {mode}, {steps} iterations:\n" + json.loads(proc.stdout.strip().splitlines()[-1])["profile"]
+        raise I2IError((proc.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @dataclass
@@ -368,11 +379,10 @@ def _run(base: dict, setting: str, mode: str, device: str, steps: int, warmup: i
                "max_seconds": max_seconds}
     if paired_with:
         request |= {"baseline": paired_with, "baseline_params": bench_params(base, setting, paired_with, device)}
-    proc = subprocess.run([sys.executable, "-m", "i2i.bench.training"], input=json.dumps(request),
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return TrainResult(setting, mode, "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1])
-    return TrainResult(setting, mode, "ok", result=json.loads(proc.stdout.strip().splitlines()[-1]))
+    try:
+        return TrainResult(setting, mode, "ok", result=_in_worker(request))
+    except I2IError as e:
+        return TrainResult(setting, mode, "failed", str(e))
 
 
 def bench_training(base: dict, settings: list[str], modes: list[str], device: str, steps: int, warmup: int,

@@ -156,3 +156,9 @@ def to_model_input(batch: torch.Tensor, device: torch.device | str, channels_las
     """
     x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     return x if channels_last else x.contiguous()
+
+
+def to_real_images(batch: dict[str, torch.Tensor], device: torch.device | str,
+                   channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """A training batch's two domains as the model inputs a training step takes: {"a": ..., "b": ...}."""
+    return {k: to_model_input(batch[k], device, channels_last) for k in ("a", "b")}
