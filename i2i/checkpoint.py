@@ -28,7 +28,7 @@ FORMAT = 1
 # Keys that change how a run is carried out or reported, not what it computes.
 NOT_FINGERPRINTED = {
     "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile",
+    "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile", "train.winograd",
 }
 NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "tracking")
 

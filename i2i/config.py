@@ -144,6 +144,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"]
     channels_last: bool
     compile: bool
+    winograd: bool
     checkpoint_every: int = bounded(ge=1)
     keep_checkpoints: int = bounded(ge=1)
     log_every: int = bounded(ge=1)

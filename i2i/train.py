@@ -30,6 +30,7 @@ from i2i.io import atomic_path, write_json
 from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
 from i2i.models.layers import narrow_convs_channels_last
+from i2i.models.winograd import use_winograd
 from i2i.optim import adam, scheduler
 from i2i.progress import progress, quiet
 
@@ -135,6 +136,8 @@ class Trainables:
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
         if device.type == "cpu" and not (reference or tp.channels_last or tp.compile):
             narrow_convs_channels_last(nets)
+        if tp.winograd and not reference:
+            use_winograd(nets)
         objective = build_objective(nets, params.loss, seed=tp.seed, batched=not reference).to(device)
         opt_g, opt_d = adam(nets.G, tp, fused=not reference), adam(nets.D, tp, fused=not reference)
         return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),

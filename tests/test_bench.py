@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
-MODES = ["fp32", "tuned", "channels_last", "bf16", "fp16", "compile", "batch4x"]
+MODES = ["fp32", "tuned", "channels_last", "winograd", "bf16", "fp16", "compile", "batch4x"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,8 @@ def test_fast_fp32_paths_match_the_baselines_losses(report):
     for mode in ("tuned", "channels_last", "compile"):
         assert runs[mode]["step1_rel_diff"] < 1e-5, mode  # the same weights: rounding alone
         assert runs[mode]["loss_rel_diff"] < 1e-4, mode  # the same math in fp32
+    # Winograd: the same convolutions with a different fp32 rounding (tests/test_winograd.py)
+    assert runs["winograd"]["step1_rel_diff"] < 1e-4 and runs["winograd"]["loss_rel_diff"] < 1e-3
     assert runs["bf16"]["loss_rel_diff"] < 0.05  # bf16 rounding, same model
     assert runs["batch4x"]["loss_rel_diff"] is None  # other batches: nothing to compare
 

@@ -214,8 +214,9 @@ def test_fused_adam_is_pytorchs_adam_up_to_rounding():
 
 
 def test_tuned_trainer_is_the_reference_math(tmp_path):
-    """Batched passes, fused Adam and channels-last output convs: the losses of the references'
-    way (one call per batch, default Adam, one layout) on the same weights and data."""
+    """Batched passes, fused Adam and channels-last output convs (and, with train.winograd, the
+    Winograd 3x3 convs): the losses of the references' way (one call per batch, default Adam,
+    one layout) on the same weights and data."""
     from i2i import distributed
     from i2i.train import FiniteGuard, Trainables, train_step
 
@@ -223,16 +224,20 @@ def test_tuned_trainer_is_the_reference_math(tmp_path):
     cpu, d = torch.device("cpu"), distributed.Dist()
     g = torch.Generator().manual_seed(0)
     batches = [{k: torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for k in "ab"} for _ in range(3)]
+    winograd = params_from_dict(tiny_train_params(winograd=True))
     losses = []
-    for reference in (True, False):
-        t = Trainables.build(params, cpu, reference=reference)
+    for p, reference in ((params, True), (params, False), (winograd, False)):
+        t = Trainables.build(p, cpu, reference=reference)
         assert t.objective.batched != reference and bool(t.opt_g.defaults["fused"]) != reference
+        assert any(type(m).__name__ == "WinogradConv2d" for m in t.nets.modules()) == p.train.winograd
         guard = FiniteGuard(cpu, d, 1)
         losses.append([[v.item() for v in (gp.terms["loss/G/total"], dp.terms["loss/D/total"])]
                        for gp, dp in (train_step(t, b, i, "fp32", guard, d) for i, b in enumerate(batches))])
-    ref, tuned = losses
+    ref, tuned, wino = losses
     assert tuned[0] == pytest.approx(ref[0], rel=1e-6)  # identical weights: rounding alone
     assert sum(tuned, []) == pytest.approx(sum(ref, []), rel=1e-3)
+    assert wino[0] == pytest.approx(ref[0], rel=1e-5)  # Winograd's fp32 rounding: a few times the direct conv's
+    assert sum(wino, []) == pytest.approx(sum(ref, []), rel=1e-3)
 
 
 def test_cosine_schedule_goes_from_one_to_zero():

@@ -85,6 +85,8 @@ MODES: dict[str, Mode] = {
                   "Adam, on a CPU the narrow output convs channels-last"),
     "channels_last": Mode("tuned + channels-last memory format", {"channels_last": True}),
     "bf16": Mode("tuned + bf16 autocast", {"precision": "bf16"}),
+    "winograd": Mode("tuned + the 3x3 stride-1 convs by Winograd F(4x4,3x3) (train.winograd; CPU fp32 eager)",
+                     {"winograd": True}),
     "fp16": Mode("tuned + fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
     "compile": Mode("tuned + torch.compile", {"compile": True}),
     "cudagraphs": Mode("tuned + torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
@@ -107,7 +109,7 @@ def bench_params(base: dict, setting: str, mode: str, device: str) -> dict:
     p["data"]["shapes"].update(image_size=p["data"]["load_size"], num_train=16 * p["train"]["batch_size"] * m.batch_factor,
                                num_test=2)
     p["loss"]["vgg_pretrained"] = False  # the same compute as the ImageNet VGG, no download
-    p["train"].update(device=device, precision="fp32", channels_last=False, compile=False)
+    p["train"].update(device=device, precision="fp32", channels_last=False, compile=False, winograd=False)
     p["train"].update(m.train)
     p["train"]["batch_size"] *= m.batch_factor
     return p

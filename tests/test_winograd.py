@@ -1,0 +1,119 @@
+"""Winograd F(4x4, 3x3) convolutions (i2i.models.winograd): the same convolution and gradients as
+PyTorch's within fp32 rounding, only where they apply, and filters re-transformed after every
+weight update."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from i2i.config import params_from_dict
+from i2i.models import build_networks
+from i2i.models.winograd import WinogradConv2d, use_winograd, winograd_conv3x3
+from tests.conftest import default_params
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x.double() - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("n,cin,cout,h,w", [(2, 16, 16, 8, 8), (3, 5, 7, 12, 8), (1, 32, 8, 4, 16)])
+def test_output_and_gradients_are_the_convolutions(n, cin, cout, h, w):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, cin, h + 2, w + 2, generator=g)
+    k = torch.randn(cout, cin, 3, 3, generator=g) / (9 * cin) ** 0.5
+    b = torch.randn(cout, generator=g)
+    dy = torch.randn(n, cout, h, w, generator=g)
+    # float64 reference
+    ref = [t.double().requires_grad_() for t in (x, k, b)]
+    y_ref = F.conv2d(*ref)
+    y_ref.backward(dy.double())
+    # fp32: Winograd and PyTorch's direct conv, each against the float64 reference
+    errs = {}
+    for name, fn in (("direct", F.conv2d), ("winograd", winograd_conv3x3)):
+        args = [t.clone().requires_grad_() for t in (x, k, b)]
+        y = fn(*args)
+        y.backward(dy)
+        errs[name] = [rel_err(y, y_ref)] + [rel_err(a.grad, r.grad) for a, r in zip(args, ref)]
+    assert max(errs["winograd"]) < 5e-5, errs  # fp32 rounding (the direct conv's: ~2e-6)
+    assert max(errs["direct"]) < 1e-5, errs
+
+
+def test_gradcheck_in_float64():
+    g = torch.Generator().manual_seed(1)
+    x, k, b = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+               for s in ((2, 2, 6, 10), (3, 2, 3, 3), (3,)))
+    assert torch.autograd.gradcheck(winograd_conv3x3, (x, k, b))
+    assert torch.autograd.gradcheck(lambda x, k: winograd_conv3x3(x, k), (x, k))  # without a bias
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "munit"])
+def test_networks_keep_their_parameters_and_outputs(name: str):
+    p = default_params()
+    p["model"]["name"] = name
+    p["model"]["cyclegan"].update(ngf=8, n_blocks=2, ndf=8)
+    p["model"]["munit"].update(dim=8, mlp_dim=16, n_res=1, dis_dim=8)
+    cfg = params_from_dict(p).model
+    torch.manual_seed(0)
+    plain, fast = build_networks(cfg), build_networks(cfg)
+    fast.load_state_dict(plain.state_dict())
+    # the residual blocks' convs: two per block, per generator (MUNIT: encoder and decoder blocks)
+    expected = 2 * 2 * 2 if name == "cyclegan" else 2 * 2 * 2
+    assert use_winograd(fast) == expected
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    d = "ab" if name == "cyclegan" else "a"
+    outs = []
+    for nets in (plain, fast):
+        y = nets.G[d](x) if name == "cyclegan" else nets.G[d].decode(*nets.G[d].encode(x))
+        y.square().mean().backward()
+        outs.append(y)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    grads = [torch.cat([q.grad.flatten() for q in nets.parameters() if q.grad is not None]) for nets in (plain, fast)]
+    assert len(grads[0]) == len(grads[1]) and (grads[1] - grads[0]).norm() <= 1e-4 * grads[0].norm()
+
+
+def test_only_plain_3x3_stride_1_convs_are_swapped():
+    net = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2),
+                        nn.Conv2d(4, 4, 5), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                        nn.Conv2d(4, 4, 3, groups=2), nn.ConvTranspose2d(4, 4, 3))
+    assert use_winograd(net) == 2
+    assert [type(m) is WinogradConv2d for m in net] == [True, True] + [False] * 5
+
+
+def test_falls_back_to_pytorch_where_winograd_does_not_apply():
+    torch.manual_seed(0)
+    plain = nn.Conv2d(8, 8, 3, padding=1)
+    fast = nn.Conv2d(8, 8, 3, padding=1)
+    fast.load_state_dict(plain.state_dict())
+    use_winograd(fast)
+    x = torch.randn(2, 8, 12, 12)
+    assert not torch.equal(fast(x), plain(x))  # 12x12 output: Winograd
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    # sides not multiples of 4, channels-last, float64, autocast: PyTorch's conv, bit for bit
+    cases = [torch.randn(2, 8, 10, 10), x.contiguous(memory_format=torch.channels_last), x.double()]
+    for c in cases:
+        ref = plain.double()(c) if c.dtype == torch.float64 else plain(c)
+        got = fast.double()(c) if c.dtype == torch.float64 else fast(c)
+        assert torch.equal(got, ref)
+        plain.float(), fast.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fast(x), plain(x))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_transformed_filters_follow_weight_updates(fused: bool):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3)
+    use_winograd(conv)
+    opt = torch.optim.Adam(conv.parameters(), lr=0.1, fused=fused)
+    x = torch.randn(1, 8, 10, 10)
+    for _ in range(2):
+        opt.zero_grad()
+        conv(x).square().mean().backward()
+        opt.step()  # in place: the next call must transform the new weights
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias), rtol=1e-4, atol=1e-5)
+    other = nn.Conv2d(8, 8, 3)
+    conv.load_state_dict(other.state_dict())
+    torch.testing.assert_close(conv(x), other(x), rtol=1e-4, atol=1e-5)
