@@ -13,6 +13,7 @@ from i2i.models.cyclegan import NLayerDiscriminator, PixelDiscriminator, ResnetG
 from i2i.models.layers import InputSizeError, init_weights, narrow_convs_channels_last
 from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 from tests.conftest import default_params
+from tests.network_twins import flat_grads, translate_and_judge, twin_networks
 
 
 def shapes(m: nn.Module) -> list[tuple[int, ...]]:
@@ -217,28 +218,14 @@ def test_munit_norm_and_padding_options(dis_norm: str, padding: str):
 @pytest.mark.parametrize("name", ["cyclegan", "munit"])
 def test_narrow_output_convs_channels_last_are_the_same_math(name: str):
     """The CPU speed-up of i2i.train: outputs, gradients and state-dict keys are the plain layout's."""
-    p = default_params()
-    p["model"]["name"] = name
-    p["model"]["cyclegan"].update(ngf=8, n_blocks=2, ndf=8)
-    p["model"]["munit"].update(dim=8, mlp_dim=16, n_res=1, dis_dim=8)
-    cfg = params_from_dict(p).model
-    torch.manual_seed(0)
-    plain = build_networks(cfg)
-    fast = build_networks(cfg)
-    fast.load_state_dict(plain.state_dict())
+    plain, fast = twin_networks(name)
     narrow = [m for m in fast.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels <= 3]
     assert narrow_convs_channels_last(fast) == len(narrow) >= 4  # two generator outputs, two logit layers (or more)
     assert list(fast.state_dict()) == list(plain.state_dict())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    d = "ab" if name == "cyclegan" else "a"
-    outputs = []
-    for nets in (plain, fast):
-        g = nets.G[d](x) if name == "cyclegan" else nets.G[d].decode(*nets.G[d].encode(x))
-        out = nets.D["b" if name == "cyclegan" else "a"](g)
-        sum(o.square().mean() for o in (out if isinstance(out, list) else [out])).backward()
-        assert g.is_contiguous()
-        outputs.append(g)
+    outputs = [translate_and_judge(nets, name, x) for nets in (plain, fast)]
+    assert all(g.is_contiguous() for g in outputs)
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
-    grads = [torch.cat([q.grad.flatten() for q in nets.parameters() if q.grad is not None]) for nets in (plain, fast)]
+    grads = [flat_grads(nets) for nets in (plain, fast)]
     # (biases of convs before instance norm have a zero gradient in exact arithmetic: rounding noise)
     assert len(grads[0]) == len(grads[1]) and (grads[1] - grads[0]).norm() <= 1e-5 * grads[0].norm()

@@ -8,10 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from i2i.config import params_from_dict
-from i2i.models import build_networks
 from i2i.models.winograd import WinogradConv2d, use_winograd, winograd_conv3x3
-from tests.conftest import default_params
+from tests.network_twins import flat_grads, translate_and_judge, twin_networks
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -50,27 +48,15 @@ def test_gradcheck_in_float64():
 
 @pytest.mark.parametrize("name", ["cyclegan", "munit"])
 def test_networks_keep_their_parameters_and_outputs(name: str):
-    p = default_params()
-    p["model"]["name"] = name
-    p["model"]["cyclegan"].update(ngf=8, n_blocks=2, ndf=8)
-    p["model"]["munit"].update(dim=8, mlp_dim=16, n_res=1, dis_dim=8)
-    cfg = params_from_dict(p).model
-    torch.manual_seed(0)
-    plain, fast = build_networks(cfg), build_networks(cfg)
-    fast.load_state_dict(plain.state_dict())
-    # the residual blocks' convs: two per block, per generator (MUNIT: encoder and decoder blocks)
-    expected = 2 * 2 * 2 if name == "cyclegan" else 2 * 2 * 2
-    assert use_winograd(fast) == expected
+    plain, fast = twin_networks(name)
+    # the residual blocks' convs, two per block: CycleGAN 2 blocks per generator, MUNIT 1 in the
+    # content encoder and 1 in the decoder; two generators
+    assert use_winograd(fast) == 2 * 2 * 2
     assert list(fast.state_dict()) == list(plain.state_dict())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    d = "ab" if name == "cyclegan" else "a"
-    outs = []
-    for nets in (plain, fast):
-        y = nets.G[d](x) if name == "cyclegan" else nets.G[d].decode(*nets.G[d].encode(x))
-        y.square().mean().backward()
-        outs.append(y)
+    outs = [translate_and_judge(nets, name, x) for nets in (plain, fast)]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
-    grads = [torch.cat([q.grad.flatten() for q in nets.parameters() if q.grad is not None]) for nets in (plain, fast)]
+    grads = [flat_grads(nets) for nets in (plain, fast)]
     assert len(grads[0]) == len(grads[1]) and (grads[1] - grads[0]).norm() <= 1e-4 * grads[0].norm()
 
 
@@ -92,12 +78,10 @@ def test_falls_back_to_pytorch_where_winograd_does_not_apply():
     assert not torch.equal(fast(x), plain(x))  # 12x12 output: Winograd
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
     # sides not multiples of 4, channels-last, float64, autocast: PyTorch's conv, bit for bit
-    cases = [torch.randn(2, 8, 10, 10), x.contiguous(memory_format=torch.channels_last), x.double()]
-    for c in cases:
-        ref = plain.double()(c) if c.dtype == torch.float64 else plain(c)
-        got = fast.double()(c) if c.dtype == torch.float64 else fast(c)
-        assert torch.equal(got, ref)
-        plain.float(), fast.float()
+    for c in (torch.randn(2, 8, 10, 10), x.contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(fast(c), plain(c))
+    assert torch.equal(fast.double()(x.double()), plain.double()(x.double()))
+    fast.float(), plain.float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(fast(x), plain(x))
 

@@ -65,8 +65,9 @@ def applies(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 class _Winograd(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         kb, _, ka = transforms(x.dtype, x.device)
+        u = filter_transform(w)  # [36, co, c]
         n, c, hp, wp = x.shape
         co = w.shape[0]
         nh, nw = (hp - 2) // TILE, (wp - 2) // TILE
@@ -100,16 +101,16 @@ class _Winograd(torch.autograd.Function):
             dw = (kg.t() @ du.view(36, -1)).t().reshape(co, c, 3, 3)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum((0, 2, 3))
-        return dx, dw, db, None
+        return dx, dw, db
 
 
-def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
-                     u: torch.Tensor | None = None) -> torch.Tensor:
-    """conv2d(x, w, b) for 3x3 filters, stride 1, no padding, by F(4x4, 3x3); differentiable.
-    ``u``: filter_transform(w), when the caller already has it. Needs applies(x, w)."""
+def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """conv2d(x, w, b) for 3x3 filters, stride 1, no padding, by F(4x4, 3x3); differentiable
+    (the weight gradient comes from the transformed domain, not through filter_transform).
+    On any device and float dtype; WinogradConv2d uses it only where applies(x, w)."""
     if w.shape[-2:] != (3, 3):
         raise ValueError(f"winograd_conv3x3 needs 3x3 filters, got {tuple(w.shape)}")
-    return _Winograd.apply(x, w, b, filter_transform(w.detach()) if u is None else u)
+    return _Winograd.apply(x, w, b)
 
 
 class WinogradConv2d(nn.Conv2d):
