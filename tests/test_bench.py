@@ -18,17 +18,21 @@ BIN = Path(sys.executable).parent
 MODES = ["fp32", "tuned", "channels_last", "winograd", "bf16", "fp16", "compile", "batch4x"]
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[dict, str, str]:
-    out = tmp_path_factory.mktemp("bench")
-    args = [str(BIN / "i2i"), "bench", "--tiny", "--steps", "2", "--warmup", "2", "--repeats", "2", "--device", "cpu",
-            "--paired", "--profile", "tiny/tuned", "--json", str(out / "b.json"), "--md", str(out / "b.md")]
-    for m in MODES:
+def bench(out: Path, modes: list[str], *options: str) -> tuple[dict, str, str]:
+    """`i2i bench --tiny` of ``modes`` on the CPU: its JSON, its markdown table and its stdout."""
+    args = [str(BIN / "i2i"), "bench", "--tiny", "--steps", "2", "--warmup", "2", "--device", "cpu", "--paired",
+            "--json", str(out / "b.json"), "--md", str(out / "b.md"), *options]
+    for m in modes:
         args += ["--mode", m]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((out / "b.json").read_text()), (out / "b.md").read_text(), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[dict, str, str]:
+    return bench(tmp_path_factory.mktemp("bench"), MODES, "--profile", "tiny/tuned")
 
 
 def test_every_mode_runs_or_says_why_not(report):
@@ -43,9 +47,19 @@ def test_every_mode_runs_or_says_why_not(report):
         assert x["iterations_per_second"] > 0 and x["images_per_second"] == pytest.approx(
             x["iterations_per_second"] * 2 * x["batch_size"])
         assert 0 <= x["loader_share"] < 1 and x["peak_rss_mb"] > 0 and x["cuda_max_allocated_mb"] is None
-        assert len(x["repeats_images_per_second"]) == 2 and x["images_per_second"] == max(x["repeats_images_per_second"])
+        assert x["repeats_images_per_second"] == [x["images_per_second"]]
     assert runs["batch4x"]["result"]["batch_size"] == 4 * runs["fp32"]["result"]["batch_size"]
-    assert "tiny" in stdout and "it/s" in stdout and "(repeat 2/2)" in stdout
+    assert "tiny" in stdout and "it/s" in stdout and "repeat" not in stdout
+
+
+def test_repeats_keep_the_fastest_run_and_pool_every_pair(tmp_path):
+    data, md, stdout = bench(tmp_path, ["fp32", "tuned"], "--repeats", "2", "--no-evaluation")
+    for r in data["training"]:
+        x = r["result"]
+        assert len(x["repeats_images_per_second"]) == 2 and x["images_per_second"] == max(x["repeats_images_per_second"])
+    tuned = data["training"][1]
+    assert tuned["mode"] == "tuned" and tuned["paired"]["pairs"] == 2 * 2  # --steps 2 in each of --repeats 2
+    assert "(repeat 1/2)" in stdout and "(repeat 2/2)" in stdout and stdout.count("paired with fp32:") == 2
 
 
 def test_paired_runs_time_each_mode_beside_the_baseline(report):
@@ -53,7 +67,7 @@ def test_paired_runs_time_each_mode_beside_the_baseline(report):
     runs = {r["mode"]: r for r in data["training"]}
     for mode in ("tuned", "channels_last", "bf16", "compile"):
         p = runs[mode]["paired"]
-        assert p["pairs"] == 2 * 2, mode  # --steps 2 in each of --repeats 2
+        assert p["pairs"] == 2, mode  # --steps 2
         assert p["q25"] <= p["speedup"] <= p["q75"] and p["step_ms"] > 0 and p["baseline_step_ms"] > 0
     # nothing to pair: the baseline itself, a skipped mode, another batch size
     assert runs["fp32"]["paired"] is None and runs["fp16"]["paired"] is None and runs["batch4x"]["paired"] is None
