@@ -1,5 +1,6 @@
-"""Ablations as DVC experiments: a queue run by two workers, every result in `dvc exp show` and in
-the root MLflow store once, a diverging one marked failed, and `i2i compare` on the results."""
+"""The baseline's `dvc repro`, then ablations as DVC experiments: a queue run by two workers (in
+copies under .dvc/tmp/exps, as `dvc exp run --temp`), every result in `dvc exp show` and in the
+root MLflow store once, a diverging one marked failed, and `i2i compare` on the results."""
 from __future__ import annotations
 
 import json
@@ -19,14 +20,14 @@ from tests.train_helpers import tiny_train_params
 
 BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-# Each ablation of the README's recipes, on the tiny config (vgg_pretrained off: no download).
+# Ablations of the README's recipes, on the tiny config (vgg_pretrained off: no download).
 QUEUE = {
-    "no-identity": ["-S", "loss.identity_w=0"],
     "munit": ["-S", "model.name=munit"],
     "diverges": ["-S", "train.lr=1e30"],
 }
-# And one run in the workspace, as `dvc exp run -S ...` without --queue.
-WORKSPACE = {"vgg": ["-S", "loss.vgg_w=1", "-S", "loss.vgg_pretrained=false"]}
+# And one run in the workspace, as `dvc exp run -S ...` without --queue: two ablations at once.
+WORKSPACE = {"no-identity": ["-S", "loss.identity_w=0", "-S", "loss.vgg_w=1", "-S", "loss.vgg_pretrained=false"]}
+STAGES = ("download", "preprocess", "train", "classify", "sample", "evaluate")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -51,7 +52,10 @@ def experiments(tmp_path_factory) -> Path:
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
     run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    run([str(BIN / "dvc"), "repro"], root)
+    repro = run([str(BIN / "dvc"), "repro"], root)
+    again = run([str(BIN / "dvc"), "repro"], root)
+    (root.parent / "repro.log").write_text(repro.stdout + repro.stderr)
+    (root.parent / "repro-again.log").write_text(again.stdout + again.stderr)
     run(GIT + ["add", "-A"], root)
     run(GIT + ["commit", "-qm", "baseline"], root)
     for name, overrides in QUEUE.items():
@@ -68,6 +72,20 @@ def _runs(root: Path):
     return client, client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
 
 
+def test_baseline_repro_runs_every_stage_then_is_a_no_op(experiments: Path):
+    out = (experiments.parent / "repro.log").read_text()
+    assert [s for s in STAGES if f"Running stage '{s}'" in out] == list(STAGES)
+    again = (experiments.parent / "repro-again.log").read_text()
+    assert "Running stage" not in again and "Data and pipelines are up to date" in again
+    shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], experiments).stdout)
+    scores = shown[""]["data"]["reports/metrics.json"]["data"]
+    assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/cis/ab"], float)
+    assert "metric/cis/ba" not in scores  # skipped (null): DVC leaves it out, `dvc exp show` prints -
+    report = json.loads((experiments / "reports" / "preprocess.json").read_text())
+    assert report["counts"] == {"train_a": 8, "test_a": 2, "train_b": 8, "test_b": 2}
+    assert (experiments / "data" / "prepared" / "manifest.json").is_file()
+
+
 def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiments: Path):
     shown = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], experiments).stdout)
     found, failed = {}, []
@@ -78,12 +96,12 @@ def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiment
                     failed.append(rev["name"])
                 else:
                     found[rev["name"]] = rev["data"]["metrics"]["reports/metrics.json"]["data"]
-    assert set(found) == {"no-identity", "vgg", "munit"} and failed == ["diverges"]
+    assert set(found) == {"no-identity", "munit"} and failed == ["diverges"]
     queue = run([str(BIN / "dvc"), "queue", "status"], experiments).stdout
     assert [line.split()[-1] for line in queue.splitlines() if "diverges" in line] == ["Failed"]
     for scores in found.values():
         assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/fid/ab"], float)
-    assert found["munit"]["metric/lpips_diversity/ab"] > 0 == found["vgg"]["metric/lpips_diversity/ab"]
+    assert found["munit"]["metric/lpips_diversity/ab"] > 0 == found["no-identity"]["metric/lpips_diversity/ab"]
 
 
 def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments: Path):
@@ -93,13 +111,17 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     assert len(runs) == len(QUEUE) + len(WORKSPACE) + 1  # and the baseline's `dvc repro`
     by_name = {r.data.tags.get("dvc_exp_name", "baseline"): r for r in runs}
     assert by_name["diverges"].info.status == "FAILED"
-    for name in ("no-identity", "vgg", "munit", "baseline"):
+    for name in ("no-identity", "munit", "baseline"):
         r = by_name[name]
         assert r.info.status == "FINISHED" and "metric/content_iou/ab" in r.data.metrics, name
         assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} >= {"samples/index.html"}
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "model")] == ["model/generator.pt"], name
     assert by_name["no-identity"].data.params["loss.identity_w"] == "0.0"
-    assert by_name["vgg"].data.params["loss.vgg_w"] == "1.0"
-    assert not list((experiments / ".dvc" / "tmp").rglob("mlflow.db"))
+    assert by_name["no-identity"].data.params["loss.vgg_w"] == "1.0"
+    head = run(["git", "rev-parse", "HEAD"], experiments).stdout.strip()
+    for name in ("no-identity", "munit"):  # in the workspace, and in a copy under .dvc/tmp/exps
+        assert by_name[name].data.tags["dvc_exp_baseline"] == head, name
+    assert not list((experiments / ".dvc" / "tmp").rglob("mlflow.db"))  # the copies' runs reached the root
 
 
 def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experiments: Path):
@@ -111,7 +133,7 @@ def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experimen
         assert param in columns
     assert "train.iterations" not in columns  # the same in every run: not a difference
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| run")]
-    assert len(rows) == 4 and "diverges" not in md  # finished runs only, by default
+    assert len(rows) == 3 and "diverges" not in md  # finished runs only, by default
     iou = [float(r.strip("|").split("|")[columns.index("metric/content_iou/ab")]) for r in rows]
     assert iou == sorted(iou, reverse=True)  # higher is better: best first
     assert header in out
