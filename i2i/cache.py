@@ -18,3 +18,8 @@ def weights_dir() -> Path:
     import torch.hub  # the one authority on where torchvision looks
 
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def kernels_dir() -> Path:
+    """Compiled C kernels (i2i/models/kernels.py), one file per source, compiler and CPU."""
+    return Path(os.environ.get("I2I_CACHE") or Path.home() / ".cache" / "i2i") / "kernels"

@@ -209,7 +209,7 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
 @click.option("--setting", "settings", multiple=True, help="What to train (repeatable): tiny, default, "
               "cyclegan-128, cyclegan-256, munit-256. Default: default and cyclegan-128.")
 @click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (the references' way, the baseline), tuned (i2i's trainer), channels_last, "
-              "winograd, bf16, fp16, compile, cudagraphs, batch4x, fast-gpu. Default: all; CUDA-only ones are "
+              "winograd, bf16, fp16, compile, fast-cpu, cudagraphs, batch4x, fast-gpu. Default: all; CUDA-only ones are "
               "skipped on a CPU.")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed iterations per run.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(1),

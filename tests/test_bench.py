@@ -1,5 +1,5 @@
 """`i2i bench` runs on a tiny setting and reports what it measured; the fast training paths
-(i2i's tuned trainer, channels-last, torch.compile) give the baseline's losses; paired runs
+(i2i's tuned trainer, channels-last, Winograd, torch.compile) give the baseline's losses; paired runs
 report a speedup per pair. Speed itself is not
 tested: it goes in reports/benchmarks.md."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
-MODES = ["fp32", "tuned", "channels_last", "winograd", "bf16", "fp16", "compile", "batch4x"]
+MODES = ["fp32", "tuned", "channels_last", "winograd", "bf16", "fp16", "compile", "fast-cpu", "batch4x"]
 
 
 def bench(out: Path, modes: list[str], *options: str) -> tuple[dict, str, str]:
@@ -65,7 +65,7 @@ def test_repeats_keep_the_fastest_run_and_pool_every_pair(tmp_path):
 def test_paired_runs_time_each_mode_beside_the_baseline(report):
     data, md, stdout = report
     runs = {r["mode"]: r for r in data["training"]}
-    for mode in ("tuned", "channels_last", "bf16", "compile"):
+    for mode in ("tuned", "channels_last", "bf16", "compile", "fast-cpu"):
         p = runs[mode]["paired"]
         assert p["pairs"] == 2, mode  # --steps 2
         assert p["q25"] <= p["speedup"] <= p["q75"] and p["step_ms"] > 0 and p["baseline_step_ms"] > 0
@@ -88,8 +88,9 @@ def test_fast_fp32_paths_match_the_baselines_losses(report):
     for mode in ("tuned", "channels_last", "compile"):
         assert runs[mode]["step1_rel_diff"] < 1e-5, mode  # the same weights: rounding alone
         assert runs[mode]["loss_rel_diff"] < 1e-4, mode  # the same math in fp32
-    # Winograd: the same convolutions with a different fp32 rounding (tests/test_winograd.py)
-    assert runs["winograd"]["step1_rel_diff"] < 1e-4 and runs["winograd"]["loss_rel_diff"] < 1e-3
+    # Winograd: the same convolutions with a different fp32 rounding (tests/test_winograd.py), also compiled
+    for mode in ("winograd", "fast-cpu"):
+        assert runs[mode]["step1_rel_diff"] < 1e-4 and runs[mode]["loss_rel_diff"] < 1e-3, mode
     assert runs["bf16"]["loss_rel_diff"] < 0.05  # bf16 rounding, same model
     assert runs["batch4x"]["loss_rel_diff"] is None  # other batches: nothing to compare
 

@@ -77,8 +77,10 @@ def test_every_i2i_module_a_stage_runs_is_a_dvc_dependency(repo: Path):
         modules = yaml.safe_load((repo / "imports.json").read_text())
         needed = {str(Path(m).relative_to(repo)) for m in modules
                   if not m.endswith("__init__.py") or Path(m).stat().st_size > 200}  # non-trivial packages count
-        listed = {d for d in stage["deps"] if d.startswith("i2i/")}
+        listed = {d for d in stage["deps"] if d.startswith("i2i/") and d.endswith(".py")}
         assert needed == listed, f"stage {name}: missing deps {needed - listed}, needless deps {listed - needed}"
+    c_sources = {str(c.relative_to(REPO)) for c in (REPO / "i2i").rglob("*.c")}  # compiled when a stage runs
+    assert c_sources and c_sources <= set(stages["train"]["deps"])
 
 
 def test_cli_help_lists_the_commands():

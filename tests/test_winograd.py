@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from i2i.cache import kernels_dir
+from i2i.models import kernels
 from i2i.models.winograd import WinogradConv2d, use_winograd, winograd_conv3x3
 from tests.network_twins import flat_grads, translate_and_judge, twin_networks
 
@@ -16,8 +18,21 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref).abs().max() / ref.abs().max())
 
 
+@pytest.fixture
+def fresh_kernels():
+    """kernels.winograd() built afresh in this test's own cache (and again after it)."""
+    kernels.winograd.cache_clear()
+    yield
+    kernels.winograd.cache_clear()
+
+
+@pytest.mark.parametrize("transforms", ["c", "pytorch"])
 @pytest.mark.parametrize("n,cin,cout,h,w", [(2, 16, 16, 8, 8), (3, 5, 7, 12, 8), (1, 32, 8, 4, 16)])
-def test_output_and_gradients_are_the_convolutions(n, cin, cout, h, w):
+def test_output_and_gradients_are_the_convolutions(n, cin, cout, h, w, transforms, monkeypatch):
+    if transforms == "pytorch":
+        monkeypatch.setattr(kernels, "winograd", lambda: None)
+    else:
+        assert kernels.winograd() is not None  # a C compiler is part of the CPU setup (torch.compile needs one too)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, cin, h + 2, w + 2, generator=g)
     k = torch.randn(cout, cin, 3, 3, generator=g) / (9 * cin) ** 0.5
@@ -101,3 +116,59 @@ def test_transformed_filters_follow_weight_updates(fused: bool):
     other = nn.Conv2d(8, 8, 3)
     conv.load_state_dict(other.state_dict())
     torch.testing.assert_close(conv(x), other(x), rtol=1e-4, atol=1e-5)
+
+
+def test_c_kernels_are_compiled_once_per_cache(fresh_kernels):
+    assert kernels.winograd() is not None
+    (lib,) = kernels_dir().glob("winograd-*.so")
+    built = lib.stat().st_mtime_ns
+    kernels.winograd.cache_clear()  # as a new process
+    assert kernels.winograd() is not None
+    assert list(kernels_dir().iterdir()) == [lib] and lib.stat().st_mtime_ns == built
+
+
+def test_a_failing_compiler_falls_back_to_pytorch_with_a_warning(fresh_kernels, tmp_path, monkeypatch):
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\necho 'cc: error: no such instruction set' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    with pytest.warns(RuntimeWarning, match="no such instruction set.*slower PyTorch"):
+        assert kernels.winograd() is None
+    assert not kernels_dir().exists() or not list(kernels_dir().iterdir())  # no half-built library left
+    x, k = torch.randn(2, 4, 10, 10), torch.randn(4, 4, 3, 3) / 6
+    torch.testing.assert_close(winograd_conv3x3(x, k), F.conv2d(x, k), rtol=1e-4, atol=1e-5)
+
+
+def test_the_operator_passes_pytorchs_custom_op_checks():
+    """Fake (meta) shapes, autograd registration and schema, as torch.compile relies on them."""
+    g = torch.Generator().manual_seed(2)
+    x, k, b = (torch.randn(*s, generator=g, requires_grad=True) for s in ((2, 3, 10, 6), (5, 3, 3, 3), (5,)))
+    torch.library.opcheck(torch.ops.i2i.winograd_forward.default, (x, k, b))
+    torch.library.opcheck(torch.ops.i2i.winograd_forward.default, (x, k, None))
+
+
+def test_torch_compile_keeps_the_winograd_operator_whole():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    use_winograd(conv)
+    x = torch.randn(2, 8, 12, 12, requires_grad=True)
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    from torch._dynamo.backends.common import aot_autograd
+
+    compiled = torch.compile(conv, backend=aot_autograd(fw_compiler=backend, bw_compiler=backend), fullgraph=True)
+    y = compiled(x)
+    y.square().sum().backward()
+    calls = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    assert "i2i.winograd_forward.default" in calls and "i2i.winograd_backward.default" in calls
+    grads = [x.grad, conv.weight.grad, conv.bias.grad]
+    x.grad = conv.weight.grad = conv.bias.grad = None
+    ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    ref.square().sum().backward()
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    for got, want in zip(grads, [x.grad, conv.weight.grad, conv.bias.grad]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

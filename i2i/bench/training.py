@@ -87,6 +87,8 @@ MODES: dict[str, Mode] = {
     "bf16": Mode("tuned + bf16 autocast", {"precision": "bf16"}),
     "winograd": Mode("tuned + the 3x3 stride-1 convs by Winograd F(4x4,3x3) (train.winograd; CPU fp32 eager)",
                      {"winograd": True}),
+    "fast-cpu": Mode("tuned + Winograd + torch.compile (train.winograd and train.compile; CPU fp32)",
+                     {"winograd": True, "compile": True}),
     "fp16": Mode("tuned + fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
     "compile": Mode("tuned + torch.compile", {"compile": True}),
     "cudagraphs": Mode("tuned + torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},

@@ -9,17 +9,23 @@ transformed back (Y = A^T M A). The result is the same convolution with a differ
 cuDNN's fp32 Winograd algorithms make the same trade). The backward pass is the exact adjoint of
 these steps, so input, weight and bias gradients are the convolution's.
 
-On the 2-core CPU this halves the time of the residual blocks' 256-channel convs at 128 px and up
-(benchmark: `i2i bench --setting cyclegan-128 --mode tuned --mode winograd --paired`); at the
-default config's 64 channels on 16x16 maps the transforms cost what the products save. The
-convolution falls back to PyTorch's own wherever Winograd does not apply: other devices, dtypes
-or layouts, autocast, torch.compile tracing, or outputs whose sides are not multiples of 4.
+The tile and filter transforms run as C kernels (winograd_kernels.c, compiled on first use by
+i2i/models/kernels.py; PyTorch formulations of the same steps where no C compiler works, and
+for other dtypes); the products are PyTorch's bmm. Forward and backward are custom operators,
+so torch.compile calls them whole (like a conv) and fuses the padding and norms around them.
+On the 2-core CPU this speeds up the residual blocks' convs at the default config (64 channels
+on 16x16 maps) and at 128 px (256 channels; benchmark: `i2i bench --setting default --mode tuned
+--mode winograd --mode fast-cpu --paired`). The convolution falls back to PyTorch's own
+wherever Winograd does not apply: other devices, dtypes or layouts, autocast, or outputs whose
+sides are not multiples of 4.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from i2i.models import kernels
 
 # F(4x4, 3x3) with interpolation points 0, +-1, +-2 and infinity (Lavin & Gray 2016, Sec. 4.2).
 _BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -48,11 +54,101 @@ def transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, 
     return _cache[key]  # type: ignore[return-value]
 
 
+def _c(t: torch.Tensor):
+    """The C kernels where they compute on ``t`` (CPU fp32), else None (the PyTorch formulations below)."""
+    return kernels.winograd() if t.device.type == "cpu" and t.dtype == torch.float32 else None
+
+
+def _p(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def filter_transform(w: torch.Tensor) -> torch.Tensor:
     """U = G g G^T of each 3x3 filter: [Co, Ci, 3, 3] -> [36, Co, Ci]."""
     co, ci = w.shape[:2]
+    lib = _c(w)
+    if lib is not None:
+        w = w.detach().contiguous()
+        u = w.new_empty(36, co, ci)
+        lib.filter_transform(_p(w), _p(u), co * ci)
+        return u
     _, kg, _ = transforms(w.dtype, w.device)
     return (kg @ w.reshape(co * ci, 9).t()).view(36, co, ci)
+
+
+def _filter_adjoint(du: torch.Tensor) -> torch.Tensor:
+    """dw = G^T dU G: [36, Co, Ci] -> [Co, Ci, 3, 3]."""
+    _, co, ci = du.shape
+    lib = _c(du)
+    if lib is not None:
+        du = du.contiguous()
+        dw = du.new_empty(co, ci, 3, 3)
+        lib.filter_adjoint(_p(du), _p(dw), co * ci)
+        return dw
+    _, kg, _ = transforms(du.dtype, du.device)
+    return (kg.t() @ du.reshape(36, -1)).t().reshape(co, ci, 3, 3)
+
+
+def _input_transform(x: torch.Tensor) -> torch.Tensor:
+    """V = B^T d B of every 6x6 tile (stride 4) of x [N, C, Hp, Wp]: [36, C, tiles], tiles in (n, th, tw) order."""
+    n, c, hp, wp = x.shape
+    nh, nw = (hp - 2) // TILE, (wp - 2) // TILE
+    lib = _c(x)
+    if lib is not None:
+        x = x.contiguous()
+        v = x.new_empty(36, c, n * nh * nw)
+        lib.input_transform(_p(x), _p(v), n, c, hp, wp, v.stride(0))
+        return v
+    kb, _, _ = transforms(x.dtype, x.device)
+    tiles = F.unfold(x, SPAN, stride=TILE).view(n * c, 36, nh * nw)  # each tile's 36 values, row-major
+    v = torch.matmul(kb, tiles)
+    return v.view(n, c, 36, nh * nw).permute(2, 1, 0, 3).reshape(36, c, n * nh * nw)
+
+
+def _input_adjoint(dv: torch.Tensor, n: int, hp: int, wp: int) -> torch.Tensor:
+    """dx [N, C, Hp, Wp]: B dV B^T of every tile, added up where tiles overlap (the adjoint of _input_transform)."""
+    c = dv.shape[1]
+    nh, nw = (hp - 2) // TILE, (wp - 2) // TILE
+    lib = _c(dv)
+    if lib is not None:
+        dv = dv.contiguous()
+        dx = dv.new_zeros(n, c, hp, wp)
+        lib.input_adjoint(_p(dv), _p(dx), n, c, hp, wp, dv.stride(0))
+        return dx
+    kb, _, _ = transforms(dv.dtype, dv.device)
+    dtiles = (kb.t() @ dv.reshape(36, -1)).view(36, c, n, nh * nw).permute(2, 1, 0, 3).reshape(n, c * 36, nh * nw)
+    return F.fold(dtiles, (hp, wp), SPAN, stride=TILE)
+
+
+def _output_transform(m: torch.Tensor, b: torch.Tensor | None, n: int, nh: int, nw: int) -> torch.Tensor:
+    """y [N, Co, 4 nh, 4 nw] = A^T M A (+ b) of every tile of M [36, Co, tiles]."""
+    co = m.shape[1]
+    lib = _c(m)
+    if lib is not None:
+        m = m.contiguous()
+        b = None if b is None else b.detach().contiguous()
+        y = m.new_empty(n, co, nh * TILE, nw * TILE)
+        lib.output_transform(_p(m), _p(b), _p(y), n, co, nh, nw, m.stride(0))
+        return y
+    _, _, ka = transforms(m.dtype, m.device)
+    y = (ka @ m.reshape(36, -1)).view(TILE, TILE, co, n, nh, nw)
+    y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, co, nh * TILE, nw * TILE)
+    return y if b is None else y.add_(b.view(1, -1, 1, 1))
+
+
+def _output_adjoint(dy: torch.Tensor) -> torch.Tensor:
+    """dM [36, Co, tiles] = A dY A^T of every 4x4 tile of dy (the adjoint of _output_transform)."""
+    n, co, h, w = dy.shape
+    nh, nw = h // TILE, w // TILE
+    lib = _c(dy)
+    if lib is not None:
+        dy = dy.contiguous()
+        dm = dy.new_empty(36, co, n * nh * nw)
+        lib.output_adjoint(_p(dy), _p(dm), n, co, nh, nw, dm.stride(0))
+        return dm
+    _, _, ka = transforms(dy.dtype, dy.device)
+    dy_tiles = dy.reshape(n, co, nh, TILE, nw, TILE).permute(3, 5, 1, 0, 2, 4).reshape(TILE * TILE, -1)
+    return (ka.t() @ dy_tiles).view(36, co, n * nh * nw)
 
 
 def applies(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -60,48 +156,56 @@ def applies(x: torch.Tensor, w: torch.Tensor) -> bool:
     h, wd = x.shape[-2] - 2, x.shape[-1] - 2
     return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32 and x.dim() == 4
             and h >= TILE and wd >= TILE and h % TILE == 0 and wd % TILE == 0
-            and x.is_contiguous() and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+            and x.is_contiguous() and not torch.is_autocast_enabled("cpu"))
 
 
-class _Winograd(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        kb, _, ka = transforms(x.dtype, x.device)
-        u = filter_transform(w)  # [36, co, c]
-        n, c, hp, wp = x.shape
-        co = w.shape[0]
-        nh, nw = (hp - 2) // TILE, (wp - 2) // TILE
-        tiles = F.unfold(x, SPAN, stride=TILE).view(n * c, 36, nh * nw)  # each tile's 36 values, row-major
-        v = torch.matmul(kb, tiles)  # V = B^T d B
-        v = v.view(n, c, 36, nh * nw).permute(2, 1, 0, 3).reshape(36, c, n * nh * nw)  # per position: channels x tiles
-        m = torch.bmm(u, v)  # [36, co, tiles]
-        y = (ka @ m.view(36, -1)).view(TILE, TILE, co, n, nh, nw)  # Y = A^T M A
-        y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, co, nh * TILE, nw * TILE)
-        if b is not None:
-            y.add_(b.view(1, -1, 1, 1))
-        ctx.save_for_backward(v, u)
-        ctx.dims = (n, c, hp, wp, co, nh, nw)
-        ctx.has_bias = b is not None
-        return y
+# Two custom operators, so that torch.compile calls them as they are (opaque, like a conv) instead
+# of tracing the tile transforms into its own kernels: the forward returns V and U too, for the
+# backward to reuse.
+@torch.library.custom_op("i2i::winograd_forward", mutates_args=())
+def _forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, _, hp, wp = x.shape
+    u = filter_transform(w)  # [36, co, c]
+    v = _input_transform(x)  # [36, c, tiles]
+    m = torch.bmm(u, v)  # [36, co, tiles]: per position, one product over the channels
+    return _output_transform(m, b, n, (hp - 2) // TILE, (wp - 2) // TILE), v, u
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        v, u = ctx.saved_tensors
-        n, c, hp, wp, co, nh, nw = ctx.dims
-        kb, kg, ka = transforms(dy.dtype, dy.device)
-        dy_tiles = dy.reshape(n, co, nh, TILE, nw, TILE).permute(3, 5, 1, 0, 2, 4).reshape(TILE * TILE, -1)
-        dm = (ka.t() @ dy_tiles).view(36, co, n * nh * nw)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dv = torch.bmm(u.transpose(1, 2), dm)  # [36, c, tiles]
-            dtiles = (kb.t() @ dv.view(36, -1)).view(36, c, n, nh * nw).permute(2, 1, 0, 3).reshape(n, c * 36, nh * nw)
-            dx = F.fold(dtiles, (hp, wp), SPAN, stride=TILE)  # overlapping tiles add up
-        if ctx.needs_input_grad[1]:
-            du = torch.bmm(dm, v.transpose(1, 2))  # [36, co, c]
-            dw = (kg.t() @ du.view(36, -1)).t().reshape(co, c, 3, 3)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy.sum((0, 2, 3))
-        return dx, dw, db
+
+@_forward.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, c, hp, wp = x.shape
+    tiles = n * ((hp - 2) // TILE) * ((wp - 2) // TILE)
+    return x.new_empty(n, w.shape[0], hp - 2, wp - 2), x.new_empty(36, c, tiles), w.new_empty(36, w.shape[0], c)
+
+
+@torch.library.custom_op("i2i::winograd_backward", mutates_args=())
+def _backward(dy: torch.Tensor, v: torch.Tensor, u: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dw): the exact adjoint of _forward's steps."""
+    dm = _output_adjoint(dy)
+    return (_input_adjoint(torch.bmm(u.transpose(1, 2), dm), dy.shape[0], hp, wp),
+            _filter_adjoint(torch.bmm(dm, v.transpose(1, 2))))
+
+
+@_backward.register_fake
+def _(dy: torch.Tensor, v: torch.Tensor, u: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return dy.new_empty(dy.shape[0], v.shape[1], hp, wp), u.new_empty(u.shape[1], u.shape[2], 3, 3)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, _, b = inputs
+    _, v, u = output
+    ctx.save_for_backward(v, u)
+    ctx.size = x.shape[-2:]
+    ctx.has_bias = b is not None
+
+
+def _autograd(ctx, dy, _dv, _du):
+    v, u = ctx.saved_tensors
+    dx, dw = _backward(dy.contiguous(), v, u, *ctx.size)
+    return dx, dw, dy.sum((0, 2, 3)) if ctx.has_bias else None
+
+
+_forward.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,7 +214,7 @@ def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
     On any device and float dtype; WinogradConv2d uses it only where applies(x, w)."""
     if w.shape[-2:] != (3, 3):
         raise ValueError(f"winograd_conv3x3 needs 3x3 filters, got {tuple(w.shape)}")
-    return _Winograd.apply(x, w, b)
+    return _forward(x, w, b)[0]
 
 
 class WinogradConv2d(nn.Conv2d):

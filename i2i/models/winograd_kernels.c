@@ -1,0 +1,205 @@
+/* The transforms of Winograd F(4x4, 3x3) for i2i/models/winograd.py (fp32, NCHW, contiguous),
+ * compiled on first use by i2i/models/kernels.py. The products between them stay PyTorch's bmm.
+ *
+ * Layouts: x [N, C, Hp, Wp] (already padded), y [N, Co, 4 nh, 4 nw] with nh = (Hp - 2) / 4;
+ * the transformed tiles V [36, C, P] and M [36, Co, P] have P = N nh nw tiles per channel,
+ * ordered (n, th, tw), and ``ks`` floats between positions (36 batched matrix products).
+ * Each plane's tiles are done in blocks of TB: gathered into a [36][TB] buffer, transformed
+ * with loops over the block that the compiler vectorises, and written out as rows. Planes are
+ * shared out by OpenMP (PyTorch's own runtime, so its thread count applies).
+ */
+#include <stdint.h>
+
+#define TB 16
+#define RESTRICT __restrict__
+
+/* Each function applies a 1-D transform to `n` lanes: input k of lane q is in[k * is + q],
+ * output k goes to out[k * os + q]. */
+static inline void bt6(const float *RESTRICT in, int64_t is, float *RESTRICT out, int64_t os, int64_t n) {
+    for (int64_t q = 0; q < n; q++) { /* out = B^T in, 6 -> 6 */
+        float d0 = in[q], d1 = in[is + q], d2 = in[2 * is + q], d3 = in[3 * is + q], d4 = in[4 * is + q],
+              d5 = in[5 * is + q];
+        out[q] = 4.f * d0 - 5.f * d2 + d4;
+        out[os + q] = -4.f * (d1 + d2) + d3 + d4;
+        out[2 * os + q] = 4.f * (d1 - d2) - d3 + d4;
+        out[3 * os + q] = 2.f * (d3 - d1) - d2 + d4;
+        out[4 * os + q] = 2.f * (d1 - d3) - d2 + d4;
+        out[5 * os + q] = 4.f * d1 - 5.f * d3 + d5;
+    }
+}
+static inline void b6(const float *RESTRICT in, int64_t is, float *RESTRICT out, int64_t os, int64_t n) {
+    for (int64_t q = 0; q < n; q++) { /* out = B in, 6 -> 6: the adjoint of bt6 */
+        float v0 = in[q], v1 = in[is + q], v2 = in[2 * is + q], v3 = in[3 * is + q], v4 = in[4 * is + q],
+              v5 = in[5 * is + q];
+        out[q] = 4.f * v0;
+        out[os + q] = 4.f * (v2 - v1 + v5) + 2.f * (v4 - v3);
+        out[2 * os + q] = -5.f * v0 - 4.f * (v1 + v2) - v3 - v4;
+        out[3 * os + q] = v1 - v2 + 2.f * (v3 - v4) - 5.f * v5;
+        out[4 * os + q] = v0 + v1 + v2 + v3 + v4;
+        out[5 * os + q] = v5;
+    }
+}
+static inline void at6(const float *RESTRICT in, int64_t is, float *RESTRICT out, int64_t os, int64_t n) {
+    for (int64_t q = 0; q < n; q++) { /* out = A^T in, 6 -> 4 */
+        float m0 = in[q], m1 = in[is + q], m2 = in[2 * is + q], m3 = in[3 * is + q], m4 = in[4 * is + q],
+              m5 = in[5 * is + q];
+        float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+        out[q] = m0 + s12 + s34;
+        out[os + q] = d12 + 2.f * d34;
+        out[2 * os + q] = s12 + 4.f * s34;
+        out[3 * os + q] = d12 + 8.f * d34 + m5;
+    }
+}
+static inline void a6(const float *RESTRICT in, int64_t is, float *RESTRICT out, int64_t os, int64_t n) {
+    for (int64_t q = 0; q < n; q++) { /* out = A in, 4 -> 6: the adjoint of at6 */
+        float y0 = in[q], y1 = in[is + q], y2 = in[2 * is + q], y3 = in[3 * is + q];
+        out[q] = y0;
+        out[os + q] = y0 + y1 + y2 + y3;
+        out[2 * os + q] = y0 - y1 + y2 - y3;
+        out[3 * os + q] = y0 + 2.f * y1 + 4.f * y2 + 8.f * y3;
+        out[4 * os + q] = y0 - 2.f * y1 + 4.f * y2 - 8.f * y3;
+        out[5 * os + q] = y3;
+    }
+}
+
+/* Multiplications by the rounded fractions (as PyTorch's fp32 matrices hold them): divisions are slow. */
+#define R4 0.25f
+#define R6 (1.f / 6.f)
+#define R12 (1.f / 12.f)
+#define R24 (1.f / 24.f)
+static inline void g6(const float *RESTRICT in, int64_t is, float *RESTRICT out, int64_t os, int64_t n) {
+    for (int64_t q = 0; q < n; q++) { /* out = G in, 3 -> 6 */
+        float g0 = in[q], g1 = in[is + q], g2 = in[2 * is + q];
+        out[q] = R4 * g0;
+        out[os + q] = -R6 * g0 - R6 * g1 - R6 * g2;
+        out[2 * os + q] = -R6 * g0 + R6 * g1 - R6 * g2;
+        out[3 * os + q] = R24 * g0 + R12 * g1 + R6 * g2;
+        out[4 * os + q] = R24 * g0 - R12 * g1 + R6 * g2;
+        out[5 * os + q] = g2;
+    }
+}
+static inline void gt6(const float *RESTRICT in, int64_t is, float *RESTRICT out, int64_t os, int64_t n) {
+    for (int64_t q = 0; q < n; q++) { /* out = G^T in, 6 -> 3: the adjoint of g6 */
+        float u0 = in[q], u1 = in[is + q], u2 = in[2 * is + q], u3 = in[3 * is + q], u4 = in[4 * is + q],
+              u5 = in[5 * is + q];
+        out[q] = R4 * u0 - R6 * u1 - R6 * u2 + R24 * u3 + R24 * u4;
+        out[os + q] = -R6 * u1 + R6 * u2 + R12 * u3 - R12 * u4;
+        out[2 * os + q] = -R6 * u1 - R6 * u2 + R6 * u3 + R6 * u4 + u5;
+    }
+}
+
+/* U [36, F] = G g G^T of each of the F 3x3 filters of w [F, 3, 3]. */
+void filter_transform(const float *w, float *U, int64_t F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t f0 = 0; f0 < F; f0 += TB) {
+        int64_t b = F - f0 < TB ? F - f0 : TB;
+        float g[9 * TB], t[18 * TB];
+        for (int64_t q = 0; q < b; q++)
+            for (int k = 0; k < 9; k++) g[k * TB + q] = w[(f0 + q) * 9 + k];
+        for (int j = 0; j < 3; j++) g6(g + j * TB, 3 * TB, t + j * TB, 3 * TB, b);     /* columns: t[6][3] */
+        for (int i = 0; i < 6; i++) g6(t + 3 * i * TB, TB, U + 6 * i * F + f0, F, b); /* rows */
+    }
+}
+
+/* dw [F, 3, 3] = G^T dU G: the adjoint of filter_transform. */
+void filter_adjoint(const float *dU, float *dw, int64_t F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t f0 = 0; f0 < F; f0 += TB) {
+        int64_t b = F - f0 < TB ? F - f0 : TB;
+        float t[18 * TB], o[9 * TB];
+        for (int i = 0; i < 6; i++) gt6(dU + 6 * i * F + f0, F, t + 3 * i * TB, TB, b); /* rows: t[6][3] */
+        for (int j = 0; j < 3; j++) gt6(t + j * TB, 3 * TB, o + j * TB, 3 * TB, b);      /* columns: o[3][3] */
+        for (int64_t q = 0; q < b; q++)
+            for (int k = 0; k < 9; k++) dw[(f0 + q) * 9 + k] = o[k * TB + q];
+    }
+}
+
+/* V = B^T d B of every 6x6 tile (stride 4) of x. */
+void input_transform(const float *x, float *V, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t ks) {
+    int64_t nh = (Hp - 2) / 4, nw = (Wp - 2) / 4, T = nh * nw, P = N * T;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t n = 0; n < N; n++) {
+            const float *plane = x + (n * C + c) * Hp * Wp;
+            float *out = V + c * P + n * T;
+            float d[36 * TB], t[36 * TB];
+            for (int64_t p0 = 0; p0 < T; p0 += TB) {
+                int64_t b = T - p0 < TB ? T - p0 : TB;
+                for (int64_t q = 0; q < b; q++) {
+                    const float *src = plane + (p0 + q) / nw * 4 * Wp + (p0 + q) % nw * 4;
+                    for (int i = 0; i < 6; i++)
+                        for (int j = 0; j < 6; j++) d[(6 * i + j) * TB + q] = src[i * Wp + j];
+                }
+                for (int j = 0; j < 6; j++) bt6(d + j * TB, 6 * TB, t + j * TB, 6 * TB, b);     /* columns */
+                for (int i = 0; i < 6; i++) bt6(t + 6 * i * TB, TB, out + 6 * i * ks + p0, ks, b); /* rows */
+            }
+        }
+}
+
+/* dx += B dV B^T of every tile, added at the tile's place: the adjoint of input_transform (dx zeroed by the caller). */
+void input_adjoint(const float *dV, float *dx, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t ks) {
+    int64_t nh = (Hp - 2) / 4, nw = (Wp - 2) / 4, T = nh * nw, P = N * T;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t n = 0; n < N; n++) {
+            float *plane = dx + (n * C + c) * Hp * Wp;
+            const float *in = dV + c * P + n * T;
+            float t[36 * TB], d[36 * TB];
+            for (int64_t p0 = 0; p0 < T; p0 += TB) {
+                int64_t b = T - p0 < TB ? T - p0 : TB;
+                for (int i = 0; i < 6; i++) b6(in + 6 * i * ks + p0, ks, t + 6 * i * TB, TB, b);  /* rows */
+                for (int j = 0; j < 6; j++) b6(t + j * TB, 6 * TB, d + j * TB, 6 * TB, b);         /* columns */
+                for (int64_t q = 0; q < b; q++) {  /* tiles overlap: one thread per plane adds them in turn */
+                    float *dst = plane + (p0 + q) / nw * 4 * Wp + (p0 + q) % nw * 4;
+                    for (int i = 0; i < 6; i++)
+                        for (int j = 0; j < 6; j++) dst[i * Wp + j] += d[(6 * i + j) * TB + q];
+                }
+            }
+        }
+}
+
+/* y = A^T M A (+ bias) of every tile. */
+void output_transform(const float *M, const float *bias, float *y, int64_t N, int64_t Co, int64_t nh, int64_t nw,
+                      int64_t ks) {
+    int64_t T = nh * nw, P = N * T, W = 4 * nw;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t co = 0; co < Co; co++)
+        for (int64_t n = 0; n < N; n++) {
+            const float *in = M + co * P + n * T;
+            float *plane = y + (n * Co + co) * 16 * T;
+            float beta = bias ? bias[co] : 0.f;
+            float t[24 * TB], o[16 * TB];
+            for (int64_t p0 = 0; p0 < T; p0 += TB) {
+                int64_t b = T - p0 < TB ? T - p0 : TB;
+                for (int i = 0; i < 6; i++) at6(in + 6 * i * ks + p0, ks, t + 4 * i * TB, TB, b);  /* rows: t[6][4] */
+                for (int j = 0; j < 4; j++) at6(t + j * TB, 4 * TB, o + j * TB, 4 * TB, b);        /* columns: o[4][4] */
+                for (int64_t q = 0; q < b; q++) {
+                    float *dst = plane + (p0 + q) / nw * 4 * W + (p0 + q) % nw * 4;
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) dst[i * W + j] = o[(4 * i + j) * TB + q] + beta;
+                }
+            }
+        }
+}
+
+/* dM = A dy A^T of every 4x4 tile of dy: the adjoint of output_transform. */
+void output_adjoint(const float *dy, float *dM, int64_t N, int64_t Co, int64_t nh, int64_t nw, int64_t ks) {
+    int64_t T = nh * nw, P = N * T, W = 4 * nw;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t co = 0; co < Co; co++)
+        for (int64_t n = 0; n < N; n++) {
+            const float *plane = dy + (n * Co + co) * 16 * T;
+            float *out = dM + co * P + n * T;
+            float g[16 * TB], t[24 * TB];
+            for (int64_t p0 = 0; p0 < T; p0 += TB) {
+                int64_t b = T - p0 < TB ? T - p0 : TB;
+                for (int64_t q = 0; q < b; q++) {
+                    const float *src = plane + (p0 + q) / nw * 4 * W + (p0 + q) % nw * 4;
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) g[(4 * i + j) * TB + q] = src[i * W + j];
+                }
+                for (int j = 0; j < 4; j++) a6(g + j * TB, 4 * TB, t + j * TB, 4 * TB, b);        /* columns: t[6][4] */
+                for (int i = 0; i < 6; i++) a6(t + 4 * i * TB, TB, out + 6 * i * ks + p0, ks, b);  /* rows */
+            }
+        }
+}
