@@ -28,10 +28,10 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {  # the exported functions and their C argument types
     "filter_transform": [_PTR, _PTR, _I64],
     "filter_adjoint": [_PTR, _PTR, _I64],
-    "input_transform": [_PTR, _PTR, _I64, _I64, _I64, _I64, _I64],
-    "input_adjoint": [_PTR, _PTR, _I64, _I64, _I64, _I64, _I64],
-    "output_transform": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64],
-    "output_adjoint": [_PTR, _PTR, _I64, _I64, _I64, _I64, _I64],
+    "input_transform": [_PTR, _PTR, _I64, _I64, _I64, _I64],
+    "input_adjoint": [_PTR, _PTR, _I64, _I64, _I64, _I64],
+    "output_transform": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64],
+    "output_adjoint": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64],
 }
 
 

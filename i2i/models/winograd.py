@@ -97,7 +97,7 @@ def _input_transform(x: torch.Tensor) -> torch.Tensor:
     if lib is not None:
         x = x.contiguous()
         v = x.new_empty(36, c, n * nh * nw)
-        lib.input_transform(_p(x), _p(v), n, c, hp, wp, v.stride(0))
+        lib.input_transform(_p(x), _p(v), n, c, hp, wp)
         return v
     kb, _, _ = transforms(x.dtype, x.device)
     tiles = F.unfold(x, SPAN, stride=TILE).view(n * c, 36, nh * nw)  # each tile's 36 values, row-major
@@ -112,8 +112,8 @@ def _input_adjoint(dv: torch.Tensor, n: int, hp: int, wp: int) -> torch.Tensor:
     lib = _c(dv)
     if lib is not None:
         dv = dv.contiguous()
-        dx = dv.new_zeros(n, c, hp, wp)
-        lib.input_adjoint(_p(dv), _p(dx), n, c, hp, wp, dv.stride(0))
+        dx = dv.new_empty(n, c, hp, wp)
+        lib.input_adjoint(_p(dv), _p(dx), n, c, hp, wp)
         return dx
     kb, _, _ = transforms(dv.dtype, dv.device)
     dtiles = (kb.t() @ dv.reshape(36, -1)).view(36, c, n, nh * nw).permute(2, 1, 0, 3).reshape(n, c * 36, nh * nw)
@@ -128,7 +128,7 @@ def _output_transform(m: torch.Tensor, b: torch.Tensor | None, n: int, nh: int, 
         m = m.contiguous()
         b = None if b is None else b.detach().contiguous()
         y = m.new_empty(n, co, nh * TILE, nw * TILE)
-        lib.output_transform(_p(m), _p(b), _p(y), n, co, nh, nw, m.stride(0))
+        lib.output_transform(_p(m), _p(b), _p(y), n, co, nh, nw)
         return y
     _, _, ka = transforms(m.dtype, m.device)
     y = (ka @ m.reshape(36, -1)).view(TILE, TILE, co, n, nh, nw)
@@ -136,19 +136,20 @@ def _output_transform(m: torch.Tensor, b: torch.Tensor | None, n: int, nh: int, 
     return y if b is None else y.add_(b.view(1, -1, 1, 1))
 
 
-def _output_adjoint(dy: torch.Tensor) -> torch.Tensor:
-    """dM [36, Co, tiles] = A dY A^T of every 4x4 tile of dy (the adjoint of _output_transform)."""
+def _output_adjoint(dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dM [36, Co, tiles], db [Co]): A dY A^T of every 4x4 tile of dy (the adjoint of
+    _output_transform), and dy summed over each channel (the bias gradient, in the same pass)."""
     n, co, h, w = dy.shape
     nh, nw = h // TILE, w // TILE
     lib = _c(dy)
     if lib is not None:
         dy = dy.contiguous()
-        dm = dy.new_empty(36, co, n * nh * nw)
-        lib.output_adjoint(_p(dy), _p(dm), n, co, nh, nw, dm.stride(0))
-        return dm
+        dm, db = dy.new_empty(36, co, n * nh * nw), dy.new_empty(co)
+        lib.output_adjoint(_p(dy), _p(dm), _p(db), n, co, nh, nw)
+        return dm, db
     _, _, ka = transforms(dy.dtype, dy.device)
     dy_tiles = dy.reshape(n, co, nh, TILE, nw, TILE).permute(3, 5, 1, 0, 2, 4).reshape(TILE * TILE, -1)
-    return (ka.t() @ dy_tiles).view(36, co, n * nh * nw)
+    return (ka.t() @ dy_tiles).view(36, co, n * nh * nw), dy.sum((0, 2, 3))
 
 
 def applies(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -179,16 +180,19 @@ def _(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.T
 
 
 @torch.library.custom_op("i2i::winograd_backward", mutates_args=())
-def _backward(dy: torch.Tensor, v: torch.Tensor, u: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dx, dw): the exact adjoint of _forward's steps."""
-    dm = _output_adjoint(dy)
+def _backward(dy: torch.Tensor, v: torch.Tensor, u: torch.Tensor, hp: int, wp: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dw, db): the exact adjoint of _forward's steps."""
+    dm, db = _output_adjoint(dy)
     return (_input_adjoint(torch.bmm(u.transpose(1, 2), dm), dy.shape[0], hp, wp),
-            _filter_adjoint(torch.bmm(dm, v.transpose(1, 2))))
+            _filter_adjoint(torch.bmm(dm, v.transpose(1, 2))), db)
 
 
 @_backward.register_fake
-def _(dy: torch.Tensor, v: torch.Tensor, u: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return dy.new_empty(dy.shape[0], v.shape[1], hp, wp), u.new_empty(u.shape[1], u.shape[2], 3, 3)
+def _(dy: torch.Tensor, v: torch.Tensor, u: torch.Tensor, hp: int, wp: int
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (dy.new_empty(dy.shape[0], v.shape[1], hp, wp), u.new_empty(u.shape[1], u.shape[2], 3, 3),
+            dy.new_empty(dy.shape[1]))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -197,12 +201,15 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(v, u)
     ctx.size = x.shape[-2:]
     ctx.has_bias = b is not None
+    ctx.set_materialize_grads(False)  # V and U are outputs only for the backward: no zero gradients for them
 
 
 def _autograd(ctx, dy, _dv, _du):
+    if dy is None:
+        return None, None, None
     v, u = ctx.saved_tensors
-    dx, dw = _backward(dy.contiguous(), v, u, *ctx.size)
-    return dx, dw, dy.sum((0, 2, 3)) if ctx.has_bias else None
+    dx, dw, db = _backward(dy.contiguous(), v, u, *ctx.size)
+    return dx, dw, db if ctx.has_bias else None
 
 
 _forward.register_autograd(_autograd, setup_context=_setup_context)
