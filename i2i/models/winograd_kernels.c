@@ -8,8 +8,9 @@
  * Tiles are transformed in blocks of TB, gathered into a [36][TB] buffer, with loops over the
  * block that the compiler vectorises. The 36 rows of V and M are read and written through a
  * [36][CH] buffer, CH tiles (or filters) at a time, as runs of contiguous floats: rows written
- * a block at a time straight into V, which are 4 C P bytes apart, share a few cache sets and
- * ran 1.5x (16x16 maps) to 3.5x (64x64 maps) slower (measured with a C harness, 2-core EPYC).
+ * a block at a time straight into V, which are 4 C P bytes apart, share a few cache sets; that
+ * ran 1.3x to 2.2x slower at 8x64x16x16, up to 4.6x at 256 channels (benchmarks/winograd_steps.py
+ * on the 2-core EPYC, before and after).
  * Work is shared out by OpenMP (PyTorch's own runtime, so its thread count applies).
  */
 #include <stdint.h>
