@@ -49,6 +49,10 @@ def test_every_mode_runs_or_says_why_not(report):
         assert 0 <= x["loader_share"] < 1 and x["peak_rss_mb"] > 0 and x["cuda_max_allocated_mb"] is None
         assert x["repeats_images_per_second"] == [x["images_per_second"]]
     assert runs["batch4x"]["result"]["batch_size"] == 4 * runs["fp32"]["result"]["batch_size"]
+    # FLOP rates count the model's convolutions as such: Winograd's fewer multiplications are not
+    # a higher rate, and compiled code is not counted on its own
+    for mode in ("winograd", "compile", "fast-cpu"):
+        assert runs[mode]["result"]["flops_per_iteration"] == runs["fp32"]["result"]["flops_per_iteration"] > 0
     assert "tiny" in stdout and "it/s" in stdout and "repeat" not in stdout
 
 
