@@ -126,8 +126,8 @@ class Trainables:
         batched passes (i2i.losses.Objective), fused Adam, and on a CPU in the default layout
         without torch.compile, the narrow output convs channels-last
         (i2i.models.layers.narrow_convs_channels_last). Paired measurements on the 2-core CPU
-        (``i2i bench --paired``, README "Performance") give them together 1.13x at the default
-        config and 1.10x at 128 px.
+        (``i2i bench --paired``, README "Performance") give them together 1.10x at the default
+        config and 1.01x at 128 px.
         ``reference``: the references' way instead (one call per network and batch, PyTorch's
         default Adam, one layout), the benchmarks' fp32 baseline."""
         tp = params.train

@@ -9,8 +9,8 @@
  * block that the compiler vectorises. The 36 rows of V and M are read and written through a
  * [36][CH] buffer, CH tiles (or filters) at a time, as runs of contiguous floats: rows written
  * a block at a time straight into V, which are 4 C P bytes apart, share a few cache sets; that
- * ran 1.3x to 2.2x slower at 8x64x16x16, up to 4.6x at 256 channels (benchmarks/winograd_steps.py
- * on the 2-core EPYC, before and after).
+ * ran each transform 1.5x-3.6x slower at 8x64x16x16 and 2.2x-7x at 1x256x64x64
+ * (benchmarks/winograd_steps.py on the 2-core EPYC, before and after).
  * Work is shared out by OpenMP (PyTorch's own runtime, so its thread count applies).
  */
 #include <stdint.h>
