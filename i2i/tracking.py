@@ -91,6 +91,16 @@ def run_tags() -> dict[str, str]:
     return tags
 
 
+def run_name(tags: dict[str, str]) -> str:
+    """The name ``mlflow ui`` lists: the DVC experiment's, else ``<model>@<commit>`` for a
+    workspace run (``dvc repro``, ``i2i train``; ``<model>`` outside a commit) instead of
+    MLflow's random one."""
+    if tags.get("dvc_exp_name"):
+        return tags["dvc_exp_name"]
+    name, commit = tags.get("model", "workspace"), tags.get("git_commit", "")[:7]
+    return f"{name}@{commit}" if commit else name
+
+
 class Tracker:
     """One MLflow run: created, or continued after a resume."""
 
@@ -118,7 +128,7 @@ class Tracker:
             self.run_id = run_id
             self.set_tags({"resumed": "true", **tags})
             return run_id
-        run = _retry(self.client.create_run, self.experiment_id, tags=tags, run_name=tags.get("dvc_exp_name"))
+        run = _retry(self.client.create_run, self.experiment_id, tags=tags, run_name=run_name(tags))
         self.run_id = run.info.run_id
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -142,7 +152,7 @@ class Tracker:
                 if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
                     raise
         run = _retry(self.client.create_run, self.experiment_id,
-                     tags={**tags, "train_run_id": str(run_id)}, run_name=tags.get("dvc_exp_name"))
+                     tags={**tags, "train_run_id": str(run_id)}, run_name=run_name(tags))
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -231,30 +241,13 @@ class NullTracker:
     def start(self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
         return None
 
-    def attach(self, run_file: Path, tags: dict[str, str]) -> str:
-        """Log into the run that ``run_file`` (the train stage's ``models/run.json``) names, left
-        in its state; a new run tagged with the missing id when this store does not have it
-        (models brought from another machine's DVC cache)."""
-        import json
-
-        run_id = json.loads(Path(run_file).read_text())["run_id"] if Path(run_file).is_file() else None
-        if run_id is not None:
-            try:
-                _retry(self.client.get_run, run_id)
-                self.run_id = run_id
-                self.set_tags(tags)
-                return run_id
-            except Exception as e:  # MLflow raises its own error type for an unknown run
-                if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
-                    raise
-        run = _retry(self.client.create_run, self.experiment_id,
-                     tags={**tags, "train_run_id": str(run_id)}, run_name=tags.get("dvc_exp_name"))
-        self.run_id = run.info.run_id
-        return self.run_id
+    def attach(self, run_file: Path, tags: dict[str, str]) -> None:
+        return None
 
     def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
     def last_step(self, key: str) -> int: return 0
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...

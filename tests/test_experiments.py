@@ -111,6 +111,7 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     assert len(runs) == len(QUEUE) + len(WORKSPACE) + 1  # and the baseline's `dvc repro`
     by_name = {r.data.tags.get("dvc_exp_name", "baseline"): r for r in runs}
     assert by_name["diverges"].info.status == "FAILED"
+    assert by_name["baseline"].info.run_name == "cyclegan"  # not a random name (repro ran before any commit)
     for name in ("no-identity", "munit", "baseline"):
         r = by_name[name]
         assert r.info.status == "FINISHED" and "metric/content_iou/ab" in r.data.metrics, name
