@@ -1,6 +1,7 @@
 """Shared fixtures: a real HTTP server on 127.0.0.1, tiny params files, small image helpers."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,12 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+# pytest-xdist (pyproject's -n 2) runs two workers: one thread each for PyTorch, OpenMP and MKL,
+# here and in the processes the tests start, instead of two workers' threads contending for the
+# same cores (tests/test_winograd.py asks for two threads where they matter).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class FileServer(ThreadingHTTPServer):

@@ -18,6 +18,16 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref).abs().max() / ref.abs().max())
 
 
+@pytest.fixture(autouse=True)
+def two_threads():
+    """The C kernels split work among OpenMP threads (chunks of tiles, planes, channels), so their
+    tests run with two even where the suite gives each worker one (tests/conftest.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def fresh_kernels():
     """kernels.winograd() built afresh in this test's own cache (and again after it)."""
