@@ -15,9 +15,11 @@ def datasets_dir() -> Path:
 
 
 def weights_dir() -> Path:
-    import torch.hub  # the one authority on where torchvision looks
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """``torch.hub.get_dir()/checkpoints``, worked out as torch.hub does without importing torch
+    (the ``backbones`` stage runs on every ``dvc repro`` and must take well under a second)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    torch_home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(torch_home) / "hub" / "checkpoints"
 
 
 def kernels_dir() -> Path:

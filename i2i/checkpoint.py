@@ -7,7 +7,7 @@ own folder under the checkpoint root, named by its fingerprint: a hash of the pa
 the result, the data's content hash and the i2i source code. A re-run with the same
 configuration resumes; a changed one (including changed code, which is also what makes DVC
 re-run the stage) starts afresh in its own folder, so runs are never mixed. An explicit
-``--resume`` from a checkpoint of other params or data is refused; of other code, it warns.
+``--resume`` from a checkpoint of other params, data or backbones is refused; of other code, it warns.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ NOT_FINGERPRINTED = {
     "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
     "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile", "train.winograd",
 }
-NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "tracking")
+NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "backbones", "tracking")
 
 
 class ResumeError(I2IError, RuntimeError):
@@ -67,8 +67,10 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint(params: Params, data_hash: str, code: str) -> str:
-    blob = json.dumps({"params": fingerprinted(params), "data": data_hash, "code": code}, sort_keys=True)
+def fingerprint(params: Params, data_hash: str, code: str, backbones: dict[str, str]) -> str:
+    """The configuration's folder name: params, data, code and the pretrained backbones used."""
+    blob = json.dumps({"params": fingerprinted(params), "data": data_hash, "code": code,
+                       **({"backbones": backbones} if backbones else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -99,19 +101,22 @@ def latest(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_compatible(state: dict[str, Any], params: Params, data_hash: str, source: Path) -> None:
-    """Refuse a checkpoint made with other params or data, naming what differs."""
+def check_compatible(state: dict[str, Any], params: Params, data_hash: str, backbones: dict[str, str],
+                     source: Path) -> None:
+    """Refuse a checkpoint made with other params, data or backbones, naming what differs."""
     theirs, ours = result_shaping(state["config"]), fingerprinted(params)
     diffs = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
              if theirs.get(k) != ours.get(k)]
     if state.get("data_hash") != data_hash:
         diffs.append(f"data content hash: {state.get('data_hash')} -> {data_hash}")
+    if state.get("backbones", {}) != backbones:
+        diffs.append(f"pretrained backbones: {state.get('backbones', {})} -> {backbones}")
     if state.get("code") != code_version():
         log.warning("resuming from %s, made by another version of the i2i code (%s, now %s)",
                     source, state.get("code"), code_version())
     if diffs:
         raise ResumeError(
-            f"cannot resume from {source}: it was made with other params or data ({'; '.join(diffs)}). "
+            f"cannot resume from {source}: it was made with other params, data or backbones ({'; '.join(diffs)}). "
             f"To start fresh, run without --resume (a new configuration trains in its own folder)."
         )
 

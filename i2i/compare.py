@@ -16,21 +16,26 @@ from i2i.errors import I2IError
 from i2i.io import atomic_path, write_bytes
 from i2i.tracking import RunRecord
 
+SCORES = ("metric/", "uncalibrated/")  # calibrated scores, and those from random backbones
+
+
 def lower_is_better(key: str) -> bool:
-    """``metric/<name>/<direction>`` or ``loss/...``: whether smaller values are better."""
+    """``metric/<name>/<direction>``, ``uncalibrated/...`` or ``loss/...``: whether smaller is better."""
     parts = key.split("/")
     return key.startswith("loss/") or (len(parts) == 3 and parts[1] in LOWER_IS_BETTER)
 
 
 def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: str | None = None) -> pd.DataFrame:
     """One row per run: its status, the params whose values differ between the runs, then the
-    metrics (default: every ``metric/...`` key any run has), sorted by ``sort`` best first."""
+    metrics (default: every ``metric/...`` and ``uncalibrated/...`` key any run has), sorted by
+    ``sort`` best first. A score from a random backbone has its own ``uncalibrated/`` column, so
+    it is never ranked against a calibrated one."""
     if not runs:
         raise I2IError("no runs to compare: check the experiment name, tags or run ids")
     params = pd.DataFrame([r.params for r in runs], dtype=object)
     differing = [c for c in sorted(params.columns) if params[c].astype(str).nunique(dropna=False) > 1]
     scores = pd.DataFrame([r.metrics for r in runs])
-    keys = metrics or sorted(c for c in scores.columns if c.startswith("metric/"))
+    keys = metrics or sorted(c for c in scores.columns if c.startswith(SCORES))
     missing = [k for k in keys if k not in scores.columns]
     if missing:
         raise I2IError(f"no run has the metric(s) {', '.join(missing)}; available: {', '.join(sorted(scores.columns))}")
@@ -99,9 +104,11 @@ def compare(runs: list[RunRecord], markdown: Path, chart: Path, metrics: list[st
             sort: str | None = None) -> pd.DataFrame:
     """Write the table and the chart; return the table."""
     table = comparison(runs, metrics, sort)
-    keys = [c for c in table.columns if c.startswith(("metric/", "loss/", "train/"))]
+    keys = [c for c in table.columns if c.startswith((*SCORES, "loss/", "train/"))]
     header = (f"# Comparison of {len(table)} runs\n\nParams that differ between the runs, then the scores"
-              + (f", best `{sort}` first" if sort else "") + ". `-`: not computed (see the run's evaluate.json).\n\n")
+              + (f", best `{sort}` first" if sort else "") + ". `-`: not computed (see the run's evaluate.json)."
+              + (" `uncalibrated/...`: computed on random backbones (offline), comparable only with each other."
+                 if any(k.startswith("uncalibrated/") for k in keys) else "") + "\n\n")
     write_bytes(markdown, (header + to_markdown(table)).encode())
     if keys:
         plot(table, keys, chart)

@@ -45,7 +45,6 @@ class DataConfig:
     dataset: str
     path: str
     mirror: str
-    weights_mirror: str
     seed: int = bounded(ge=0)
     load_size: int = bounded(ge=8)
     crop_size: int = bounded(ge=8)
@@ -60,10 +59,12 @@ class DataConfig:
             yield "path", self.path, "dataset 'folder' needs the folder holding trainA/ trainB/ testA/ testB/"
         if self.crop_size > self.load_size:
             yield "crop_size", self.crop_size, f"must be <= data.load_size ({self.load_size})"
-        for key in ("mirror", "weights_mirror"):
-            url = getattr(self, key)
-            if url and not url.startswith(("http://", "https://", "file://")):
-                yield key, url, "expected an http://, https:// or file:// base URL, or '' for the official host"
+        yield from _check_url("mirror", self.mirror)
+
+
+def _check_url(key: str, url: str) -> Iterator[tuple[str, Any, str]]:
+    if url and not url.startswith(("http://", "https://", "file://")):
+        yield key, url, "expected an http://, https:// or file:// base URL, or '' for the official host"
 
 
 Init = Literal["normal", "xavier", "kaiming", "orthogonal"]
@@ -124,7 +125,6 @@ class LossConfig:
     recon_c_w: float = bounded(ge=0)
     recon_x_cyc_w: float = bounded(ge=0)
     vgg_w: float = bounded(ge=0)
-    vgg_pretrained: bool
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,6 @@ LOWER_IS_BETTER = ("fid", "kid", "kid_std")
 @dataclass(frozen=True)
 class EvaluateConfig:
     metrics: tuple[str, ...]
-    pretrained: bool
     lpips_net: Literal["alex", "vgg", "squeeze"]
     classifier: Literal["inception", "domain"]
     lpips_inputs: int = bounded(ge=1)
@@ -188,6 +187,19 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class BackbonesConfig:
+    """The pretrained ImageNet networks (VGG16 for loss.vgg_w, LPIPS's and Inception's for the
+    scores): how to get them, and what to do when they cannot be had (``i2i.weights``)."""
+
+    policy: Literal["fallback", "strict", "random"]
+    mirror: str
+    timeout: float = bounded(gt=0, le=600)
+
+    def checks(self) -> Iterator[tuple[str, Any, str]]:
+        yield from _check_url("mirror", self.mirror)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     uri: str
     experiment: str
@@ -201,7 +213,16 @@ class Params:
     train: TrainConfig
     sample: SampleConfig
     evaluate: EvaluateConfig
+    backbones: BackbonesConfig
     tracking: TrackingConfig
+
+
+# Keys of earlier versions, and what replaced them.
+MOVED = {
+    "data.weights_mirror": "now backbones.mirror",
+    "loss.vgg_pretrained": "now backbones.policy: random for a random VGG16, fallback or strict otherwise",
+    "evaluate.pretrained": "now backbones.policy: random for random backbones, fallback or strict otherwise",
+}
 
 
 class _Loader(yaml.SafeLoader):
@@ -262,6 +283,8 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            if f"{prefix}{key}" in MOVED:
+                hint = f" ({MOVED[f'{prefix}{key}']})"
             raise ParamsError(
                 f"{source}: unknown key '{prefix}{key}'{hint}; "
                 f"keys allowed in {where}: {', '.join(fields)}"

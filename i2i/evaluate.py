@@ -1,10 +1,12 @@
 """The evaluate stage: every metric ``evaluate.metrics`` names, for A->B and B->A, into
 ``reports/metrics.json`` (DVC metrics) and the training's MLflow run.
 
-Keys are ``metric/<name>/<direction>`` in both places. A metric that does not apply to a
-direction (no class labels in the target, no geometry masks) is ``null`` with the reason in
-``reports/evaluate.json``. With ``evaluate.pretrained: false`` the backbones are random: every
-score is still computed, and ``calibrated`` is false in metrics.json and in the run's tags.
+Keys are ``metric/<name>/<direction>`` in both places. A score that depends on a pretrained
+backbone which was random (``backbones.policy``, ``i2i.weights``) is stored as
+``uncalibrated/<name>/<direction>`` instead: a different name in metrics.json, ``dvc exp show``,
+MLflow and ``i2i compare``, so it is never ranked against a calibrated one. A metric that does
+not apply to a direction (no class labels in the target, no geometry masks) is ``null`` with
+the reason in ``reports/evaluate.json``, which also records the backbones used.
 """
 from __future__ import annotations
 
@@ -18,13 +20,13 @@ import torch
 
 from i2i import weights
 from i2i.config import Params
-from i2i.data.fetch import DownloadError
 from i2i.data.loader import TEST_PARTS, DomainImages
+from i2i.devices import inference_device
 from i2i.io import write_json
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
 from i2i.metrics.registry import METRICS
-from i2i.devices import inference_device
 from i2i.models import load_generators
+
 
 @dataclass(frozen=True)
 class EvaluatePaths:
@@ -33,24 +35,21 @@ class EvaluatePaths:
     classifiers: Path  # the classify stage's domain classifiers
     metrics: Path  # reports/metrics.json
     details: Path  # reports/evaluate.json: skipped metrics and why, timings, protocol
+    real_features: Path | None = None  # the real_features stage's output (None: computed here)
 
 
-def fetch_weights(params: Params) -> None:
-    """Fetch the pretrained backbones the metrics need, or say how to do without them."""
-    try:
-        weights.ensure(weights.required_for_evaluation(params.evaluate), params.data.weights_mirror)
-    except DownloadError as e:
-        raise weights.MissingWeightsError(
-            f"{e}. Or set data.weights_mirror to a host that serves these files; to score without "
-            f"calibrated backbones (offline, CI), set evaluate.pretrained: false"
-        ) from None
+def prefix(metric: str, params: Params, backbones: dict[str, str]) -> str:
+    """``metric``, or ``uncalibrated`` when a backbone ``metric`` depends on was random."""
+    needs = weights.metric_backbones(metric, params.evaluate)
+    return "metric" if all(weights.pretrained(backbones, n) for n in needs) else "uncalibrated"
 
 
-def score(params: Params, paths: EvaluatePaths, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Compute the metrics; return (metrics.json content, details)."""
+def score(params: Params, paths: EvaluatePaths, device: torch.device,
+          backbones: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Compute the metrics with the backbones of the record; return (metrics.json content, details)."""
     cfg = params.evaluate
     nets = load_generators(paths.models / "generator.pt", device)
-    networks = MetricNetworks(cfg, paths.classifiers, device)
+    networks = MetricNetworks(cfg, paths.classifiers, device, backbones, paths.real_features)
     metrics: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -65,32 +64,33 @@ def score(params: Params, paths: EvaluatePaths, device: torch.device) -> tuple[d
                 skipped[f"{name}/{direction}"] = str(e)
                 values = {name: None}
             seconds[f"{name}/{direction}"] = round(time.perf_counter() - began, 2)
-            metrics |= {f"metric/{k}/{direction}": v for k, v in values.items()}
-    uncalibrated = [n for n in cfg.metrics if not cfg.pretrained and METRICS[n].needs_backbone(cfg)]
-    metrics["calibrated"] = not uncalibrated
-    details = {"model": nets.name, "device": str(device), "skipped": skipped, "uncalibrated": uncalibrated,
-               "seconds": seconds, "classifier": cfg.classifier, "lpips_net": cfg.lpips_net,
+            metrics |= {f"{prefix(name, params, backbones)}/{k}/{direction}": v for k, v in values.items()}
+    uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
+    details = {"model": nets.name, "device": str(device), "skipped": skipped, "backbones": backbones,
+               "uncalibrated": uncalibrated, "seconds": seconds, "classifier": cfg.classifier,
+               "lpips_net": cfg.lpips_net,
                "protocol": {k: getattr(cfg, k) for k in ("lpips_inputs", "lpips_pairs", "cis_inputs", "cis_samples", "seed")}}
     return metrics, details
 
 
-def evaluate(params: Params, paths: EvaluatePaths) -> dict[str, Any]:
+def evaluate(params: Params, paths: EvaluatePaths, fix: str = "i2i weights --params params.yaml") -> dict[str, Any]:
     """Score the trained model, write the reports, log to the training's MLflow run."""
     from i2i.tracking import Tracker, run_tags
 
-    if params.evaluate.pretrained:
-        fetch_weights(params)
+    backbones = weights.resolve(weights.for_evaluation(params.evaluate), params.backbones, fix)
     device = inference_device(params.train.device)
     began = time.perf_counter()
-    metrics, details = score(params, paths, device)
+    metrics, details = score(params, paths, device, backbones)
     details["seconds"]["total"] = round(time.perf_counter() - began, 2)
     write_json(paths.details, details)
     write_json(paths.metrics, metrics)
 
     tracker = Tracker(params.tracking)
-    tracker.attach(paths.models / "run.json", run_tags() | {"metrics_calibrated": str(metrics["calibrated"]).lower()})
+    calibrated = str(not details["uncalibrated"]).lower()
+    tracker.attach(paths.models / "run.json", run_tags() | {"metrics_calibrated": calibrated} |
+                   {f"backbone/{n}": used for n, used in backbones.items()})
     step = int(json.loads((paths.models / "run.json").read_text()).get("iterations", 0))
-    tracker.log_metrics([(step, {k: v for k, v in metrics.items() if k.startswith("metric/") and v is not None})])
+    tracker.log_metrics([(step, {k: v for k, v in metrics.items() if v is not None})])
     tracker.log_artifact(paths.metrics, "evaluate")
     tracker.log_artifact(paths.details, "evaluate")
     return metrics

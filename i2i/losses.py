@@ -348,9 +348,10 @@ class MunitObjective(Objective):
         return _total(self.discriminator_terms(real, fake, step), "loss/D")
 
 
-def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0,
-                    batched: bool = False) -> CycleGANObjective | MunitObjective:
-    """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0."""
-    perceptual = PerceptualLoss(cfg.vgg_pretrained) if cfg.vgg_w > 0 else None
+def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0, batched: bool = False,
+                    pretrained_vgg: bool = True) -> CycleGANObjective | MunitObjective:
+    """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0, with
+    ImageNet weights or (``pretrained_vgg=False``) random ones from the current torch seed."""
+    perceptual = PerceptualLoss(pretrained_vgg) if cfg.vgg_w > 0 else None
     cls = CycleGANObjective if nets.name == "cyclegan" else MunitObjective
     return cls(nets, cfg, perceptual, seed, batched)

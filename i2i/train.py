@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from i2i import checkpoint, distributed
+from i2i import checkpoint, distributed, weights
 from i2i.config import Params, to_dict
 from i2i.data.loader import DomainImages, EvalImages, to_model_input, to_real_images, train_loader
 from i2i.errors import I2IError
@@ -121,7 +121,8 @@ class Trainables:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def build(cls, params: Params, device: torch.device, reference: bool = False) -> "Trainables":
+    def build(cls, params: Params, device: torch.device, reference: bool = False,
+              random_vgg: bool = False) -> "Trainables":
         """The trainer's state for ``params`` on ``device``, set up for speed with the same math:
         batched passes (i2i.losses.Objective), fused Adam, and on a CPU in the default layout
         without torch.compile, the narrow output convs channels-last
@@ -129,7 +130,8 @@ class Trainables:
         (``i2i bench --paired``, README "Performance") give them together 1.10x at the default
         config and 1.01x at 128 px.
         ``reference``: the references' way instead (one call per network and batch, PyTorch's
-        default Adam, one layout), the benchmarks' fp32 baseline."""
+        default Adam, one layout), the benchmarks' fp32 baseline. ``random_vgg``: the perceptual
+        loss's VGG16 is seeded random instead of ImageNet's (``i2i.weights``)."""
         tp = params.train
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
@@ -138,7 +140,8 @@ class Trainables:
             narrow_convs_channels_last(nets)
         if tp.winograd and not reference:
             use_winograd(nets)
-        objective = build_objective(nets, params.loss, seed=tp.seed, batched=not reference).to(device)
+        objective = build_objective(nets, params.loss, seed=tp.seed, batched=not reference,
+                                    pretrained_vgg=not random_vgg).to(device)
         opt_g, opt_d = adam(nets.G, tp, fused=not reference), adam(nets.D, tp, fused=not reference)
         return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
                    torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
@@ -221,16 +224,18 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         raise I2IError(f"{manifest_file}: no prepared data; run the download and preprocess stages first (dvc repro preprocess)")
     manifest = json.loads(manifest_file.read_text())
     data_hash = manifest["content_hash"]
+    # A random VGG16 gives another result than ImageNet's: it is part of the configuration.
+    backbones = weights.resolve(weights.for_training(params.loss), params.backbones, announce=d.main)
     code = checkpoint.code_version()
-    folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash, code)
+    folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash, code, backbones)
     if resume is not None:
         state = checkpoint.load(resume)
-        checkpoint.check_compatible(state, params, data_hash, resume)
+        checkpoint.check_compatible(state, params, data_hash, backbones, resume)
     else:
         state = checkpoint.latest(folder)
     start = state["iteration"] if state else 0
 
-    t = Trainables.build(params, device)
+    t = Trainables.build(params, device, random_vgg=not weights.pretrained(backbones, "vgg16"))
     if state:
         t.load_state_dict(state, device)
     nets, opt_g, opt_d = t.nets, t.opt_g, t.opt_d
@@ -241,6 +246,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     tracker = Tracker(params.tracking) if d.main else NullTracker()
     tags = run_tags() | {"dataset_hash": data_hash, "code_hash": code, "device": str(device), "precision": tp.precision,
                          "model": params.model.name, "world_size": str(d.world)}
+    tags |= {f"backbone/{name}": used for name, used in backbones.items()}
     run_id = tracker.start(checkpoint.flatten(to_dict(params)), tags, run_id=state["run_id"] if state else None)
     bar = progress(total=tp.iterations, initial=start, desc=f"train {params.model.name}", unit="it")
     status = "FAILED"
@@ -284,6 +290,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                     new_rows = [{"step": step, **values} for step, values in pending]
                     checkpoint.save(folder, done, {
                         "config": to_dict(params), "data_hash": data_hash, "code": code, "run_id": run_id,
+                        "backbones": backbones,
                         "rows": rows + new_rows,
                         **t.state_dict(),
                     }, tp.keep_checkpoints)
@@ -311,6 +318,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         "iterations_per_second": round((done - start) / seconds, 3) if seconds > 0 and done > start else None,
         "images_per_second": round((done - start) * tp.batch_size * d.world * 2 / seconds, 3) if seconds > 0 and done > start else None,
         "device": str(device), "precision": tp.precision, "world_size": d.world,
+        "backbones": backbones,  # {"vgg16": sha256 | "random"} when the perceptual loss is on
         "final": {k: round(v, 6) for k, v in (rows[-1].items() if rows else []) if k != "step"},
     }
     if d.main:

@@ -1,66 +1,98 @@
-"""Pretrained backbone weights: which ones the params need, fetching them, finding them.
+"""Pretrained backbones: which files the params need, getting them, and what a stage used.
 
-File names are torchvision's; the 8 hex digits in each name are the start of the file's
-SHA-256, checked on download. Files live where torchvision looks (see ``i2i.cache``).
+The perceptual loss (VGG16), LPIPS (AlexNet, VGG16 or SqueezeNet 1.1) and FID/KID (and IS/CIS
+with ``evaluate.classifier: inception``: Inception-v3) load torchvision's ImageNet weights. File
+names are torchvision's; the 8 hex digits in each name are the start of the file's SHA-256,
+checked on download and on first use of a file placed by hand. Files live where torchvision
+looks (``$TORCH_HOME/hub/checkpoints``), shared by every clone and experiment.
+
+``backbones.policy`` says what a stage does with a file that is not cached:
+
+- ``fallback`` (default): fetch it (checksummed, resumable, ``backbones.timeout`` per network
+  operation); when that fails, go on with a seeded random network, print one warning naming
+  what is missing and the command that fetches it, and record the network as ``random``;
+- ``strict``: fetch it or stop with an error;
+- ``random``: never fetch; every backbone is a seeded random network.
+
+What a stage used is a *record*, ``{name: sha256 | "random"}``. The ``backbones`` DVC stage runs
+on every ``dvc repro`` (a stat per file once the files are cached) and writes one record per
+consumer (``reports/backbones/{train,real_features,evaluate}.json``); the stages depend on theirs,
+so when the files arrive ``dvc repro`` re-runs exactly the stages whose results they change.
+Scores computed on a random network are stored under another name (``i2i.evaluate``), so they
+are never ranked against calibrated ones.
 """
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from i2i.cache import weights_dir
-from i2i.config import EvaluateConfig, Params
-from i2i.data.fetch import fetch
+from i2i.config import BackbonesConfig, EvaluateConfig, LossConfig, Params
+from i2i.data.fetch import DownloadError, HostUnreachable, fetch, sha256_of
 from i2i.errors import I2IError
+from i2i.io import write_json
+
+if TYPE_CHECKING:
+    import torch
 
 PYTORCH_HOST = "https://download.pytorch.org/models/"
+RANDOM = "random"  # the record of a backbone that was built with seeded random weights
 
 
 @dataclass(frozen=True)
 class WeightFile:
     name: str
-    filename: str  # <stem>-<first 8 hex digits of the SHA-256>.pth
-
-    @property
-    def sha256_prefix(self) -> str:
-        return self.filename.rsplit("-", 1)[1].split(".")[0]
+    filename: str  # torchvision's: <stem>-<first 8 hex digits of the SHA-256>.pth
+    sha256_prefix: str  # what the file's SHA-256 must start with
 
     def url(self, mirror: str = "") -> str:
         return (mirror or PYTORCH_HOST).rstrip("/") + "/" + self.filename
 
 
 WEIGHTS = {w.name: w for w in (
-    WeightFile("vgg16", "vgg16-397923af.pth"),
-    WeightFile("alexnet", "alexnet-owt-7be5be79.pth"),
-    WeightFile("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth"),
-    WeightFile("inception_v3", "inception_v3_google-0cc3c7bd.pth"),
+    WeightFile("vgg16", "vgg16-397923af.pth", "397923af"),
+    WeightFile("alexnet", "alexnet-owt-7be5be79.pth", "7be5be79"),
+    WeightFile("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth", "b8a52dc0"),
+    WeightFile("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd"),
 )}
 LPIPS_BACKBONE = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
 class MissingWeightsError(I2IError, FileNotFoundError):
-    """Pretrained weights are needed but not in the cache."""
+    """Pretrained weights are needed but cannot be had (``backbones.policy: strict``)."""
+
+
+def for_training(loss: LossConfig) -> list[str]:
+    """The weight files the train stage loads: VGG16 when the perceptual loss is on."""
+    return ["vgg16"] if loss.vgg_w > 0 else []
+
+
+def metric_backbones(metric: str, ev: EvaluateConfig) -> list[str]:
+    """The weight files one metric's value depends on."""
+    if metric == "lpips_diversity":
+        return [LPIPS_BACKBONE[ev.lpips_net]]
+    if metric in ("fid", "kid") or (metric in ("inception_score", "cis") and ev.classifier == "inception"):
+        return ["inception_v3"]
+    return []
+
+
+def for_evaluation(ev: EvaluateConfig) -> list[str]:
+    """The weight files the evaluate stage loads for ``evaluate.metrics``, in a stable order."""
+    return list(dict.fromkeys(n for m in ev.metrics for n in metric_backbones(m, ev)))
 
 
 def required(params: Params) -> list[str]:
-    """Names of the weight files the given params will load, in a stable order."""
-    names = ["vgg16"] if params.loss.vgg_w > 0 and params.loss.vgg_pretrained else []
-    return list(dict.fromkeys(names + required_for_evaluation(params.evaluate)))
+    """Every weight file the given params load (``i2i weights --params``)."""
+    return list(dict.fromkeys(for_training(params.loss) + for_evaluation(params.evaluate)))
 
 
-def required_for_evaluation(ev: EvaluateConfig) -> list[str]:
-    """The weight files the evaluate stage loads (none with ``evaluate.pretrained: false``)."""
-    if not ev.pretrained:
-        return []
-    names = [LPIPS_BACKBONE[ev.lpips_net]] if "lpips_diversity" in ev.metrics else []
-    uses_inception = {"fid", "kid"} | ({"inception_score", "cis"} if ev.classifier == "inception" else set())
-    return names + (["inception_v3"] if uses_inception & set(ev.metrics) else [])
-
-
-def ensure(names: list[str], mirror: str = "") -> dict[str, Path]:
+def ensure(names: list[str], mirror: str = "", timeout: float = 60.0) -> dict[str, Path]:
     """Fetch each named file into the cache unless it is there; return their paths."""
     return {n: fetch(WEIGHTS[n].url(mirror), weights_dir() / WEIGHTS[n].filename,
-                     sha256=WEIGHTS[n].sha256_prefix) for n in names}
+                     sha256=WEIGHTS[n].sha256_prefix, timeout=timeout) for n in names}
 
 
 def path(name: str) -> Path:
@@ -74,3 +106,115 @@ def path(name: str) -> Path:
             f"{w.url()} yourself and place it at {p}"
         )
     return p
+
+
+def load(name: str, prefix: str = "") -> dict[str, "torch.Tensor"]:
+    """The cached state dict of ``name``, or only its entries under ``prefix`` with the prefix
+    removed (``features.``: a backbone's convolutions without the classifier, which the
+    perceptual loss and LPIPS never run). Memory-mapped: unused tensors are never read."""
+    import torch
+
+    state = torch.load(path(name), map_location="cpu", weights_only=True, mmap=True)
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def digest(name: str) -> str | None:
+    """The SHA-256 of the cached file of ``name``, or None when it is not cached.
+
+    Hashing a 500 MB file takes seconds, so the digest is kept beside the file
+    (``<file>.sha256.json``) and reused while the file's size and modification time are unchanged.
+    A file whose digest does not start with its name's prefix is refused: it is not the file the
+    name promises (a truncated copy, another version).
+    """
+    w = WEIGHTS[name]
+    p = weights_dir() / w.filename
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return None
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    sidecar = p.with_name(p.name + ".sha256.json")
+    try:
+        known = json.loads(sidecar.read_text())
+        if {k: known.get(k) for k in stamp} == stamp:
+            return known["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    sha = sha256_of(p)
+    if not sha.startswith(w.sha256_prefix):
+        raise DownloadError(f"{p}: SHA-256 {sha} does not start with {w.sha256_prefix} as its name says; "
+                            f"delete it and run `i2i weights {name}`, or download {w.url()} again")
+    write_json(sidecar, {**stamp, "sha256": sha})
+    return sha
+
+
+def resolve(names: list[str], cfg: BackbonesConfig, fix: str = "i2i weights --params params.yaml",
+            announce: bool = True) -> dict[str, str]:
+    """Get the named files as ``cfg.policy`` says; return the record ``{name: sha256 | "random"}``.
+
+    With ``fallback``, a file that cannot be had is recorded as random and, when ``announce``, one
+    warning on stderr names every such file, why, and ``fix``, the command that fetches them.
+    Once the host is unreachable the other files are not tried, so a dead network costs one
+    ``cfg.timeout`` at most.
+    """
+    record: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    unreachable = ""
+    for name in names:
+        if cfg.policy == "random":
+            record[name] = RANDOM
+            continue
+        try:
+            if digest(name) is None:
+                if unreachable:
+                    raise HostUnreachable(unreachable)
+                ensure([name], cfg.mirror, cfg.timeout)
+            record[name] = digest(name)  # type: ignore[assignment]
+        except HostUnreachable as e:
+            unreachable = str(e)
+            problems[name] = unreachable
+        except DownloadError as e:
+            problems[name] = str(e)
+        if name in problems:
+            if cfg.policy == "strict":
+                raise MissingWeightsError(
+                    f"{problems[name]}. Fetch it with `{fix}`, or set backbones.mirror to a host that "
+                    f"serves it; to go on with random networks instead, set backbones.policy: fallback"
+                ) from None
+            record[name] = RANDOM
+    if problems and announce:
+        warn_random(problems, fix)
+    return record
+
+
+def warn_random(problems: dict[str, str], fix: str) -> None:
+    """The one warning of a stage that goes on with random networks."""
+    rule = "=" * 78
+    lines = [rule, f"WARNING: pretrained weights not available: {', '.join(problems)}"]
+    lines += [f"  {name}: {why}" for name, why in problems.items()]
+    lines += ["  Going on with seeded random networks (backbones.policy: fallback). Scores that depend",
+              "  on them are stored as uncalibrated/<score>/<direction>, apart from calibrated ones.",
+              f"  Fix: {fix}   (then `dvc repro` re-runs exactly what changes)", rule]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def for_real_features(ev: EvaluateConfig) -> list[str]:
+    """The weight files the real_features stage loads: Inception-v3, when a metric uses it."""
+    return [n for n in for_evaluation(ev) if n == "inception_v3"]
+
+
+def write_records(params: Params, out: Path, fix: str) -> dict[str, dict[str, str]]:
+    """The ``backbones`` stage: get what train, real_features and evaluate will load; write one
+    record each (``<out>/<stage>.json``) for DVC to track, and at most one warning for all."""
+    needed = {"train": for_training(params.loss), "real_features": for_real_features(params.evaluate),
+              "evaluate": for_evaluation(params.evaluate)}
+    everything = resolve(list(dict.fromkeys(n for names in needed.values() for n in names)), params.backbones, fix)
+    records = {stage: {n: everything[n] for n in names} for stage, names in needed.items()}
+    for stage, record in records.items():
+        write_json(Path(out) / f"{stage}.json", record)
+    return records
+
+
+def pretrained(record: dict[str, str], name: str) -> bool:
+    """Whether a stage with this record loads ImageNet weights for ``name`` (not random ones)."""
+    return record.get(name, RANDOM) != RANDOM

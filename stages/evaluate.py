@@ -1,6 +1,6 @@
 """DVC stage `evaluate`: score the trained model (evaluate.metrics) into reports/metrics.json and MLflow.
 
-dvc.yaml runs: python stages/evaluate.py --params params.yaml --data data/prepared --models models --classifiers classifiers --metrics reports/metrics.json --details reports/evaluate.json
+dvc.yaml runs: python stages/evaluate.py --params params.yaml --data data/prepared --models models --classifiers classifiers --real-features real_features --metrics reports/metrics.json --details reports/evaluate.json
 """
 import sys
 from pathlib import Path

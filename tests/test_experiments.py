@@ -20,14 +20,16 @@ from tests.train_helpers import tiny_train_params
 
 BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-# Ablations of the README's recipes, on the tiny config (vgg_pretrained off: no download).
+# Ablations of the README's recipes, on the tiny config.
 QUEUE = {
     "munit": ["-S", "model.name=munit"],
     "diverges": ["-S", "train.lr=1e30"],
 }
 # And one run in the workspace, as `dvc exp run -S ...` without --queue: two ablations at once.
-WORKSPACE = {"no-identity": ["-S", "loss.identity_w=0", "-S", "loss.vgg_w=1", "-S", "loss.vgg_pretrained=false"]}
-STAGES = ("download", "preprocess", "train", "classify", "sample", "evaluate")
+WORKSPACE = {"no-identity": ["-S", "loss.identity_w=0", "-S", "loss.vgg_w=1"]}
+STAGES = ("backbones", "download", "preprocess", "train", "classify", "real_features", "sample", "evaluate")
+# The weights host as seen from a machine without network: nothing listens on this port.
+OFFLINE_MIRROR = "http://127.0.0.1:9/"
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,13 +43,21 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory) -> Path:
-    """A committed project whose baseline ran, then QUEUE queued and run with -j 2, then WORKSPACE."""
-    root = tmp_path_factory.mktemp("experiments") / "repo"
+    """A committed project whose baseline ran, then QUEUE queued and run with -j 2, then WORKSPACE,
+    all offline under the default backbones.policy (fallback), with an empty weights cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+        yield _experiments(tmp_path_factory.mktemp("experiments") / "repo")
+
+
+def _experiments(root: Path) -> Path:
     root.mkdir()
     for name in ("i2i", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    write_params(root / "params.yaml", tiny_train_params())
+    params = tiny_train_params()
+    params["backbones"].update(policy="fallback", mirror=OFFLINE_MIRROR)
+    write_params(root / "params.yaml", params)
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n.mlflow.lock\ncheckpoints/\n__pycache__/\n")
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
@@ -72,15 +82,21 @@ def _runs(root: Path):
     return client, client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
 
 
-def test_baseline_repro_runs_every_stage_then_is_a_no_op(experiments: Path):
+def test_baseline_repro_runs_every_stage_then_only_the_weights_check(experiments: Path):
     out = (experiments.parent / "repro.log").read_text()
     assert [s for s in STAGES if f"Running stage '{s}'" in out] == list(STAGES)
     again = (experiments.parent / "repro-again.log").read_text()
-    assert "Running stage" not in again and "Data and pipelines are up to date" in again
+    assert [s for s in STAGES if f"Running stage '{s}'" in again] == ["backbones"]
+    assert all(f"Stage '{s}' didn't change" in again for s in STAGES if s != "backbones")
     shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], experiments).stdout)
     scores = shown[""]["data"]["reports/metrics.json"]["data"]
     assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/cis/ab"], float)
     assert "metric/cis/ba" not in scores  # skipped (null): DVC leaves it out, `dvc exp show` prints -
+    for stage in ("backbones", "real_features", "evaluate"):  # each says it once, with the fix
+        log = out[out.index(f"Running stage '{stage}'"):]
+        log = log[:log.index("Running stage", 1)] if "Running stage" in log[1:] else log
+        assert log.count("WARNING: pretrained weights not available") == 1, stage
+        assert "Fix: i2i weights --params params.yaml" in log and OFFLINE_MIRROR in log, stage
     report = json.loads((experiments / "reports" / "preprocess.json").read_text())
     assert report["counts"] == {"train_a": 8, "test_a": 2, "train_b": 8, "test_b": 2}
     assert (experiments / "data" / "prepared" / "manifest.json").is_file()
@@ -99,9 +115,13 @@ def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiment
     assert set(found) == {"no-identity", "munit"} and failed == ["diverges"]
     queue = run([str(BIN / "dvc"), "queue", "status"], experiments).stdout
     assert [line.split()[-1] for line in queue.splitlines() if "diverges" in line] == ["Failed"]
+    summary = next(rev["data"]["metrics"]["reports/train/summary.json"]["data"] for b in shown
+                   for exp in b.get("experiments") or [] for rev in exp["revs"] if rev.get("name") == "no-identity")
+    assert summary["backbones"] == {"vgg16": "random"}
     for scores in found.values():
-        assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/fid/ab"], float)
-    assert found["munit"]["metric/lpips_diversity/ab"] > 0 == found["no-identity"]["metric/lpips_diversity/ab"]
+        assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["uncalibrated/fid/ab"], float)
+        assert not any(k.startswith(("metric/fid", "metric/kid", "metric/lpips")) for k in scores)
+    assert found["munit"]["uncalibrated/lpips_diversity/ab"] > 0 == found["no-identity"]["uncalibrated/lpips_diversity/ab"]
 
 
 def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments: Path):
@@ -119,6 +139,12 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
         assert [a.path for a in client.list_artifacts(r.info.run_id, "model")] == ["model/generator.pt"], name
     assert by_name["no-identity"].data.params["loss.identity_w"] == "0.0"
     assert by_name["no-identity"].data.params["loss.vgg_w"] == "1.0"
+    # Offline: the perceptual loss ran on a random VGG16, and the run says so.
+    assert by_name["no-identity"].data.tags["backbone/vgg16"] == "random"
+    assert "backbone/vgg16" not in by_name["munit"].data.tags  # vgg_w = 0: no VGG at all
+    for r in runs:
+        assert r.data.tags.get("backbone/inception_v3", "random") == "random"
+        assert not any(k.startswith(("metric/fid", "metric/kid", "metric/lpips")) for k in r.data.metrics)
     head = run(["git", "rev-parse", "HEAD"], experiments).stdout.strip()
     for name in ("no-identity", "munit"):  # in the workspace, and in a copy under .dvc/tmp/exps
         assert by_name[name].data.tags["dvc_exp_baseline"] == head, name
@@ -148,7 +174,7 @@ def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experimen
 
 def test_compare_errors_name_what_is_missing(experiments: Path):
     proc = run([str(BIN / "i2i"), "compare", "--sort", "metric/nope/ab"], experiments, check=False)
-    assert proc.returncode == 1 and "metric/nope/ab" in proc.stderr and "metric/fid/ab" in proc.stderr
+    assert proc.returncode == 1 and "metric/nope/ab" in proc.stderr and "uncalibrated/fid/ab" in proc.stderr
     proc = run([str(BIN / "i2i"), "compare", "--experiment", "other"], experiments, check=False)
     assert proc.returncode == 1 and "'other' not found" in proc.stderr and "i2i" in proc.stderr
 

@@ -110,7 +110,7 @@ def test_no_network_error_names_the_url_and_where_to_put_the_file(tmp_path: Path
 def test_weights_are_fetched_into_torchvision_cache_and_checked(server, monkeypatch, tmp_path: Path):
     data = b"pretend these are VGG16 weights"
     prefix = hashlib.sha256(data).hexdigest()[:8]
-    fake = weights.WeightFile("vgg16", f"vgg16-{prefix}.pth")
+    fake = weights.WeightFile("vgg16", f"vgg16-{prefix}.pth", prefix)
     monkeypatch.setitem(weights.WEIGHTS, "vgg16", fake)
     serve(server, fake.filename, data)
     with pytest.raises(weights.MissingWeightsError, match="i2i weights vgg16"):
@@ -121,7 +121,7 @@ def test_weights_are_fetched_into_torchvision_cache_and_checked(server, monkeypa
 
 
 def test_weights_with_a_wrong_hash_are_refused(server, monkeypatch):
-    fake = weights.WeightFile("alexnet", "alexnet-00000000.pth")
+    fake = weights.WeightFile("alexnet", "alexnet-00000000.pth", "00000000")
     monkeypatch.setitem(weights.WEIGHTS, "alexnet", fake)
     serve(server, fake.filename, b"tampered")
     with pytest.raises(DownloadError, match="SHA-256 mismatch"):
@@ -133,10 +133,11 @@ def test_only_the_weights_the_params_need_are_required():
     assert weights.required(params_from_dict(p)) == ["alexnet", "inception_v3"]  # LPIPS; FID/KID
     p["evaluate"]["metrics"] = ["lpips_diversity", "inception_score", "cis"]
     assert weights.required(params_from_dict(p)) == ["alexnet"]  # IS/CIS use the domain classifier
-    p["evaluate"]["pretrained"] = False
+    p["evaluate"]["metrics"] = ["content_iou", "mode_coverage"]
     assert weights.required(params_from_dict(p)) == []
     p["loss"]["vgg_w"] = 1.0
     assert weights.required(params_from_dict(p)) == ["vgg16"]
-    p["loss"]["vgg_pretrained"] = False
-    p["evaluate"].update(pretrained=True, classifier="inception", lpips_net="vgg")
+    p["evaluate"].update(metrics=["lpips_diversity", "cis"], classifier="inception", lpips_net="vgg")
     assert weights.required(params_from_dict(p)) == ["vgg16", "inception_v3"]
+    assert weights.for_training(params_from_dict(p).loss) == ["vgg16"]
+    assert weights.for_real_features(params_from_dict(p).evaluate) == ["inception_v3"]

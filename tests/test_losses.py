@@ -300,8 +300,7 @@ def test_no_vgg_is_built_when_its_weight_is_zero(monkeypatch):
 def test_perceptual_loss_applies_to_both_models_with_a_random_vgg(name: str, caplog):
     size = 64 if name == "munit" else 32
     with caplog.at_level(logging.WARNING):
-        obj = build_objective(small_nets(name), loss_cfg(vgg_w=2.0, vgg_pretrained=False))
-    assert "randomly initialised VGG16" in caplog.text
+        obj = build_objective(small_nets(name), loss_cfg(vgg_w=2.0), pretrained_vgg=False)
     real = {"a": torch.randn(1, 3, size, size).tanh(), "b": torch.randn(1, 3, size, size).tanh()}
     g = obj.generator_phase(real)
     assert g.terms["loss/G/vgg_a"].item() > 0 and g.terms["loss/G/vgg_b"].item() > 0
@@ -323,7 +322,7 @@ def test_perceptual_loss_ignores_domain_statistics():
 
 def test_missing_vgg_weights_say_how_to_get_them():
     with pytest.raises(MissingWeightsError, match="i2i weights vgg16"):
-        build_objective(small_nets("cyclegan"), loss_cfg(vgg_w=1.0, vgg_pretrained=True))
+        build_objective(small_nets("cyclegan"), loss_cfg(vgg_w=1.0))
 
 
 @pytest.mark.parametrize("name, model, mode", [

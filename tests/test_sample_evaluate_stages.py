@@ -46,24 +46,32 @@ def evaluated(request, tmp_path_factory) -> tuple[str, Path, dict[str, str]]:
 def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(evaluated):
     name, root, out = evaluated
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    # backbones.policy: random. What depends on a random backbone is named apart; what does not
+    # (the domain classifier's IS, CIS and modes; content IoU) is calibrated all the same.
+    random_backbone = {"lpips_diversity", "fid", "kid"}
     for metric in METRIC_NAMES:
         for direction in ("ab", "ba"):
-            assert f"metric/{metric}/{direction}" in metrics
+            prefix = "uncalibrated" if metric in random_backbone else "metric"
+            assert f"{prefix}/{metric}/{direction}" in metrics
+            assert f"{'metric' if metric in random_backbone else 'uncalibrated'}/{metric}/{direction}" not in metrics
     # A -> B has the synthetic modes as classes; A has none, so B -> A skips the classifier metrics.
-    for metric in ("inception_score", "cis", "mode_coverage", "content_iou", "fid", "kid", "lpips_diversity"):
+    for metric in ("inception_score", "cis", "mode_coverage", "content_iou"):
         assert isinstance(metrics[f"metric/{metric}/ab"], float), metric
+    for metric in random_backbone:
+        assert isinstance(metrics[f"uncalibrated/{metric}/ab"], float), metric
     details = json.loads((root / "reports" / "evaluate.json").read_text())
     for metric in ("inception_score", "cis", "mode_coverage"):
         assert metrics[f"metric/{metric}/ba"] is None and "no class labels" in details["skipped"][f"{metric}/ba"]
-    assert metrics["calibrated"] is False and set(details["uncalibrated"]) == {"lpips_diversity", "fid", "kid"}
+    assert set(details["uncalibrated"]) == random_backbone
+    assert details["backbones"] == {"alexnet": "random", "inception_v3": "random"}
     assert metrics["metric/classifier_accuracy/ab"] == json.loads(
         (root / "reports" / "classifiers.json").read_text())["b"]["test_accuracy"]
     if name == "cyclegan":  # deterministic: no diversity, CIS 1, one mode per input
-        assert metrics["metric/lpips_diversity/ab"] == 0.0 and metrics["metric/cis/ab"] == pytest.approx(1.0)
+        assert metrics["uncalibrated/lpips_diversity/ab"] == 0.0 and metrics["metric/cis/ab"] == pytest.approx(1.0)
         assert metrics["metric/mode_coverage/ab"] == 1.0
     else:
-        assert metrics["metric/lpips_diversity/ab"] > 0 and metrics["metric/cis/ab"] >= 1.0
-    assert "metric/fid/ab" in out["evaluate"]
+        assert metrics["uncalibrated/lpips_diversity/ab"] > 0 and metrics["metric/cis/ab"] >= 1.0
+    assert "uncalibrated/fid/ab" in out["evaluate"]
 
 
 def test_scores_land_in_the_training_run_with_the_gallery(evaluated):
@@ -74,9 +82,11 @@ def test_scores_land_in_the_training_run_with_the_gallery(evaluated):
     run = runs[0]
     assert run.info.run_id == json.loads((root / "models" / "run.json").read_text())["run_id"]
     assert run.info.status == "FINISHED" and run.data.tags["metrics_calibrated"] == "false"
+    assert run.data.tags["backbone/inception_v3"] == "random"
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert any(k.startswith("uncalibrated/") for k in metrics)
     for key, value in metrics.items():
-        if key.startswith("metric/") and value is not None:
+        if value is not None:
             assert run.data.metrics[key] == pytest.approx(value), key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert {"samples/index.html", "samples/grid_ab.png", "samples/grid_ba.png"} <= artifacts
@@ -126,18 +136,19 @@ def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path)
     assert np.array_equal(saved, outputs[1, 2]) and columns[2] == "style_02"
 
 
-def test_missing_pretrained_weights_name_the_file_and_the_offline_switch(server: FileServer, tmp_path: Path):
+def test_strict_policy_stops_on_missing_weights_naming_the_file_and_the_fallback(server: FileServer,
+                                                                                  tmp_path: Path):
     params = tiny_train_params()
     root = project(tmp_path / "project", params)
     run_stage(root, stage="train")
     run_stage(root, stage="classify")
-    params["evaluate"]["pretrained"] = True
-    params["data"]["weights_mirror"] = server.url  # a mirror that has none of the files
+    params["backbones"].update(policy="strict", mirror=server.url)  # a mirror that has none of the files
     write_params(root / "params.yaml", params)
     proc = run_stage(root, stage="evaluate", check=False)
     assert proc.returncode == 1
     assert WEIGHTS["alexnet"].filename in proc.stderr and "HTTP 404" in proc.stderr
-    assert "evaluate.pretrained: false" in proc.stderr and "Traceback" not in proc.stderr
+    assert "i2i weights --params params.yaml" in proc.stderr
+    assert "backbones.policy: fallback" in proc.stderr and "Traceback" not in proc.stderr
     assert not (root / "reports" / "metrics.json").exists()
 
 

@@ -24,7 +24,8 @@ def tiny_train_params(name: str = "cyclegan", **train) -> dict:
                       num_samples=2, device="cpu")
     p["train"].update(train)
     p["sample"].update(num_styles=3, num_examples=2, gallery_inputs=2)
-    p["evaluate"].update(pretrained=False, lpips_inputs=2, lpips_pairs=2, cis_inputs=2, cis_samples=4,
+    p["backbones"]["policy"] = "random"  # no download; tests/test_backbones.py covers the others
+    p["evaluate"].update(lpips_inputs=2, lpips_pairs=2, cis_inputs=2, cis_samples=4,
                          classifier_steps=5, batch_size=8)
     return p
 

@@ -2,7 +2,7 @@
 protocol (lpips_inputs x lpips_pairs LPIPS pairs plus cis_inputs x cis_samples CIS outputs) as
 the evaluate stage runs it, through the metric registry, for an (untrained) MUNIT of the default
 size: the time depends on the network sizes, not on the weights. Backbones are random
-(``evaluate.pretrained: false``): the same layers and cost as the ImageNet ones, no download.
+(as with ``backbones.policy: random``): the same layers and cost as the ImageNet ones, no download.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def bench_params(base: dict, setting: str, mode: str, device: str) -> dict:
     p["data"]["dataset"] = "shapes"
     p["data"]["shapes"].update(image_size=p["data"]["load_size"], num_train=16 * p["train"]["batch_size"] * m.batch_factor,
                                num_test=2)
-    p["loss"]["vgg_pretrained"] = False  # the same compute as the ImageNet VGG, no download
+    p["backbones"]["policy"] = "random"  # the same compute as the ImageNet networks, no download
     p["train"].update(device=device, precision="fp32", channels_last=False, compile=False, winograd=False)
     p["train"].update(m.train)
     p["train"]["batch_size"] *= m.batch_factor
@@ -160,7 +160,7 @@ def _trainer(params: Params, mode: Mode, iterations: int, d: distributed.Dist) -
 
     tp = params.train
     device = pick_device(tp.device, d)
-    t = Trainables.build(params, device, reference=mode.reference)
+    t = Trainables.build(params, device, reference=mode.reference, random_vgg=True)
     if tp.compile:
         compile_networks(t.nets, mode.compile_mode)
     return device, t, FiniteGuard(device, d, every=iterations)

@@ -3,7 +3,8 @@
 The file grows in ``<dest>.part``; an interrupted download (a dropped connection here, or a killed
 process earlier) continues from there with an HTTP Range request. Size and, when known, SHA-256
 are checked before the part file is renamed onto ``dest``, so an existing ``dest`` is complete
-and fetching it again is a no-op.
+and fetching it again is a no-op. Processes that fetch the same file at once (queued DVC
+experiments) take turns through a lock file beside it; the later ones find it done.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from filelock import FileLock
+
 from i2i.errors import I2IError
 from i2i.progress import progress
 
@@ -24,6 +27,10 @@ CHUNK = 1 << 20
 
 class DownloadError(I2IError, RuntimeError):
     """A file could not be fetched; the message says where to put it by hand."""
+
+
+class HostUnreachable(DownloadError):
+    """No connection to the host at all (no network, DNS failure, refused, timed out)."""
 
 
 class _Interrupted(Exception):
@@ -48,6 +55,13 @@ def fetch(url: str, dest: str | Path, *, sha256: str = "", retries: int = 3,
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(dest.with_name(dest.name + ".lock")):
+        if not dest.exists():
+            _fetch(url, dest, sha256, retries, timeout)
+    return dest
+
+
+def _fetch(url: str, dest: Path, sha256: str, retries: int, timeout: float) -> None:
     part = dest.with_name(dest.name + ".part")
     by_hand = f"download {url} yourself and place it at {dest.resolve()}"
     for attempt in range(retries + 1):
@@ -69,7 +83,6 @@ def fetch(url: str, dest: str | Path, *, sha256: str = "", retries: int = 3,
                 f"removed. Run again, set a different mirror, or {by_hand}"
             )
     os.replace(part, dest)
-    return dest
 
 
 def _stream(url: str, part: Path, timeout: float, by_hand: str) -> None:
@@ -87,7 +100,7 @@ def _stream(url: str, part: Path, timeout: float, by_hand: str) -> None:
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; {by_hand}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"cannot reach {url} ({reason}); {by_hand}") from None
+        raise HostUnreachable(f"cannot reach {url} ({reason}); {by_hand}") from None
     with resp:
         status = getattr(resp, "status", None)
         total = _int(resp.headers.get("Content-Length"))

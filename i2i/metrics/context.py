@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from i2i import weights
 from i2i.config import EvaluateConfig
 from i2i.data.loader import DomainImages, crop_flip, to_model_input
 from i2i.grids import to_uint8
@@ -29,26 +30,51 @@ class Skip(Exception):
 
 @dataclass
 class MetricNetworks:
-    """The metric networks, built when a metric first needs one."""
+    """The metric networks, built when a metric first needs one, and the real test images'
+    Inception outputs, read from the real_features stage's folder when it holds them."""
 
     cfg: EvaluateConfig
     classifiers: Path  # the classify stage's output folder
     device: torch.device
+    # What to load ({name: sha256 | "random"}, i2i.weights); a backbone it lacks is random.
+    backbones: dict[str, str] = field(default_factory=dict)
+    real_features: Path | None = None  # the real_features stage's output folder
     _domain: dict[str, object] = field(default_factory=dict)
+    _real: dict[tuple[str, int], tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
 
     @functools.cached_property
     def lpips(self) -> torch.nn.Module:
         from i2i.metrics.lpips_distance import LpipsDistance
 
-        torch.manual_seed(self.cfg.seed)  # the random backbone of pretrained=false is the same in every run
-        return LpipsDistance(self.cfg.lpips_net, self.cfg.pretrained).to(self.device)
+        torch.manual_seed(self.cfg.seed)  # a random backbone is the same in every run
+        name = weights.LPIPS_BACKBONE[self.cfg.lpips_net]
+        return LpipsDistance(self.cfg.lpips_net, weights.pretrained(self.backbones, name)).to(self.device)
 
     @functools.cached_property
     def inception(self) -> torch.nn.Module:
         from i2i.metrics.inception import InceptionV3
 
-        torch.manual_seed(self.cfg.seed)  # the random network of pretrained=false is the same in every run
-        return InceptionV3(self.cfg.pretrained).to(self.device)
+        torch.manual_seed(self.cfg.seed)  # a random network is the same in every run
+        return InceptionV3(weights.pretrained(self.backbones, "inception_v3")).to(self.device)
+
+    def real_inception(self, part: DomainImages, crop_size: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Inception pool features [N, 2048] (float64) and posteriors [N, 1000] of a test part's
+        centre-cropped images: from the real_features stage when it made them for this data,
+        crop and Inception, otherwise computed here."""
+        from i2i.metrics import real
+
+        name = (part.folder.name, crop_size)
+        if name not in self._real:
+            found = None
+            if self.real_features is not None:
+                key = real.key(part.folder.parent, crop_size, self.backbones, self.cfg.seed)
+                found = real.read(self.real_features, part.folder.name, key)
+            if found is None:
+                images = test_images(part, crop_size)
+                features, probs = batched(self.inception, images, self.cfg.batch_size, self.device)
+                found = features.double().numpy(), probs
+            self._real[name] = found
+        return self._real[name]
 
     def domain_classifier(self, domain: str):
         """The classify stage's classifier of ``domain``'s classes, or Skip when it has none."""
@@ -82,8 +108,7 @@ class DirectionContext:
 
     def images(self, part: DomainImages, n: int | None = None) -> np.ndarray:
         """The first n (default all) images of a test part, centre-cropped: uint8 [n, S, S, 3]."""
-        n = len(part) if n is None else min(n, len(part))
-        return np.stack([crop_flip(part.image(i), self.crop_size, None, False) for i in range(n)])
+        return test_images(part, self.crop_size, n)
 
     def masks(self, n: int | None = None) -> np.ndarray:
         """The source images' geometry masks, cropped like the images: bool [n, S, S]."""
@@ -126,6 +151,12 @@ class DirectionContext:
         """Posteriors [N, K] of uint8 images [N, S, S, 3] by ``kind``: inception | domain."""
         return self._batched(self._classifier(kind), images)
 
+    def classify_real_target(self, kind: str) -> torch.Tensor:
+        """Posteriors [N, K] of the real target test images by ``kind``."""
+        if kind == "inception":
+            return self.networks.real_inception(self.target, self.crop_size)[1]
+        return self.classify(kind, self.images(self.target))
+
     def posteriors(self, kind: str, n: int, m: int) -> torch.Tensor:
         """Posteriors [n, m', K] of ``outputs(n, m)``."""
         key = (kind, n, m)
@@ -142,10 +173,24 @@ class DirectionContext:
     @functools.cached_property
     def fid_features(self) -> tuple[np.ndarray, np.ndarray]:
         """Inception features of one output per source test image, and of the real target test images."""
-        return self.features(self.outputs(len(self.source), 1)[:, 0]), self.features(self.images(self.target))
+        return self.features(self.outputs(len(self.source), 1)[:, 0]), self.networks.real_inception(self.target, self.crop_size)[0]
 
     def _batched(self, net, images: np.ndarray) -> torch.Tensor:
-        b = self.cfg.batch_size
-        with torch.no_grad():
-            return torch.cat([net(to_model_input(torch.from_numpy(images[i:i + b]), self.device)).float().cpu()
-                              for i in range(0, len(images), b)])
+        return batched(net, images, self.cfg.batch_size, self.device)
+
+
+def test_images(part: DomainImages, crop_size: int, n: int | None = None) -> np.ndarray:
+    """The first n (default all) images of a test part, centre-cropped: uint8 [n, S, S, 3]."""
+    n = len(part) if n is None else min(n, len(part))
+    return np.stack([crop_flip(part.image(i), crop_size, None, False) for i in range(n)])
+
+
+def batched(net, images: np.ndarray, batch_size: int, device: torch.device):
+    """``net`` on uint8 images [N, S, S, 3] in batches; its output (a tensor, or a tuple of
+    them) concatenated over the batches, as float on the CPU."""
+    with torch.no_grad():
+        outs = [net(to_model_input(torch.from_numpy(images[i:i + batch_size]), device))
+                for i in range(0, len(images), batch_size)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat([o[k].float().cpu() for o in outs]) for k in range(len(outs[0])))
+    return torch.cat([o.float().cpu() for o in outs])

@@ -43,12 +43,13 @@ class InceptionV3(nn.Module):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's note on init_weights
-            net = inception_v3(weights=None, aux_logits=True, init_weights=not pretrained, transform_input=False)
+            # No auxiliary classifier: eval mode never runs it, so its weights are not loaded.
+            net = inception_v3(weights=None, aux_logits=False, init_weights=not pretrained, transform_input=False)
         if pretrained:
-            net.load_state_dict(torch.load(weights.path("inception_v3"), map_location="cpu", weights_only=True))
+            state = weights.load("inception_v3")
+            net.load_state_dict({k: v for k, v in state.items() if not k.startswith("AuxLogits.")})
         else:
             _calibrate_batch_norms(net)
-        net.AuxLogits = None  # eval mode never uses it
         self.fc = net.fc
         net.fc = nn.Identity()
         self.trunk = net

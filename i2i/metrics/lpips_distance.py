@@ -1,8 +1,9 @@
 """LPIPS distance (Zhang et al. 2018) through the ``lpips`` package, and MUNIT's diversity protocol.
 
-The package ships its calibrated linear layers but loads the backbone (AlexNet, VGG16 or
-SqueezeNet 1.1) through torchvision, which reads torchvision's cache: ``i2i weights`` puts the
-files there. ``pretrained=False`` builds a random backbone instead (offline, uncalibrated).
+The package ships its calibrated linear layers; the backbone (AlexNet, VGG16 or SqueezeNet 1.1)
+is torchvision's ImageNet network, whose convolutions (``features``) this module loads from the
+weights cache (``i2i.weights``) into the package's slices of them. ``pretrained=False`` keeps a
+random backbone instead, from the caller's torch seed (offline, uncalibrated).
 """
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ class LpipsDistance(nn.Module):
         super().__init__()
         import lpips
 
-        if pretrained:
-            weights.path(weights.LPIPS_BACKBONE[net])  # a clear error before torchvision tries the network
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips' calls
-            self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
+            self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        if pretrained:
+            # lpips splits torchvision's `features` into slices that keep the layer indices as
+            # names: slice2.3.squeeze.weight is features.3.squeeze.weight.
+            features = weights.load(weights.LPIPS_BACKBONE[net], "features.")
+            backbone = self.model.net
+            backbone.load_state_dict({k: features[k.split(".", 1)[1]] for k in backbone.state_dict()})
         self.model.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "LpipsDistance":

@@ -2,7 +2,9 @@
 
 A metric maps one direction's :class:`~i2i.metrics.context.DirectionContext` to named values;
 the evaluate stage stores value ``v`` of metric key ``k`` for direction ``ab`` as
-``metric/k/ab``. A metric that does not apply raises ``Skip`` with the reason. The protocols
+``metric/k/ab``, or as ``uncalibrated/k/ab`` when a backbone the metric depends on
+(``i2i.weights.metric_backbones``) was random. A metric that does not apply raises ``Skip``
+with the reason. The protocols
 follow MUNIT (Huang et al. 2018, Sec. 5.1) with the counts in ``evaluate.*``.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from i2i.config import METRIC_NAMES, EvaluateConfig
+from i2i.config import METRIC_NAMES
 from i2i.metrics import estimators
 from i2i.metrics.context import DirectionContext, Skip
 from i2i.metrics.lpips_distance import pair_diversity
@@ -24,22 +26,16 @@ from i2i.metrics.shapes import content_iou as shapes_content_iou
 class Metric:
     name: str
     compute: Callable[[DirectionContext], dict[str, float]]
-    # Whether the value depends on a pretrained backbone (random with evaluate.pretrained: false).
-    needs_backbone: Callable[[EvaluateConfig], bool]
 
 
 METRICS: dict[str, Metric] = {}
 
 
-def register(name: str, needs_backbone: Callable[[EvaluateConfig], bool]):
+def register(name: str):
     def add(fn: Callable[[DirectionContext], dict[str, float]]) -> Callable[[DirectionContext], dict[str, float]]:
-        METRICS[name] = Metric(name, fn, needs_backbone)
+        METRICS[name] = Metric(name, fn)
         return fn
     return add
-
-
-def _uses_inception(cfg: EvaluateConfig) -> bool:
-    return cfg.classifier == "inception"
 
 
 def _classifier_accuracy(ctx: DirectionContext, kind: str) -> dict[str, float]:
@@ -48,7 +44,7 @@ def _classifier_accuracy(ctx: DirectionContext, kind: str) -> dict[str, float]:
     return {"classifier_accuracy": ctx.networks.domain_classifier(ctx.direction[1]).accuracy}
 
 
-@register("lpips_diversity", needs_backbone=lambda cfg: True)
+@register("lpips_diversity")
 def lpips_diversity(ctx: DirectionContext) -> dict[str, float]:
     """Mean LPIPS between two outputs of one input under two random styles (lpips_inputs x
     lpips_pairs pairs), and the same over random pairs of distinct real target images."""
@@ -79,17 +75,17 @@ def _pairs_in_batches(ctx: DirectionContext, x: torch.Tensor) -> float:
     return float(sum(means) / len(x))
 
 
-@register("inception_score", needs_backbone=_uses_inception)
+@register("inception_score")
 def inception_score(ctx: DirectionContext) -> dict[str, float]:
     """IS of all cis_inputs x cis_samples outputs, and of the real target test images."""
     kind = ctx.cfg.classifier
     probs = ctx.posteriors(kind, ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
-    real = ctx.classify(kind, ctx.images(ctx.target))
+    real = ctx.classify_real_target(kind)
     return {"inception_score": estimators.inception_score(probs.flatten(0, 1)),
             "inception_score_real": estimators.inception_score(real), **_classifier_accuracy(ctx, kind)}
 
 
-@register("cis", needs_backbone=_uses_inception)
+@register("cis")
 def cis(ctx: DirectionContext) -> dict[str, float]:
     """Conditional IS over cis_inputs inputs x cis_samples outputs each (1 for a deterministic model)."""
     kind = ctx.cfg.classifier
@@ -97,7 +93,7 @@ def cis(ctx: DirectionContext) -> dict[str, float]:
     return {"cis": estimators.conditional_inception_score(probs), **_classifier_accuracy(ctx, kind)}
 
 
-@register("mode_coverage", needs_backbone=lambda cfg: False)
+@register("mode_coverage")
 def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
     """Mean number of the target's K classes that the cis_samples outputs of one input reach,
     by the domain classifier (whatever evaluate.classifier says: ImageNet classes are not modes)."""
@@ -106,7 +102,7 @@ def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
             **_classifier_accuracy(ctx, "domain")}
 
 
-@register("fid", needs_backbone=lambda cfg: True)
+@register("fid")
 def fid(ctx: DirectionContext) -> dict[str, float]:
     """Frechet distance of Inception pool features: one output per source test image against
     the target's real test images (biased upwards for small sets; KID is not)."""
@@ -114,7 +110,7 @@ def fid(ctx: DirectionContext) -> dict[str, float]:
     return {"fid": estimators.frechet_distance(fake, real)}
 
 
-@register("kid", needs_backbone=lambda cfg: True)
+@register("kid")
 def kid(ctx: DirectionContext) -> dict[str, float]:
     """Unbiased KID on the same features as FID (mean and standard deviation over 100 subsets)."""
     fake, real = ctx.fid_features
@@ -124,7 +120,7 @@ def kid(ctx: DirectionContext) -> dict[str, float]:
     return {"kid": mean, "kid_std": std}
 
 
-@register("content_iou", needs_backbone=lambda cfg: False)
+@register("content_iou")
 def content_iou(ctx: DirectionContext) -> dict[str, float]:
     """IoU of each output's filled foreground with its input's geometry mask (synthetic data)."""
     masks = ctx.masks()

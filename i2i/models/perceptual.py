@@ -6,15 +6,12 @@ inputs; this uses torchvision's ImageNet VGG16 with its own RGB normalisation.
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from i2i import weights
 
-log = logging.getLogger(__name__)
 RELU5_3 = 30  # torchvision vgg16.features[:30] ends with relu5_3
 
 
@@ -24,10 +21,8 @@ class PerceptualLoss(nn.Module):
         from torchvision.models import vgg16
 
         vgg = vgg16(weights=None)
-        if pretrained:
-            vgg.load_state_dict(torch.load(weights.path("vgg16"), map_location="cpu", weights_only=True))
-        else:
-            log.warning("loss.vgg_pretrained is false: the perceptual loss uses a randomly initialised VGG16")
+        if pretrained:  # else random, from the caller's seed (i2i.weights says so once)
+            vgg.features.load_state_dict(weights.load("vgg16", "features."))
         self.features = vgg.features[:RELU5_3].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))

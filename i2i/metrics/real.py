@@ -1,0 +1,64 @@
+"""The real test images' Inception outputs, computed once and shared by every evaluation.
+
+FID and KID compare the translations' Inception pool features with the real target test
+images'; IS with ``evaluate.classifier: inception`` reads the real images' posteriors. Those
+depend on the prepared data, the centre crop and the Inception weights, never on the model, so
+the ``real_features`` DVC stage computes them once (``real_features/test_{a,b}.npz``) and the
+evaluate stage of every experiment reads them. Each file carries the key it was made for; a file
+made for other data, crop or weights is ignored and the features are computed afresh.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from i2i import weights
+from i2i.config import EvaluateConfig
+from i2i.data.loader import DomainImages
+from i2i.io import atomic_dir, write_json
+
+PARTS = ("test_a", "test_b")
+
+
+def key(data: Path, crop_size: int, backbones: dict[str, str], seed: int) -> dict[str, Any]:
+    """What the real features of ``data`` depend on. A random Inception depends on the seed."""
+    inception = backbones.get("inception_v3", weights.RANDOM)
+    return {"data": json.loads((data / "manifest.json").read_text())["content_hash"], "crop_size": crop_size,
+            "inception_v3": inception if inception != weights.RANDOM else f"random, seed {seed}"}
+
+
+def read(folder: Path, part: str, expected: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor] | None:
+    """(features [N, 2048] float64, posteriors [N, 1000]) of ``part``, or None when ``folder``
+    holds none made for ``expected``."""
+    path = folder / f"{part}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        if json.loads(str(f["key"])) != expected:
+            return None
+        return f["features"].astype(np.float64), torch.from_numpy(f["posteriors"])
+
+
+def real_features(data: Path, out: Path, crop_size: int, cfg: EvaluateConfig, backbones: dict[str, str],
+                  device: torch.device) -> dict[str, Any]:
+    """The stage: write ``out/test_{a,b}.npz`` (when evaluate.metrics use Inception) and
+    ``out/info.json``; return the info."""
+    from i2i.metrics.context import MetricNetworks
+
+    needed = "inception_v3" in weights.for_evaluation(cfg)
+    expected = key(data, crop_size, backbones, cfg.seed)
+    networks = MetricNetworks(cfg, Path(), device, backbones)  # computes, reads nothing
+    info: dict[str, Any] = {"key": expected, "images": {}}
+    with atomic_dir(out) as tmp:
+        for part in PARTS if needed else ():
+            features, probs = networks.real_inception(DomainImages(data / part), crop_size)
+            # Stored as the float32 the network gives: reading them back is exact.
+            np.savez(tmp / f"{part}.npz", features=features.astype(np.float32), posteriors=probs.numpy(),
+                     key=json.dumps(expected))
+            info["images"][part] = len(features)
+        write_json(tmp / "info.json", info)
+    return info

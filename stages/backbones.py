@@ -1,0 +1,15 @@
+"""DVC stage `backbones`: get the pretrained backbones the params need and record what each stage will load (runs on every repro).
+
+dvc.yaml runs: python stages/backbones.py --params params.yaml --out reports/backbones
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["backbones", *sys.argv[1:]], prog_name="stages/backbones.py")
