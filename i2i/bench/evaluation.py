@@ -43,7 +43,7 @@ def bench_evaluation(base: dict, device: str, cache: Path, classifier: str | Non
 
     p = copy.deepcopy(base)
     p["model"]["name"] = "munit"
-    p["evaluate"]["pretrained"] = False
+    p["backbones"]["policy"] = "random"
     if classifier:
         p["evaluate"]["classifier"] = classifier
     if tiny:
