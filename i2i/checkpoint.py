@@ -7,7 +7,8 @@ own folder under the checkpoint root, named by its fingerprint: a hash of the pa
 the result, the data's content hash and the i2i source code. A re-run with the same
 configuration resumes; a changed one (including changed code, which is also what makes DVC
 re-run the stage) starts afresh in its own folder, so runs are never mixed. An explicit
-``--resume`` from a checkpoint of other params, data or backbones is refused; of other code, it warns.
+``--resume`` from a checkpoint of other params, data or backbones is refused; of other code, it
+warns.
 """
 from __future__ import annotations
 
@@ -101,8 +102,8 @@ def latest(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_compatible(state: dict[str, Any], params: Params, data_hash: str, backbones: dict[str, str],
-                     source: Path) -> None:
+def check_compatible(state: dict[str, Any], params: Params, data_hash: str,
+                     backbones: dict[str, str], source: Path) -> None:
     """Refuse a checkpoint made with other params, data or backbones, naming what differs."""
     theirs, ours = result_shaping(state["config"]), fingerprinted(params)
     diffs = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
@@ -116,7 +117,8 @@ def check_compatible(state: dict[str, Any], params: Params, data_hash: str, back
                     source, state.get("code"), code_version())
     if diffs:
         raise ResumeError(
-            f"cannot resume from {source}: it was made with other params, data or backbones ({'; '.join(diffs)}). "
+            f"cannot resume from {source}: it was made with other params, data or backbones "
+            f"({'; '.join(diffs)}). "
             f"To start fresh, run without --resume (a new configuration trains in its own folder)."
         )
 

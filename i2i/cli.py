@@ -99,7 +99,7 @@ def preprocess(params_path: Path, raw: Path, out: Path, report: Path) -> None:
 @click.option("--reports", default="reports/train", show_default=True, type=click.Path(path_type=Path),
               help="Where losses.csv (DVC plots) and summary.json (DVC metrics) go.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Resume from this checkpoint (refused if it was made with other params, data or backbones).")
+              help="Resume from this checkpoint (refused if made with other params, data or backbones).")
 @user_errors
 def train(params_path: Path, data: Path, checkpoints: Path, models: Path, reports: Path, resume: Path | None) -> None:
     """Train the model; an interrupted run resumes from its last checkpoint when run again."""
@@ -153,7 +153,8 @@ def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
 
 @main.command()
 @params_option
-@click.option("--out", default="reports/backbones", show_default=True, type=click.Path(path_type=Path),
+@click.option("--out", default="reports/backbones", show_default=True,
+              type=click.Path(path_type=Path),
               help="Folder for the records train.json, real_features.json and evaluate.json.")
 @user_errors
 def backbones(params_path: Path, out: Path) -> None:
@@ -161,7 +162,8 @@ def backbones(params_path: Path, out: Path) -> None:
     will load ({name: sha256 | random}) for DVC to track."""
     from i2i import weights
 
-    records = weights.write_records(load_params(params_path), out, fix=f"i2i weights --params {params_path}")
+    fix = f"i2i weights --params {params_path}"
+    records = weights.write_records(load_params(params_path), out, fix)
     for stage, record in records.items():
         used = ", ".join(f"{n} {v if v == weights.RANDOM else v[:12]}" for n, v in record.items())
         click.echo(f"{stage}: {used or 'no pretrained backbone'}")
@@ -180,7 +182,8 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
     from i2i.metrics.real import real_features as run
 
     p = load_params(params_path)
-    record = weights.resolve(weights.for_real_features(p.evaluate), p.backbones, f"i2i weights --params {params_path}")
+    fix = f"i2i weights --params {params_path}"
+    record = weights.resolve(weights.for_real_features(p.evaluate), p.backbones, fix)
     info = run(data, out, p.data.crop_size, p.evaluate, record, inference_device(p.train.device))
     click.echo(", ".join(f"{part} {n} images" for part, n in info["images"].items()) or
                "evaluate.metrics use no Inception features")
@@ -192,20 +195,20 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
 @click.option("--models", default="models", show_default=True, type=click.Path(path_type=Path))
 @click.option("--classifiers", default="classifiers", show_default=True, type=click.Path(path_type=Path))
 @click.option("--real-features", "real", type=click.Path(file_okay=False, path_type=Path),
-              help="The real_features stage's folder (default: compute the real images' features here).")
+              help="The real_features stage's folder (default: compute the real features here).")
 @click.option("--metrics", default="reports/metrics.json", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="The scores (DVC metrics).")
 @click.option("--details", default="reports/evaluate.json", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Skipped metrics and why, timings.")
 @user_errors
-def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, real: Path | None, metrics: Path,
-             details: Path) -> None:
+def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, real: Path | None,
+             metrics: Path, details: Path) -> None:
     """Compute evaluate.metrics for A->B and B->A; log them to the training's MLflow run."""
     from i2i.evaluate import EvaluatePaths
     from i2i.evaluate import evaluate as run
 
-    result = run(load_params(params_path), EvaluatePaths(data, models, classifiers, metrics, details, real),
-                 fix=f"i2i weights --params {params_path}")
+    paths = EvaluatePaths(data, models, classifiers, metrics, details, real)
+    result = run(load_params(params_path), paths, fix=f"i2i weights --params {params_path}")
     width = max(len(k) for k in result)
     for k, v in result.items():
         click.echo(f"{k:{width}s}  {v if not isinstance(v, float) else f'{v:.4f}'}")

@@ -20,7 +20,8 @@ SCORES = ("metric/", "uncalibrated/")  # calibrated scores, and those from rando
 
 
 def lower_is_better(key: str) -> bool:
-    """``metric/<name>/<direction>``, ``uncalibrated/...`` or ``loss/...``: whether smaller is better."""
+    """``metric/<name>/<direction>``, ``uncalibrated/...`` or ``loss/...``: whether smaller is
+    better."""
     parts = key.split("/")
     return key.startswith("loss/") or (len(parts) == 3 and parts[1] in LOWER_IS_BETTER)
 
@@ -105,10 +106,11 @@ def compare(runs: list[RunRecord], markdown: Path, chart: Path, metrics: list[st
     """Write the table and the chart; return the table."""
     table = comparison(runs, metrics, sort)
     keys = [c for c in table.columns if c.startswith((*SCORES, "loss/", "train/"))]
-    header = (f"# Comparison of {len(table)} runs\n\nParams that differ between the runs, then the scores"
-              + (f", best `{sort}` first" if sort else "") + ". `-`: not computed (see the run's evaluate.json)."
-              + (" `uncalibrated/...`: computed on random backbones (offline), comparable only with each other."
-                 if any(k.startswith("uncalibrated/") for k in keys) else "") + "\n\n")
+    header = (f"# Comparison of {len(table)} runs\n\nParams that differ between the runs, then the "
+              "scores" + (f", best `{sort}` first" if sort else "")
+              + ". `-`: not computed (see the run's evaluate.json)."
+              + (" `uncalibrated/...`: computed on random backbones (offline), comparable only with "
+                 "each other." if any(k.startswith("uncalibrated/") for k in keys) else "") + "\n\n")
     write_bytes(markdown, (header + to_markdown(table)).encode())
     if keys:
         plot(table, keys, chart)

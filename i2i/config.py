@@ -64,7 +64,8 @@ class DataConfig:
 
 def _check_url(key: str, url: str) -> Iterator[tuple[str, Any, str]]:
     if url and not url.startswith(("http://", "https://", "file://")):
-        yield key, url, "expected an http://, https:// or file:// base URL, or '' for the official host"
+        yield key, url, ("expected an http://, https:// or file:// base URL, or '' for the "
+                         "official host")
 
 
 Init = Literal["normal", "xavier", "kaiming", "orthogonal"]
@@ -220,8 +221,8 @@ class Params:
 # Keys of earlier versions, and what replaced them.
 MOVED = {
     "data.weights_mirror": "now backbones.mirror",
-    "loss.vgg_pretrained": "now backbones.policy: random for a random VGG16, fallback or strict otherwise",
-    "evaluate.pretrained": "now backbones.policy: random for random backbones, fallback or strict otherwise",
+    "loss.vgg_pretrained": "now backbones.policy: random for a random VGG16, else fallback or strict",
+    "evaluate.pretrained": "now backbones.policy: random for random backbones, else fallback or strict",
 }
 
 

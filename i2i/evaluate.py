@@ -46,7 +46,7 @@ def prefix(metric: str, params: Params, backbones: dict[str, str]) -> str:
 
 def score(params: Params, paths: EvaluatePaths, device: torch.device,
           backbones: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Compute the metrics with the backbones of the record; return (metrics.json content, details)."""
+    """Compute the metrics with the record's backbones; return (metrics.json content, details)."""
     cfg = params.evaluate
     nets = load_generators(paths.models / "generator.pt", device)
     networks = MetricNetworks(cfg, paths.classifiers, device, backbones, paths.real_features)
@@ -64,17 +64,20 @@ def score(params: Params, paths: EvaluatePaths, device: torch.device,
                 skipped[f"{name}/{direction}"] = str(e)
                 values = {name: None}
             seconds[f"{name}/{direction}"] = round(time.perf_counter() - began, 2)
-            metrics |= {f"{prefix(name, params, backbones)}/{k}/{direction}": v for k, v in values.items()}
+            kind = prefix(name, params, backbones)
+            metrics |= {f"{kind}/{k}/{direction}": v for k, v in values.items()}
     uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
-    details = {"model": nets.name, "device": str(device), "skipped": skipped, "backbones": backbones,
-               "uncalibrated": uncalibrated, "seconds": seconds, "classifier": cfg.classifier,
+    details = {"model": nets.name, "device": str(device), "skipped": skipped,
+               "backbones": backbones, "uncalibrated": uncalibrated, "seconds": seconds, "classifier": cfg.classifier,
                "lpips_net": cfg.lpips_net,
                "protocol": {k: getattr(cfg, k) for k in ("lpips_inputs", "lpips_pairs", "cis_inputs", "cis_samples", "seed")}}
     return metrics, details
 
 
-def evaluate(params: Params, paths: EvaluatePaths, fix: str = "i2i weights --params params.yaml") -> dict[str, Any]:
-    """Score the trained model, write the reports, log to the training's MLflow run."""
+def evaluate(params: Params, paths: EvaluatePaths,
+             fix: str = "i2i weights --params params.yaml") -> dict[str, Any]:
+    """Score the trained model, write the reports, log to the training's MLflow run. ``fix``:
+    the command the warning names when a backbone cannot be had."""
     from i2i.tracking import Tracker, run_tags
 
     backbones = weights.resolve(weights.for_evaluation(params.evaluate), params.backbones, fix)

@@ -225,7 +225,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     manifest = json.loads(manifest_file.read_text())
     data_hash = manifest["content_hash"]
     # A random VGG16 gives another result than ImageNet's: it is part of the configuration.
-    backbones = weights.resolve(weights.for_training(params.loss), params.backbones, announce=d.main)
+    backbones = weights.resolve(weights.for_training(params.loss), params.backbones,
+                                announce=d.main)
     code = checkpoint.code_version()
     folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash, code, backbones)
     if resume is not None:

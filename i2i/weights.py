@@ -21,6 +21,7 @@ so when the files arrive ``dvc repro`` re-runs exactly the stages whose results 
 Scores computed on a random network are stored under another name (``i2i.evaluate``), so they
 are never ranked against calibrated ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,12 +53,15 @@ class WeightFile:
         return (mirror or PYTORCH_HOST).rstrip("/") + "/" + self.filename
 
 
-WEIGHTS = {w.name: w for w in (
-    WeightFile("vgg16", "vgg16-397923af.pth", "397923af"),
-    WeightFile("alexnet", "alexnet-owt-7be5be79.pth", "7be5be79"),
-    WeightFile("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth", "b8a52dc0"),
-    WeightFile("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd"),
-)}
+WEIGHTS = {
+    w.name: w
+    for w in (
+        WeightFile("vgg16", "vgg16-397923af.pth", "397923af"),
+        WeightFile("alexnet", "alexnet-owt-7be5be79.pth", "7be5be79"),
+        WeightFile("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth", "b8a52dc0"),
+        WeightFile("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd"),
+    )
+}
 LPIPS_BACKBONE = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
@@ -74,7 +78,9 @@ def metric_backbones(metric: str, ev: EvaluateConfig) -> list[str]:
     """The weight files one metric's value depends on."""
     if metric == "lpips_diversity":
         return [LPIPS_BACKBONE[ev.lpips_net]]
-    if metric in ("fid", "kid") or (metric in ("inception_score", "cis") and ev.classifier == "inception"):
+    if metric in ("fid", "kid") or (
+        metric in ("inception_score", "cis") and ev.classifier == "inception"
+    ):
         return ["inception_v3"]
     return []
 
@@ -91,8 +97,15 @@ def required(params: Params) -> list[str]:
 
 def ensure(names: list[str], mirror: str = "", timeout: float = 60.0) -> dict[str, Path]:
     """Fetch each named file into the cache unless it is there; return their paths."""
-    return {n: fetch(WEIGHTS[n].url(mirror), weights_dir() / WEIGHTS[n].filename,
-                     sha256=WEIGHTS[n].sha256_prefix, timeout=timeout) for n in names}
+    return {
+        n: fetch(
+            WEIGHTS[n].url(mirror),
+            weights_dir() / WEIGHTS[n].filename,
+            sha256=WEIGHTS[n].sha256_prefix,
+            timeout=timeout,
+        )
+        for n in names
+    }
 
 
 def path(name: str) -> Path:
@@ -115,7 +128,7 @@ def load(name: str, prefix: str = "") -> dict[str, "torch.Tensor"]:
     import torch
 
     state = torch.load(path(name), map_location="cpu", weights_only=True, mmap=True)
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def digest(name: str) -> str | None:
@@ -142,14 +155,20 @@ def digest(name: str) -> str | None:
         pass
     sha = sha256_of(p)
     if not sha.startswith(w.sha256_prefix):
-        raise DownloadError(f"{p}: SHA-256 {sha} does not start with {w.sha256_prefix} as its name says; "
-                            f"delete it and run `i2i weights {name}`, or download {w.url()} again")
+        raise DownloadError(
+            f"{p}: SHA-256 {sha} does not start with {w.sha256_prefix} as its name says; "
+            f"delete it and run `i2i weights {name}`, or download {w.url()} again"
+        )
     write_json(sidecar, {**stamp, "sha256": sha})
     return sha
 
 
-def resolve(names: list[str], cfg: BackbonesConfig, fix: str = "i2i weights --params params.yaml",
-            announce: bool = True) -> dict[str, str]:
+def resolve(
+    names: list[str],
+    cfg: BackbonesConfig,
+    fix: str = "i2i weights --params params.yaml",
+    announce: bool = True,
+) -> dict[str, str]:
     """Get the named files as ``cfg.policy`` says; return the record ``{name: sha256 | "random"}``.
 
     With ``fallback``, a file that cannot be had is recorded as random and, when ``announce``, one
@@ -178,8 +197,9 @@ def resolve(names: list[str], cfg: BackbonesConfig, fix: str = "i2i weights --pa
         if name in problems:
             if cfg.policy == "strict":
                 raise MissingWeightsError(
-                    f"{problems[name]}. Fetch it with `{fix}`, or set backbones.mirror to a host that "
-                    f"serves it; to go on with random networks instead, set backbones.policy: fallback"
+                    f"{problems[name]}. Fetch it with `{fix}`, or set backbones.mirror to a host "
+                    f"that serves it; to go on with random networks instead, set "
+                    f"backbones.policy: fallback"
                 ) from None
             record[name] = RANDOM
     if problems and announce:
@@ -192,9 +212,12 @@ def warn_random(problems: dict[str, str], fix: str) -> None:
     rule = "=" * 78
     lines = [rule, f"WARNING: pretrained weights not available: {', '.join(problems)}"]
     lines += [f"  {name}: {why}" for name, why in problems.items()]
-    lines += ["  Going on with seeded random networks (backbones.policy: fallback). Scores that depend",
-              "  on them are stored as uncalibrated/<score>/<direction>, apart from calibrated ones.",
-              f"  Fix: {fix}   (then `dvc repro` re-runs exactly what changes)", rule]
+    lines += [
+        "  Going on with seeded random networks (backbones.policy: fallback). Scores that depend",
+        "  on them are stored as uncalibrated/<score>/<direction>, apart from calibrated ones.",
+        f"  Fix: {fix}   (then `dvc repro` re-runs exactly what changes)",
+        rule,
+    ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
@@ -206,9 +229,14 @@ def for_real_features(ev: EvaluateConfig) -> list[str]:
 def write_records(params: Params, out: Path, fix: str) -> dict[str, dict[str, str]]:
     """The ``backbones`` stage: get what train, real_features and evaluate will load; write one
     record each (``<out>/<stage>.json``) for DVC to track, and at most one warning for all."""
-    needed = {"train": for_training(params.loss), "real_features": for_real_features(params.evaluate),
-              "evaluate": for_evaluation(params.evaluate)}
-    everything = resolve(list(dict.fromkeys(n for names in needed.values() for n in names)), params.backbones, fix)
+    needed = {
+        "train": for_training(params.loss),
+        "real_features": for_real_features(params.evaluate),
+        "evaluate": for_evaluation(params.evaluate),
+    }
+    everything = resolve(
+        list(dict.fromkeys(n for names in needed.values() for n in names)), params.backbones, fix
+    )
     records = {stage: {n: everything[n] for n in names} for stage, names in needed.items()}
     for stage, record in records.items():
         write_json(Path(out) / f"{stage}.json", record)

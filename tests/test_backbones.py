@@ -2,6 +2,7 @@
 real HTTP on 127.0.0.1) and offline, in process and through real `dvc repro`: what is fetched,
 what is recorded, how random-backbone scores are named, and which stages re-run when the files
 appear."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,11 +38,15 @@ def _standin_states() -> dict[str, dict[str, torch.Tensor]]:
     from i2i.metrics.inception import InceptionV3
 
     torch.manual_seed(0)
-    inception = InceptionV3(pretrained=False)  # random, with batch norms calibrated: finite features
+    inception = InceptionV3(
+        pretrained=False
+    )  # random, with batch norms calibrated: finite features
     return {
         "alexnet": {f"features.{k}": v.half() for k, v in alexnet().features.state_dict().items()},
         "vgg16": {f"features.{k}": v.half() for k, v in vgg16().features.state_dict().items()},
-        "inception_v3": {k.removeprefix("trunk."): v.half() for k, v in inception.state_dict().items()},
+        "inception_v3": {
+            k.removeprefix("trunk."): v.half() for k, v in inception.state_dict().items()
+        },
     }
 
 
@@ -93,8 +98,15 @@ def closing_server():
     sock.close()
 
 
-@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/x/th"}, {"XDG_CACHE_HOME": "/x/xdg"},
-                                 {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/x/xdg"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"TORCH_HOME": "/x/th"},
+        {"XDG_CACHE_HOME": "/x/xdg"},
+        {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/x/xdg"},
+    ],
+)
 def test_weights_dir_is_where_torch_hub_looks(env: dict, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("TORCH_HOME", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
@@ -105,11 +117,19 @@ def test_weights_dir_is_where_torch_hub_looks(env: dict, monkeypatch: pytest.Mon
     assert weights_dir() == Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def test_fallback_offline_records_random_and_warns_once_naming_files_and_fix(closing_server, capsys):
+def test_fallback_offline_records_random_and_warns_once_naming_files_and_fix(
+    closing_server, capsys
+):
     mirror, accepted = closing_server
-    record = weights.resolve(["alexnet", "inception_v3"], backbones_cfg("fallback", mirror), "i2i weights --params p.yaml")
+    record = weights.resolve(
+        ["alexnet", "inception_v3"],
+        backbones_cfg("fallback", mirror),
+        "i2i weights --params p.yaml",
+    )
     assert record == {"alexnet": "random", "inception_v3": "random"}
-    assert len(accepted) == 1  # the host is tried once, not once per file: a dead network costs one timeout
+    assert (
+        len(accepted) == 1
+    )  # the host is tried once, not once per file: a dead network costs one timeout
     err = capsys.readouterr().err
     assert err.count("WARNING: pretrained weights not available: alexnet, inception_v3") == 1
     assert f"cannot reach {mirror}{weights.WEIGHTS['alexnet'].filename}" in err
@@ -119,7 +139,9 @@ def test_fallback_offline_records_random_and_warns_once_naming_files_and_fix(clo
 def test_strict_policy_fails_with_the_file_the_fix_and_the_fallback(closing_server):
     mirror, _ = closing_server
     with pytest.raises(weights.MissingWeightsError) as e:
-        weights.resolve(["inception_v3"], backbones_cfg("strict", mirror), "i2i weights --params p.yaml")
+        weights.resolve(
+            ["inception_v3"], backbones_cfg("strict", mirror), "i2i weights --params p.yaml"
+        )
     msg = str(e.value)
     assert weights.WEIGHTS["inception_v3"].filename in msg and "i2i weights --params p.yaml" in msg
     assert "backbones.policy: fallback" in msg and "backbones.mirror" in msg
@@ -131,7 +153,9 @@ def test_random_policy_never_asks_the_network(server: FileServer, capsys):
     assert capsys.readouterr().err == ""  # asked for: nothing to warn about
 
 
-def test_fetched_weights_are_recorded_by_sha256_and_the_digest_is_kept(server, standins, monkeypatch, capsys):
+def test_fetched_weights_are_recorded_by_sha256_and_the_digest_is_kept(
+    server, standins, monkeypatch, capsys
+):
     use_standins(monkeypatch, standins)
     serve(server, standins, "alexnet")
     record = weights.resolve(["alexnet"], backbones_cfg("fallback", server.url))
@@ -143,12 +167,16 @@ def test_fetched_weights_are_recorded_by_sha256_and_the_digest_is_kept(server, s
     assert sidecar["sha256"] == record["alexnet"] and sidecar["size"] == cached.stat().st_size
     # Cached: no request, and the digest is read from the sidecar, not recomputed.
     requests = len(server.log)
-    cached.with_name(cached.name + ".sha256.json").write_text(json.dumps({**sidecar, "sha256": "kept"}))
+    cached.with_name(cached.name + ".sha256.json").write_text(
+        json.dumps({**sidecar, "sha256": "kept"})
+    )
     assert weights.resolve(["alexnet"], backbones_cfg("strict", server.url)) == {"alexnet": "kept"}
     assert len(server.log) == requests
 
 
-def test_a_cached_file_that_is_not_what_its_name_says_is_never_used(server, standins, monkeypatch, capsys):
+def test_a_cached_file_that_is_not_what_its_name_says_is_never_used(
+    server, standins, monkeypatch, capsys
+):
     use_standins(monkeypatch, standins)
     cached = weights_dir() / standins["alexnet"][0].name
     cached.parent.mkdir(parents=True)
@@ -170,7 +198,9 @@ def test_lpips_loads_the_backbone_torchvision_and_lpips_would_load(tmp_path):
     path = weights_dir() / weights.WEIGHTS["squeezenet1_1"].filename
     path.parent.mkdir(parents=True)
     torch.save(squeezenet1_1().state_dict(), path)
-    reference = lpips.LPIPS(net="squeeze", pnet_rand=False, verbose=False).eval()  # torchvision reads the cache
+    reference = lpips.LPIPS(
+        net="squeeze", pnet_rand=False, verbose=False
+    ).eval()  # torchvision reads the cache
     ours = LpipsDistance("squeeze", pretrained=True)
     x, y = torch.rand(3, 3, 64, 64) * 2 - 1, torch.rand(3, 3, 64, 64) * 2 - 1
     with torch.no_grad():
@@ -207,24 +237,47 @@ def test_a_score_is_named_uncalibrated_when_a_backbone_it_depends_on_was_random(
     real = {"alexnet": "ab" * 32, "inception_v3": "cd" * 32}
     assert [prefix(m, p, real) for m in ("fid", "kid", "lpips_diversity", "cis")] == ["metric"] * 4
     half = {**real, "inception_v3": "random"}
-    assert [prefix(m, p, half) for m in ("fid", "kid", "lpips_diversity")] == ["uncalibrated", "uncalibrated", "metric"]
+    assert [prefix(m, p, half) for m in ("fid", "kid", "lpips_diversity")] == [
+        "uncalibrated",
+        "uncalibrated",
+        "metric",
+    ]
     # The domain classifier, content IoU and mode coverage need no ImageNet backbone.
     none = {"alexnet": "random", "inception_v3": "random"}
-    assert [prefix(m, p, none) for m in ("inception_score", "cis", "content_iou", "mode_coverage")] == ["metric"] * 4
-    p = params_from_dict({**tiny_train_params(), "evaluate": {**tiny_train_params()["evaluate"], "classifier": "inception"}})
-    assert prefix("inception_score", p, none) == "uncalibrated" and prefix("inception_score", p, real) == "metric"
+    assert [
+        prefix(m, p, none) for m in ("inception_score", "cis", "content_iou", "mode_coverage")
+    ] == ["metric"] * 4
+    p = params_from_dict(
+        {
+            **tiny_train_params(),
+            "evaluate": {**tiny_train_params()["evaluate"], "classifier": "inception"},
+        }
+    )
+    assert (
+        prefix("inception_score", p, none) == "uncalibrated"
+        and prefix("inception_score", p, real) == "metric"
+    )
 
 
 def test_backbones_stage_never_imports_torch(tmp_path):
     """It runs on every `dvc repro`: importing torch alone would take it past a second."""
     write_params(tmp_path / "params.yaml", tiny_train_params())
-    code = ("import runpy, sys; sys.argv = ['stages/backbones.py', '--params', 'params.yaml', '--out', 'b']\n"
-            "try: runpy.run_path(sys.argv[0].join(['" + str(REPO) + "/', '']), run_name='__main__')\n"
-            "except SystemExit: pass\n"
-            "print('torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    script = str(REPO / "stages" / "backbones.py")
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{script!r}, '--params', 'params.yaml', '--out', 'b']\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('torch' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
-    assert json.loads((tmp_path / "b" / "evaluate.json").read_text()) == {"alexnet": "random", "inception_v3": "random"}
+    assert json.loads((tmp_path / "b" / "evaluate.json").read_text()) == {
+        "alexnet": "random",
+        "inception_v3": "random",
+    }
 
 
 def test_real_features_of_the_stage_give_the_same_scores_and_stale_ones_are_ignored(tmp_path):
@@ -275,14 +328,19 @@ def _run(root: Path, cmd: list[str], env: dict) -> str:
 
 
 def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_change(
-        server: FileServer, standins, tmp_path: Path):
+    server: FileServer, standins, tmp_path: Path
+):
     """Offline first (the mirror has no files), then the files appear on it: `dvc repro` re-runs
     the stages whose results change, and nothing else. With loss.vgg_w = 0 train does not use
     VGG16, so it does not re-run; with vgg_w > 0 it does."""
     params = tiny_train_params()
     params["backbones"].update(policy="fallback", mirror=server.url)
     root = scratch_repo(tmp_path / "repo", standins, params)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "th")}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "TORCH_HOME": str(tmp_path / "th"),
+    }
     dvc = str(BIN / "dvc")
     _run(root, [dvc, "init", "-q"], env)
 
@@ -296,11 +354,15 @@ def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_c
     assert _ran(out) == ["backbones", "real_features", "evaluate"]
     assert "WARNING" not in out
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
-    assert isinstance(metrics["metric/fid/ab"], float) and isinstance(metrics["metric/lpips_diversity/ab"], float)
+    assert isinstance(metrics["metric/fid/ab"], float) and isinstance(
+        metrics["metric/lpips_diversity/ab"], float
+    )
     assert not any(k.startswith("uncalibrated/") for k in metrics)
     sha = {n: hashlib.sha256(standins[n][0].read_bytes()).hexdigest() for n in standins}
     assert json.loads((root / "reports" / "evaluate.json").read_text())["backbones"] == {
-        "alexnet": sha["alexnet"], "inception_v3": sha["inception_v3"]}
+        "alexnet": sha["alexnet"],
+        "inception_v3": sha["inception_v3"],
+    }
     assert _ran(_run(root, [dvc, "repro"], env)) == ["backbones"]  # nothing changed: only the check
 
     params["loss"]["vgg_w"] = 1.0  # VGG16 is not on the mirror yet: a random one, and train says so
@@ -308,15 +370,26 @@ def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_c
     out = _run(root, [dvc, "repro"], env)
     assert _ran(out) == ["backbones", "train", "sample", "evaluate"]
     assert "WARNING: pretrained weights not available: vgg16" in out
-    assert json.loads((root / "reports" / "train" / "summary.json").read_text())["backbones"] == {"vgg16": "random"}
+    assert json.loads((root / "reports" / "train" / "summary.json").read_text())["backbones"] == {
+        "vgg16": "random"
+    }
     serve(server, standins, "vgg16")
     out = _run(root, [dvc, "repro"], env)
-    assert _ran(out) == ["backbones", "train", "sample", "evaluate"]  # not real_features: same Inception
-    assert json.loads((root / "reports" / "train" / "summary.json").read_text())["backbones"] == {
-        "vgg16": sha["vgg16"]}
+    assert _ran(out) == [
+        "backbones",
+        "train",
+        "sample",
+        "evaluate",
+    ]  # not real_features: same Inception
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert summary["backbones"] == {"vgg16": sha["vgg16"]}
+    # Trained afresh: the random-VGG run's checkpoints belong to another configuration.
+    assert summary["resumed_from"] == 0
 
 
-def test_train_and_evaluate_fetch_their_backbones_themselves(server: FileServer, standins, tmp_path: Path):
+def test_train_and_evaluate_fetch_their_backbones_themselves(
+    server: FileServer, standins, tmp_path: Path
+):
     """Run by hand, without the backbones stage: each stage gets what it loads, nothing more."""
     serve(server, standins, *standins)
     params = tiny_train_params()
@@ -334,6 +407,9 @@ def test_train_and_evaluate_fetch_their_backbones_themselves(server: FileServer,
     stage("classify")
     stage("evaluate")
     assert sorted(r["path"] for r in server.log[1:]) == sorted(
-        "/" + standins[n][0].name for n in ("alexnet", "inception_v3"))
+        "/" + standins[n][0].name for n in ("alexnet", "inception_v3")
+    )
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
-    assert isinstance(metrics["metric/fid/ab"], float) and not any(k.startswith("uncalibrated/") for k in metrics)
+    assert isinstance(metrics["metric/fid/ab"], float) and not any(
+        k.startswith("uncalibrated/") for k in metrics
+    )

@@ -28,7 +28,8 @@ QUEUE = {
 }
 # And one run in the workspace, as `dvc exp run -S ...` without --queue: two ablations at once.
 WORKSPACE = {"no-identity": ["-S", "loss.identity_w=0", "-S", "loss.vgg_w=1"]}
-STAGES = ("backbones", "download", "preprocess", "train", "classify", "real_features", "sample", "evaluate")
+STAGES = ("backbones", "download", "preprocess", "train", "classify", "real_features", "sample",
+          "evaluate")
 # The weights host as seen from a machine without network: nothing listens on this port.
 OFFLINE_MIRROR = "http://127.0.0.1:9/"
 
@@ -62,7 +63,8 @@ def _experiments(root: Path) -> Path:
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n.mlflow.lock\ncheckpoints/\n__pycache__/\n")
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
-    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # analytics off, the offline plot page
+    # The project's DVC config: analytics off, the offline plot page.
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     shutil.copytree(REPO / "plots", root / "plots")
     repro = run([str(BIN / "dvc"), "repro"], root)
     again = run([str(BIN / "dvc"), "repro"], root)
@@ -97,7 +99,8 @@ def test_baseline_repro_runs_every_stage_then_only_the_weights_check(experiments
     # Offline: backbones, real_features and evaluate each say it once, with the fix (train loads
     # no backbone at vgg_w = 0), and the run goes on.
     assert out.count("WARNING: pretrained weights not available: ") == 3
-    assert out.count("Fix: i2i weights --params params.yaml") == 3 and f"cannot reach {OFFLINE_MIRROR}" in out
+    assert out.count("Fix: i2i weights --params params.yaml") == 3
+    assert f"cannot reach {OFFLINE_MIRROR}" in out
     report = json.loads((experiments / "reports" / "preprocess.json").read_text())
     assert report["counts"] == {"train_a": 8, "test_a": 2, "train_b": 8, "test_b": 2}
     assert (experiments / "data" / "prepared" / "manifest.json").is_file()
@@ -116,13 +119,16 @@ def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiment
     assert set(found) == {"no-identity", "munit"} and failed == ["diverges"]
     queue = run([str(BIN / "dvc"), "queue", "status"], experiments).stdout
     assert [line.split()[-1] for line in queue.splitlines() if "diverges" in line] == ["Failed"]
-    summary = next(rev["data"]["metrics"]["reports/train/summary.json"]["data"] for b in shown
-                   for exp in b.get("experiments") or [] for rev in exp["revs"] if rev.get("name") == "no-identity")
+    summary = next(rev["data"]["metrics"]["reports/train/summary.json"]["data"]
+                   for b in shown for exp in b.get("experiments") or [] for rev in exp["revs"]
+                   if rev.get("name") == "no-identity")
     assert summary["backbones"] == {"vgg16": "random"}
     for scores in found.values():
-        assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["uncalibrated/fid/ab"], float)
+        assert isinstance(scores["metric/content_iou/ab"], float)
+        assert isinstance(scores["uncalibrated/fid/ab"], float)
         assert not any(k.startswith(("metric/fid", "metric/kid", "metric/lpips")) for k in scores)
-    assert found["munit"]["uncalibrated/lpips_diversity/ab"] > 0 == found["no-identity"]["uncalibrated/lpips_diversity/ab"]
+    lpips = "uncalibrated/lpips_diversity/ab"
+    assert found["munit"][lpips] > 0 == found["no-identity"][lpips]
 
 
 def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments: Path):
@@ -145,7 +151,8 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     assert "backbone/vgg16" not in by_name["munit"].data.tags  # vgg_w = 0: no VGG at all
     for r in runs:
         assert r.data.tags.get("backbone/inception_v3", "random") == "random"
-        assert not any(k.startswith(("metric/fid", "metric/kid", "metric/lpips")) for k in r.data.metrics)
+        calibrated = ("metric/fid", "metric/kid", "metric/lpips")
+        assert not any(k.startswith(calibrated) for k in r.data.metrics)
     head = run(["git", "rev-parse", "HEAD"], experiments).stdout.strip()
     for name in ("no-identity", "munit"):  # in the workspace, and in a copy under .dvc/tmp/exps
         assert by_name[name].data.tags["dvc_exp_baseline"] == head, name
@@ -175,7 +182,8 @@ def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experimen
 
 def test_compare_errors_name_what_is_missing(experiments: Path):
     proc = run([str(BIN / "i2i"), "compare", "--sort", "metric/nope/ab"], experiments, check=False)
-    assert proc.returncode == 1 and "metric/nope/ab" in proc.stderr and "uncalibrated/fid/ab" in proc.stderr
+    assert proc.returncode == 1 and "metric/nope/ab" in proc.stderr
+    assert "uncalibrated/fid/ab" in proc.stderr
     proc = run([str(BIN / "i2i"), "compare", "--experiment", "other"], experiments, check=False)
     assert proc.returncode == 1 and "'other' not found" in proc.stderr and "i2i" in proc.stderr
 
@@ -190,6 +198,19 @@ def test_comparison_table_keeps_only_differing_params():
     assert list(table.columns) == ["run", "status", "run_id", "p", "metric/fid/ab"]
     assert table["run"].tolist() == ["y", "x"]  # FID: lower is better
     assert isinstance(table, pd.DataFrame)
+
+
+def test_scores_of_random_backbones_get_their_own_columns_and_are_never_ranked_with_calibrated():
+    from i2i.compare import comparison
+    from i2i.tracking import RunRecord
+
+    runs = [RunRecord("a" * 32, "online", "FINISHED", 1, {}, {"metric/fid/ab": 30.0}, {}),
+            RunRecord("b" * 32, "offline", "FINISHED", 2, {}, {"uncalibrated/fid/ab": 1.0}, {}),
+            RunRecord("c" * 32, "online2", "FINISHED", 3, {}, {"metric/fid/ab": 20.0}, {})]
+    table = comparison(runs, sort="metric/fid/ab")
+    assert list(table.columns) == ["run", "status", "run_id", "metric/fid/ab", "uncalibrated/fid/ab"]
+    assert table["run"].tolist() == ["online2", "online", "offline"]  # no calibrated FID: last
+    assert comparison(runs, sort="uncalibrated/fid/ab")["run"].tolist()[0] == "offline"
 
 
 def test_dvc_plots_diff_draws_two_experiments_loss_curves_together(experiments: Path):
@@ -209,11 +230,13 @@ def test_dvc_plots_show_writes_a_page_that_draws_offline(experiments: Path):
     html = page.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing to fetch: Vega is in the page
     assert "vegaEmbed(" in html and "loss/G/total" in html
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+                   None)
     if browser is None:
         pytest.skip("no headless Chromium to draw the page with")
     # Every host name resolves to nothing: the page has no network, as on an offline machine.
-    proc = run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND",
-                "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], experiments)
+    proc = run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000", "--dump-dom",
+                page.as_uri()], experiments)
     drawn = re.findall(r'<div id="[^"]*">\s*<canvas|class="vega-embed', proc.stdout)
     assert drawn, proc.stdout[-2000:]

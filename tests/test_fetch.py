@@ -137,7 +137,8 @@ def test_only_the_weights_the_params_need_are_required():
     assert weights.required(params_from_dict(p)) == []
     p["loss"]["vgg_w"] = 1.0
     assert weights.required(params_from_dict(p)) == ["vgg16"]
-    p["evaluate"].update(metrics=["lpips_diversity", "cis"], classifier="inception", lpips_net="vgg")
+    p["evaluate"].update(metrics=["lpips_diversity", "cis"], classifier="inception",
+                         lpips_net="vgg")
     assert weights.required(params_from_dict(p)) == ["vgg16", "inception_v3"]
     assert weights.for_training(params_from_dict(p).loss) == ["vgg16"]
     assert weights.for_real_features(params_from_dict(p).evaluate) == ["inception_v3"]

@@ -48,7 +48,8 @@ class MetricNetworks:
 
         torch.manual_seed(self.cfg.seed)  # a random backbone is the same in every run
         name = weights.LPIPS_BACKBONE[self.cfg.lpips_net]
-        return LpipsDistance(self.cfg.lpips_net, weights.pretrained(self.backbones, name)).to(self.device)
+        pretrained = weights.pretrained(self.backbones, name)
+        return LpipsDistance(self.cfg.lpips_net, pretrained).to(self.device)
 
     @functools.cached_property
     def inception(self) -> torch.nn.Module:
@@ -173,7 +174,8 @@ class DirectionContext:
     @functools.cached_property
     def fid_features(self) -> tuple[np.ndarray, np.ndarray]:
         """Inception features of one output per source test image, and of the real target test images."""
-        return self.features(self.outputs(len(self.source), 1)[:, 0]), self.networks.real_inception(self.target, self.crop_size)[0]
+        fake = self.features(self.outputs(len(self.source), 1)[:, 0])
+        return fake, self.networks.real_inception(self.target, self.crop_size)[0]
 
     def _batched(self, net, images: np.ndarray) -> torch.Tensor:
         return batched(net, images, self.cfg.batch_size, self.device)

@@ -44,7 +44,8 @@ class InceptionV3(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's note on init_weights
             # No auxiliary classifier: eval mode never runs it, so its weights are not loaded.
-            net = inception_v3(weights=None, aux_logits=False, init_weights=not pretrained, transform_input=False)
+            net = inception_v3(weights=None, aux_logits=False, init_weights=not pretrained,
+                               transform_input=False)
         if pretrained:
             state = weights.load("inception_v3")
             net.load_state_dict({k: v for k, v in state.items() if not k.startswith("AuxLogits.")})

@@ -28,7 +28,8 @@ class LpipsDistance(nn.Module):
             # names: slice2.3.squeeze.weight is features.3.squeeze.weight.
             features = weights.load(weights.LPIPS_BACKBONE[net], "features.")
             backbone = self.model.net
-            backbone.load_state_dict({k: features[k.split(".", 1)[1]] for k in backbone.state_dict()})
+            backbone.load_state_dict({k: features[k.split(".", 1)[1]]
+                                      for k in backbone.state_dict()})
         self.model.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "LpipsDistance":

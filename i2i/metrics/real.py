@@ -7,6 +7,7 @@ the ``real_features`` DVC stage computes them once (``real_features/test_{a,b}.n
 evaluate stage of every experiment reads them. Each file carries the key it was made for; a file
 made for other data, crop or weights is ignored and the features are computed afresh.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,11 +28,16 @@ PARTS = ("test_a", "test_b")
 def key(data: Path, crop_size: int, backbones: dict[str, str], seed: int) -> dict[str, Any]:
     """What the real features of ``data`` depend on. A random Inception depends on the seed."""
     inception = backbones.get("inception_v3", weights.RANDOM)
-    return {"data": json.loads((data / "manifest.json").read_text())["content_hash"], "crop_size": crop_size,
-            "inception_v3": inception if inception != weights.RANDOM else f"random, seed {seed}"}
+    return {
+        "data": json.loads((data / "manifest.json").read_text())["content_hash"],
+        "crop_size": crop_size,
+        "inception_v3": inception if inception != weights.RANDOM else f"random, seed {seed}",
+    }
 
 
-def read(folder: Path, part: str, expected: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor] | None:
+def read(
+    folder: Path, part: str, expected: dict[str, Any]
+) -> tuple[np.ndarray, torch.Tensor] | None:
     """(features [N, 2048] float64, posteriors [N, 1000]) of ``part``, or None when ``folder``
     holds none made for ``expected``."""
     path = folder / f"{part}.npz"
@@ -43,8 +49,14 @@ def read(folder: Path, part: str, expected: dict[str, Any]) -> tuple[np.ndarray,
         return f["features"].astype(np.float64), torch.from_numpy(f["posteriors"])
 
 
-def real_features(data: Path, out: Path, crop_size: int, cfg: EvaluateConfig, backbones: dict[str, str],
-                  device: torch.device) -> dict[str, Any]:
+def real_features(
+    data: Path,
+    out: Path,
+    crop_size: int,
+    cfg: EvaluateConfig,
+    backbones: dict[str, str],
+    device: torch.device,
+) -> dict[str, Any]:
     """The stage: write ``out/test_{a,b}.npz`` (when evaluate.metrics use Inception) and
     ``out/info.json``; return the info."""
     from i2i.metrics.context import MetricNetworks
@@ -57,8 +69,12 @@ def real_features(data: Path, out: Path, crop_size: int, cfg: EvaluateConfig, ba
         for part in PARTS if needed else ():
             features, probs = networks.real_inception(DomainImages(data / part), crop_size)
             # Stored as the float32 the network gives: reading them back is exact.
-            np.savez(tmp / f"{part}.npz", features=features.astype(np.float32), posteriors=probs.numpy(),
-                     key=json.dumps(expected))
+            np.savez(
+                tmp / f"{part}.npz",
+                features=features.astype(np.float32),
+                posteriors=probs.numpy(),
+                key=json.dumps(expected),
+            )
             info["images"][part] = len(features)
         write_json(tmp / "info.json", info)
     return info
