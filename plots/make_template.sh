@@ -11,16 +11,18 @@ packages=(vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2)
 python3 - "$tmp" "${packages[@]}" > offline.html.tmp <<'PY'
 import pathlib, sys
 tmp, packages = pathlib.Path(sys.argv[1]), sys.argv[2:]
-scripts, licenses = [], []
+scripts, licenses = [], {}
 for spec in packages:
     name, version = spec.split("@")
     pkg = tmp / f"{name}-{version}" / "package"
     js = (pkg / "build" / f"{name}.min.js").read_text()
     assert "</script" not in js and "{plot_divs}" not in js
     scripts.append(f"<script>\n{js}\n</script>")
-    licenses.append(f"{spec}:\n{(pkg / 'LICENSE').read_text().strip()}")
-print("<!DOCTYPE html>\n<!--\nDVC's plot page for offline use, made by plots/make_template.sh from the npm packages "
-      + ", ".join(packages) + ", whose licenses follow.\n\n" + "\n\n".join(licenses).replace("--", "- -") + "\n-->")
+    copyright, body = (pkg / "LICENSE").read_text().strip().split("\n", 1)
+    licenses.setdefault(body.strip(), []).append(f"{spec}: {copyright}")
+notices = "\n\n".join("\n".join(owners) + "\n\n" + body for body, owners in licenses.items())
+print("<!DOCTYPE html>\n<!--\nDVC's plot page for offline use, made by plots/make_template.sh from the npm "
+      "packages " + ", ".join(packages) + ".\n\n" + notices.replace("--", "- -") + "\n-->")
 print("<html>\n<head>\n{refresh_tag}\n<title>DVC Plot</title>\n" + "\n".join(scripts))
 print("<style>\ntable { border-spacing: 15px; }\n</style>\n</head>\n<body>\n{plot_divs}\n</body>\n</html>")
 PY
