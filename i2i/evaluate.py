@@ -68,7 +68,8 @@ def score(params: Params, paths: EvaluatePaths, device: torch.device,
             metrics |= {f"{kind}/{k}/{direction}": v for k, v in values.items()}
     uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
     details = {"model": nets.name, "device": str(device), "skipped": skipped,
-               "backbones": backbones, "uncalibrated": uncalibrated, "seconds": seconds, "classifier": cfg.classifier,
+               "backbones": backbones, "uncalibrated": uncalibrated,
+               "real_features": networks.real_from, "seconds": seconds, "classifier": cfg.classifier,
                "lpips_net": cfg.lpips_net,
                "protocol": {k: getattr(cfg, k) for k in ("lpips_inputs", "lpips_pairs", "cis_inputs", "cis_samples", "seed")}}
     return metrics, details

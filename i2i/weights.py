@@ -90,6 +90,11 @@ def for_evaluation(ev: EvaluateConfig) -> list[str]:
     return list(dict.fromkeys(n for m in ev.metrics for n in metric_backbones(m, ev)))
 
 
+def for_real_features(ev: EvaluateConfig) -> list[str]:
+    """The weight files the real_features stage loads: Inception-v3, when a metric uses it."""
+    return [n for n in for_evaluation(ev) if n == "inception_v3"]
+
+
 def required(params: Params) -> list[str]:
     """Every weight file the given params load (``i2i weights --params``)."""
     return list(dict.fromkeys(for_training(params.loss) + for_evaluation(params.evaluate)))
@@ -159,7 +164,10 @@ def digest(name: str) -> str | None:
             f"{p}: SHA-256 {sha} does not start with {w.sha256_prefix} as its name says; "
             f"delete it and run `i2i weights {name}`, or download {w.url()} again"
         )
-    write_json(sidecar, {**stamp, "sha256": sha})
+    try:
+        write_json(sidecar, {**stamp, "sha256": sha})
+    except OSError:
+        pass  # a read-only shared cache: hashed again next time, correct all the same
     return sha
 
 
@@ -184,11 +192,13 @@ def resolve(
             record[name] = RANDOM
             continue
         try:
-            if digest(name) is None:
+            sha = digest(name)
+            if sha is None:
                 if unreachable:
                     raise HostUnreachable(unreachable)
                 ensure([name], cfg.mirror, cfg.timeout)
-            record[name] = digest(name)  # type: ignore[assignment]
+                sha = digest(name)
+            record[name] = sha  # type: ignore[assignment]
         except HostUnreachable as e:
             unreachable = str(e)
             problems[name] = unreachable
@@ -219,11 +229,6 @@ def warn_random(problems: dict[str, str], fix: str) -> None:
         rule,
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
-
-
-def for_real_features(ev: EvaluateConfig) -> list[str]:
-    """The weight files the real_features stage loads: Inception-v3, when a metric uses it."""
-    return [n for n in for_evaluation(ev) if n == "inception_v3"]
 
 
 def write_records(params: Params, out: Path, fix: str) -> dict[str, dict[str, str]]:

@@ -296,9 +296,16 @@ def test_real_features_of_the_stage_give_the_same_scores_and_stale_ones_are_igno
     stored.__dict__["inception"] = None  # read from the stage's file: the network is never built
     features, probs = stored.real_inception(part, 32)
     assert np.array_equal(features, fresh[0]) and torch.equal(probs, fresh[1])
-    # Made for another crop (or data, or Inception): computed afresh, never used.
+    assert stored.real_from == {"test_b": "real_features stage"}
+    # Made for another crop, or another Inception: computed afresh, never used.
     other = MetricNetworks(params.evaluate, tmp_path, cpu, real_features=tmp_path / "real")
     assert not np.array_equal(other.real_inception(part, 24)[0][:, :4], fresh[0][:, :4])
+    assert other.real_from == {"test_b": "computed"}
+    calibrated = MetricNetworks(params.evaluate, tmp_path, cpu, {"inception_v3": "ab" * 32},
+                                real_features=tmp_path / "real")
+    calibrated.__dict__["inception"] = lambda x: (torch.zeros(len(x), 2048), torch.zeros(len(x), 1000))
+    assert not calibrated.real_inception(part, 32)[0].any()
+    assert calibrated.real_from == {"test_b": "computed"}
 
 
 def _ran(log: str) -> list[str]:

@@ -41,6 +41,8 @@ class MetricNetworks:
     real_features: Path | None = None  # the real_features stage's output folder
     _domain: dict[str, object] = field(default_factory=dict)
     _real: dict[tuple[str, int], tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
+    # Where each test part's real features came from: "real_features stage" or "computed".
+    real_from: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def lpips(self) -> torch.nn.Module:
@@ -70,6 +72,7 @@ class MetricNetworks:
             if self.real_features is not None:
                 key = real.key(part.folder.parent, crop_size, self.backbones, self.cfg.seed)
                 found = real.read(self.real_features, part.folder.name, key)
+            self.real_from[part.folder.name] = "real_features stage" if found else "computed"
             if found is None:
                 images = test_images(part, crop_size)
                 features, probs = batched(self.inception, images, self.cfg.batch_size, self.device)
