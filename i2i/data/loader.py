@@ -145,6 +145,10 @@ def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: i
         dataset, batch_sampler=IterationBatches(len(dataset), batch_size, seed, start, rank, world),
         num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if cfg.num_workers > 0 else None,
+        # Its own generator: creating the iterator draws a worker seed from it, and a draw from
+        # the global one would shift every later random number (dropout, styles, penalties)
+        # between a run that resumed and one that did not.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
