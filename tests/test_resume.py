@@ -2,6 +2,7 @@
 rebuild everything from the iteration-3 checkpoint in a fresh trainer and continue; the final
 weights equal the uninterrupted run's bit for bit. (The real `kill -9` of the stage process:
 tests/test_train.py.)"""
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,24 @@ from tests.train_helpers import prepare, tiny_train_params
 # name: (model, changes to the tiny params). Every loss.gan_mode for both models, and each
 # option that draws random numbers or changes which passes run.
 CASES = {
-    **{f"{model}-{mode}": (model, {"loss": {"gan_mode": mode, "r1_every": 2}})
-       for model in ("cyclegan", "munit") for mode in ("lsgan", "vanilla", "wgangp", "hinge", "logistic")},
+    **{
+        f"{model}-{mode}": (model, {"loss": {"gan_mode": mode, "r1_every": 2}})
+        for model in ("cyclegan", "munit")
+        for mode in ("lsgan", "vanilla", "wgangp", "hinge", "logistic")
+    },
     "cyclegan-dropout": ("cyclegan", {"model": {"cyclegan": {"dropout": True}}}),
     "cyclegan-no-pool": ("cyclegan", {"loss": {"pool_size": 0}}),
     "cyclegan-no-identity": ("cyclegan", {"loss": {"identity_w": 0.0}}),
     "munit-cycle-recon": ("munit", {"loss": {"recon_x_cyc_w": 1.0}}),
-    "cyclegan-bf16": ("cyclegan", {"train": {"precision": "bf16"}, "model": {"cyclegan": {"dropout": True}}}),
+    "cyclegan-bf16": (
+        "cyclegan",
+        {"train": {"precision": "bf16"}, "model": {"cyclegan": {"dropout": True}}},
+    ),
     "munit-bf16": ("munit", {"train": {"precision": "bf16"}}),
-    "cyclegan-workers-dropout": ("cyclegan", {"data": {"num_workers": 2},
-                                              "model": {"cyclegan": {"dropout": True}}}),
+    "cyclegan-workers-dropout": (
+        "cyclegan",
+        {"data": {"num_workers": 2}, "model": {"cyclegan": {"dropout": True}}},
+    ),
     "munit-workers": ("munit", {"data": {"num_workers": 2}}),
 }
 
@@ -45,7 +54,9 @@ def prepared(tmp_path_factory) -> Path:
     return prepare(root, tiny_train_params())
 
 
-def _train(folder: Path, prepared: Path, params: dict, monkeypatch, resume: Path | None = None) -> dict:
+def _train(
+    folder: Path, prepared: Path, params: dict, monkeypatch, resume: Path | None = None
+) -> dict:
     folder.mkdir(parents=True)
     (folder / ".git").mkdir()
     monkeypatch.chdir(folder)
@@ -55,8 +66,9 @@ def _train(folder: Path, prepared: Path, params: dict, monkeypatch, resume: Path
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(case, prepared, tmp_path,
-                                                                              monkeypatch):
+def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(
+    case, prepared, tmp_path, monkeypatch
+):
     model, changes = CASES[case]
     p = tiny_train_params(model, iterations=6, checkpoint_every=3, keep_checkpoints=2)
     _merge(p, changes)
