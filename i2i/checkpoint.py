@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from i2i.io import atomic_path
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+# What save() writes besides the trainer's parts (i2i.train.Trainables.state_dict).
+REQUIRED = {"format", "iteration", "config", "data_hash", "code", "run_id", "rows", "nets", "opt_g",
+            "opt_d", "sched_g", "sched_d", "scaler", "objective", "rng"}
 # Keys that change how a run is carried out or reported, not what it computes.
 NOT_FINGERPRINTED = {
     "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
@@ -89,16 +93,48 @@ def save(folder: Path, iteration: int, state: dict[str, Any], keep: int) -> Path
 
 
 def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint written by :func:`save`, or a :class:`ResumeError` naming the file.
+
+    Only tensors and plain data are unpickled (torch's ``weights_only`` loader): a checkpoint
+    holds nothing else, and a file from elsewhere cannot run code when it is read.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # torch names the Python object it would have had to create
+            raise ResumeError(f"{path}: not a PyTorch checkpoint file") from None
+        raise ResumeError(
+            f"{path}: refused: it holds Python objects besides tensors and plain data, and loading "
+            f"them could run code. Only checkpoints written by `i2i train` can be resumed"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - truncated, empty, not a torch file: many kinds
+        raise ResumeError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)}); it may be "
+            f"truncated (a full disk, a partial copy) or not a checkpoint"
+        ) from None
+    if not isinstance(state, dict):
+        raise ResumeError(f"{path}: not an i2i checkpoint (a {type(state).__name__})")
+    if state.get("format") not in (None, FORMAT):
+        raise ResumeError(f"{path}: not an i2i checkpoint of format {FORMAT} (checkpoint format "
+                          f"{state['format']}, from another i2i version)")
+    if not REQUIRED <= set(state):
+        raise ResumeError(f"{path}: not an i2i checkpoint of format {FORMAT} (it lacks "
+                          f"{', '.join(sorted(REQUIRED - set(state)))})")
+    return state
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def latest(folder: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads, or None."""
+    """The newest checkpoint that loads, or None. A newest one that does not load (a full disk,
+    a file copied in part) is skipped with a warning naming it, for the one before it."""
     for path in reversed(checkpoints(folder)):
         try:
             return load(path)
-        except (OSError, RuntimeError, EOFError):
-            continue  # only a damaged disk makes this happen: writes are atomic
+        except ResumeError as e:
+            log.warning("skipping a damaged checkpoint: %s", e)
     return None
 
 

@@ -238,7 +238,15 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
 
     t = Trainables.build(params, device, random_vgg=not weights.pretrained(backbones, "vgg16"))
     if state:
-        t.load_state_dict(state, device)
+        try:
+            t.load_state_dict(state, device)
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise checkpoint.ResumeError(
+                f"{resume or folder}: cannot restore the trainer from the iteration-{start} "
+                f"checkpoint, made by i2i code {state.get('code')} with torch "
+                f"{state.get('torch', '?')} (now {code}, torch {torch.__version__}): "
+                f"{type(e).__name__}: {e}"
+            ) from None
     nets, opt_g, opt_d = t.nets, t.opt_g, t.opt_d
     distributed.broadcast_state(nets, d)
     if tp.compile:
@@ -290,7 +298,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                         raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good checkpoint is kept")
                     new_rows = [{"step": step, **values} for step, values in pending]
                     checkpoint.save(folder, done, {
-                        "config": to_dict(params), "data_hash": data_hash, "code": code, "run_id": run_id,
+                        "config": to_dict(params), "data_hash": data_hash, "code": code,
+                        "torch": str(torch.__version__), "run_id": run_id,
                         "backbones": backbones,
                         "rows": rows + new_rows,
                         **t.state_dict(),

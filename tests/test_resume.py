@@ -6,6 +6,9 @@ tests/test_train.py.)"""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import torch
 
 from i2i.config import params_from_dict
 from i2i.train import TrainPaths, train
+from tests.conftest import REPO, write_params
 from tests.train_helpers import prepare, tiny_train_params
 
 # name: (model, changes to the tiny params). Every loss.gan_mode for both models, and each
@@ -81,3 +85,104 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(
     resumed = _train(tmp_path / "resumed", prepared, p, monkeypatch, resume=ckpt)
     differ = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not differ, f"{len(differ)} of {len(straight)} tensors differ, e.g. {differ[:3]}"
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_resume_stays_exact(
+    prepared, tmp_path, monkeypatch, caplog
+):
+    p = tiny_train_params(iterations=9, checkpoint_every=3, keep_checkpoints=3)
+    p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    straight = _train(tmp_path / "straight", prepared, p, monkeypatch)
+    # A run killed after iteration 6 whose last checkpoint was cut short (a full disk).
+    crashed = tmp_path / "crashed"
+    (folder,) = (tmp_path / "straight" / "checkpoints").iterdir()
+    (crashed / "checkpoints" / folder.name).mkdir(parents=True)
+    for it in (3, 6):
+        data = (folder / f"ckpt-{it:08d}.pt").read_bytes()
+        (crashed / "checkpoints" / folder.name / f"ckpt-{it:08d}.pt").write_bytes(
+            data if it == 3 else data[: len(data) // 2]
+        )
+    (crashed / ".git").mkdir()
+    monkeypatch.chdir(crashed)
+    paths = TrainPaths(prepared, crashed / "checkpoints", crashed / "models", crashed / "reports")
+    with caplog.at_level("WARNING"):
+        summary = train(params_from_dict(p), paths)
+    assert summary["resumed_from"] == 3
+    assert "ckpt-00000006.pt" in caplog.text and "truncated" in caplog.text
+    resumed = torch.load(crashed / "models" / "generator.pt")["generators"]
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+class _Payload:
+    """What a hostile "checkpoint" holds: unpickling it runs a command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_refuses_a_file_that_would_run_code_and_other_non_checkpoints(prepared, tmp_path):
+    from i2i import checkpoint
+
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"format": 1, "nets": _Payload(marker)}, hostile)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, other)
+    future = tmp_path / "future.pt"
+    torch.save({"format": 2, "iteration": 3}, future)
+    expected = {
+        hostile: "refused: it holds Python objects",
+        text: "not a PyTorch checkpoint file",
+        other: "not an i2i checkpoint of format 1 (it lacks",
+        future: "checkpoint format 2, from another i2i version",
+    }
+    for path, message in expected.items():
+        with pytest.raises(checkpoint.ResumeError, match=re.escape(message)) as e:
+            checkpoint.load(path)
+        assert str(path) in str(e.value)
+    assert not marker.exists()
+    # Through the command line: one line, no traceback, nothing run.
+    project = tmp_path / "project"
+    project.mkdir()
+    write_params(project / "params.yaml", tiny_train_params())
+    for path in (hostile, text):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "stages" / "train.py"),
+                "--params",
+                "params.yaml",
+                "--data",
+                str(prepared),
+                "--resume",
+                str(path),
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("Error: ") and str(path) in proc.stderr
+    assert not marker.exists()
+
+
+def test_a_checkpoint_the_trainer_cannot_restore_is_a_clear_error(prepared, tmp_path, monkeypatch):
+    from i2i import checkpoint
+
+    p = tiny_train_params(iterations=3, checkpoint_every=3)
+    p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    _train(tmp_path / "first", prepared, p, monkeypatch)
+    (ckpt,) = (tmp_path / "first" / "checkpoints").glob("*/ckpt-00000003.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["opt_g"]["param_groups"] = []  # as an optimiser of another torch version might have it
+    state["torch"] = "1.0.0"
+    torch.save(state, ckpt)
+    with pytest.raises(checkpoint.ResumeError) as e:
+        _train(tmp_path / "second", prepared, p, monkeypatch, resume=ckpt)
+    msg = str(e.value)
+    assert str(ckpt) in msg and "cannot restore the trainer" in msg and "torch 1.0.0" in msg
