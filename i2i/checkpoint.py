@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 # What save() writes besides the trainer's parts (i2i.train.Trainables.state_dict).
 REQUIRED = {"format", "iteration", "config", "data_hash", "code", "run_id", "rows", "nets", "opt_g",
-            "opt_d", "sched_g", "sched_d", "scaler", "objective", "rng"}
+            "opt_d", "sched_g", "sched_d", "scaler", "ranks"}
 # Keys that change how a run is carried out or reported, not what it computes.
 NOT_FINGERPRINTED = {
     "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",

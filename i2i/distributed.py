@@ -69,6 +69,15 @@ def broadcast_state(module: nn.Module, d: Dist) -> None:
         dist.broadcast(t.data, src=0)
 
 
+def gather_to_main(obj: object, d: Dist) -> list | None:
+    """Every rank's ``obj`` (picklable, on the CPU), in rank order, on rank 0; None elsewhere."""
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world if d.main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def all_finite(flag: bool, d: Dist) -> bool:
     """True when ``flag`` holds on every rank (so all ranks stop together)."""
     if d.world == 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from i2i.models.layers import narrow_convs_channels_last
 from i2i.models.winograd import use_winograd
 from i2i.optim import adam, scheduler
 from i2i.progress import progress, quiet
+
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(I2IError, FloatingPointError):
@@ -146,21 +150,34 @@ class Trainables:
         return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
                    torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
 
+    # The same on every rank (gradients are averaged before each step).
     _PARTS = ("nets", "opt_g", "opt_d", "sched_g", "sched_d", "scaler")
 
     def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).state_dict() for k in self._PARTS}
+
+    def rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: the objective's pools and generators (each rank pools its
+        own fakes) and the global random state (each rank's dropout masks)."""
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        return {**{k: getattr(self, k).state_dict() for k in self._PARTS},
-                "objective": self.objective.state_dict(), "rng": rng}
+        return {"objective": self.objective.state_dict(), "rng": rng}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device, rank: int = 0) -> None:
+        """Restore a checkpoint's trainer; this rank takes its own entry of ``state["ranks"]``."""
         for k in self._PARTS:
             getattr(self, k).load_state_dict(state[k])
-        self.objective.load_state_dict(state["objective"], device)
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        ranks = state["ranks"]
+        if rank >= len(ranks):
+            # Another world size: the data shards change anyway; this rank starts from rank 0's
+            # random state, so the run goes on, but not as an uninterrupted one would.
+            log.warning("the checkpoint holds %d process(es)' random state, not rank %d's: "
+                        "it resumes from rank 0's", len(ranks), rank)
+        mine = ranks[rank] if rank < len(ranks) else ranks[0]
+        self.objective.load_state_dict(mine["objective"], device)
+        torch.set_rng_state(mine["rng"]["torch"])
+        if torch.cuda.is_available() and mine["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(mine["rng"]["cuda"])
 
 
 def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precision: str,
@@ -239,7 +256,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     t = Trainables.build(params, device, random_vgg=not weights.pretrained(backbones, "vgg16"))
     if state:
         try:
-            t.load_state_dict(state, device)
+            t.load_state_dict(state, device, d.rank)
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise checkpoint.ResumeError(
                 f"{resume or folder}: cannot restore the trainer from the iteration-{start} "
@@ -293,6 +310,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                 grid = tile([[translation_grid(nets, inputs[k], k, styles)] for k in ("ab", "ba")], pad=8)
                 tracker.log_image(grid, f"samples/{done:08d}.png")
             if done % tp.checkpoint_every == 0 or done == tp.iterations:
+                ranks = distributed.gather_to_main(t.rank_state(), d)
                 if d.main:
                     if not all(torch.isfinite(p).all() for p in nets.parameters()):
                         raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good checkpoint is kept")
@@ -301,7 +319,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                         "config": to_dict(params), "data_hash": data_hash, "code": code,
                         "torch": str(torch.__version__), "run_id": run_id,
                         "backbones": backbones,
-                        "rows": rows + new_rows,
+                        "rows": rows + new_rows, "ranks": ranks,
                         **t.state_dict(),
                     }, tp.keep_checkpoints)
                     tracker.log_metrics(pending)

@@ -60,23 +60,39 @@ def test_same_params_and_seed_give_the_same_losses(name, tmp_path, prepared_root
     assert losses(tmp_path / "three") != first
 
 
-def test_resume_after_kill_continues_from_last_checkpoint(tmp_path):
-    p = tiny_train_params(iterations=60, checkpoint_every=5, log_every=5, sample_every=30)
-    straight = project(tmp_path / "straight", p)
-    run_stage(straight)
-    killed = project(tmp_path / "killed", p)
+def _kill_after_checkpoint(root: Path, launcher: list[str], iteration: int, rank: int | None = None) -> int:
+    """Start the train stage; once the checkpoint of ``iteration`` exists, SIGKILL its process
+    group, or with ``rank`` only that rank's (torchrun then stops the others); wait for the
+    launch to end; return the last checkpointed iteration."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"],
-                            cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*launcher, str(REPO / "stages" / "train.py"), "--params", "params.yaml"],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list((killed / "checkpoints").glob("*/ckpt-00000010.pt")):
+    while not list((root / "checkpoints").glob(f"*/ckpt-{iteration:08d}.pt")):
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (ckpts,) = (killed / "checkpoints").iterdir()
-    last = max(int(c.stem.split("-")[1]) for c in ckpts.glob("ckpt-*.pt"))
+    if rank is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        import psutil
+
+        (worker,) = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                     if c.environ().get("RANK") == str(rank)]
+        os.killpg(os.getpgid(worker.pid), signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0
+    (ckpts,) = (root / "checkpoints").iterdir()
+    return max(int(c.stem.split("-")[1]) for c in ckpts.glob("ckpt-*.pt"))
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "munit"])
+def test_resume_after_kill_continues_from_last_checkpoint(name, tmp_path):
+    p = tiny_train_params(name, iterations=60, checkpoint_every=5, log_every=5, sample_every=30)
+    straight = project(tmp_path / "straight", p)
+    run_stage(straight)
+    killed = project(tmp_path / "killed", p)
+    last = _kill_after_checkpoint(killed, [sys.executable], 10)
     assert 10 <= last < 60
     assert not (killed / "models" / "generator.pt").exists()
 
@@ -271,6 +287,23 @@ def test_two_processes_train_with_torchrun_and_resume(tmp_path):
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert summary["resumed_from"] == 4 and summary["iterations"] == 6
     assert [m.step for m in client.get_metric_history(info["run_id"], "loss/D/total")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_two_processes_killed_mid_run_resume_to_the_uninterrupted_weights(tmp_path):
+    p = tiny_train_params(iterations=30, checkpoint_every=3, log_every=3, sample_every=30)
+    p["model"]["cyclegan"]["dropout"] = True  # random numbers on both ranks
+    launcher = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2"]
+    straight = project(tmp_path / "straight", p)
+    run_stage(straight, launcher=launcher)
+    killed = project(tmp_path / "killed", p)
+    last = _kill_after_checkpoint(killed, launcher, 6, rank=1)
+    assert 6 <= last < 30 and not (killed / "models" / "generator.pt").exists()
+    run_stage(killed, launcher=launcher)  # the same launch again
+    summary = json.loads((killed / "reports" / "train" / "summary.json").read_text())
+    assert summary["resumed_from"] == last and summary["world_size"] == 2
+    a = torch.load(straight / "models" / "generator.pt")["generators"]
+    b = torch.load(killed / "models" / "generator.pt")["generators"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
