@@ -60,13 +60,14 @@ def test_same_params_and_seed_give_the_same_losses(name, tmp_path, prepared_root
     assert losses(tmp_path / "three") != first
 
 
-def _kill_after_checkpoint(root: Path, launcher: list[str], iteration: int, rank: int | None = None) -> int:
+def _kill_after_checkpoint(root: Path, launcher: list[str], iteration: int,
+                           rank: int | None = None) -> int:
     """Start the train stage; once the checkpoint of ``iteration`` exists, SIGKILL its process
     group, or with ``rank`` only that rank's (torchrun then stops the others); wait for the
     launch to end; return the last checkpointed iteration."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([*launcher, str(REPO / "stages" / "train.py"), "--params", "params.yaml"],
-                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    stage = [str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
+    proc = subprocess.Popen([*launcher, *stage], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((root / "checkpoints").glob(f"*/ckpt-{iteration:08d}.pt")):
