@@ -67,8 +67,8 @@ def _kill_after_checkpoint(root: Path, launcher: list[str], iteration: int,
     launch to end; return the last checkpointed iteration."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     stage = [str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
-    proc = subprocess.Popen([*launcher, *stage], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen([*launcher, *stage], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((root / "checkpoints").glob(f"*/ckpt-{iteration:08d}.pt")):
         assert proc.poll() is None, "training ended before it could be killed"
