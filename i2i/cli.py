@@ -12,7 +12,7 @@ import click
 from i2i.config import load_params, to_dict
 from i2i.data.registry import DATASETS
 from i2i.errors import I2IError
-from i2i.io import write_json
+from i2i.io import write_bytes, write_json
 
 # Each command imports the code it runs when it runs, so a DVC stage depends on that code only.
 
@@ -43,10 +43,17 @@ def main() -> None:
 
 @main.command()
 @params_option
+@click.option("--ok", "ok_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Only validate; then write this file (the `params` DVC stage's output, whose "
+                   "content never changes, so stages that depend on it never re-run for it).")
 @user_errors
-def params(params_path: Path) -> None:
+def params(params_path: Path, ok_file: Path | None) -> None:
     """Validate a params file and print it resolved, as JSON."""
-    click.echo(json.dumps(to_dict(load_params(params_path)), indent=2))
+    resolved = load_params(params_path)
+    if ok_file is None:
+        click.echo(json.dumps(to_dict(resolved), indent=2))
+    elif not ok_file.is_file() or ok_file.read_text() != "valid\n":
+        write_bytes(ok_file, b"valid\n")
 
 
 @main.command()

@@ -56,6 +56,23 @@ def test_a_changed_param_reruns_the_stage_that_reads_it_not_the_ones_before(repo
     assert manifest["load_size"] == 40 and manifest["parts"]["train_a"]["height"] == [40, 40]
 
 
+def test_a_typo_anywhere_in_params_stops_dvc_repro_before_any_stage(repo: Path):
+    """DVC compares only the keys a stage declares: a typo elsewhere would pass unseen."""
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro", "preprocess"], repo)
+    assert "didn't change" in run([dvc, "repro", "preprocess"], repo)  # cached
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["load_sizee"] = 3
+    write_params(repo / "params.yaml", params)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([dvc, "repro", "preprocess"], cwd=repo, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "unknown key 'data.load_sizee' (did you mean 'data.load_size'?)" in out
+    assert "Running stage 'download'" not in out and "Running stage 'preprocess'" not in out
+
+
 RECORD_IMPORTS = """
 import atexit, json, runpy, shlex, sys
 def dump():

@@ -1,0 +1,15 @@
+"""DVC stage `params`: check the whole params file on every `dvc repro`, before any stage runs.
+
+dvc.yaml runs: python stages/params.py --params params.yaml --ok reports/params.ok
+"""
+import sys
+from pathlib import Path
+
+# Import i2i from this checkout, not from wherever it was pip-installed: DVC experiments run
+# in copies of the repository (.dvc/tmp/exps/...) whose code may differ from the working tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from i2i.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["params", *sys.argv[1:]], prog_name="stages/params.py")
