@@ -21,15 +21,34 @@ def test_inception_score_of_identical_posteriors_is_one():
     assert inception_score(probs) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_inception_score_lies_between_one_and_k():
-    probs = torch.softmax(torch.randn(200, 6) * 3, 1)
-    assert 1.0 < inception_score(probs) < 6.0
+def test_inception_score_of_rows_that_differ_is_exp_of_the_mean_kl():
+    """Worked by hand: the marginal of [1, 0] and [.5, .5] is [.75, .25]. exp(mean KL) is
+    1.240806; the mean of exp(KL), a plausible slip, is 1.244017."""
+    kl = [np.log(1 / 0.75), 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25)]
+    score = inception_score(torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+    assert score == pytest.approx(np.exp(np.mean(kl)), rel=1e-9)
+    assert score == pytest.approx(1.240806, abs=1e-6)
 
 
 def test_conditional_inception_score_of_a_deterministic_generator_is_one():
     per_input = torch.softmax(torch.randn(20, 1, 8) * 4, -1)
     probs = per_input.expand(20, 10, 8)  # every output of an input is the same image
     assert conditional_inception_score(probs) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_conditional_inception_score_compares_each_output_with_its_own_inputs_mean():
+    """Worked by hand. Input 1's outputs [1, 0] and [.5, .5] have mean [.75, .25]; input 2 is
+    deterministic. CIS = exp of the mean of the four KLs (two of them 0): 1.113915. Comparing
+    with the mean over all inputs instead would give 2.0 for the second case below."""
+    kl = [np.log(1 / 0.75), 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25), 0.0, 0.0]
+    probs = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.0, 1.0]]])
+    assert conditional_inception_score(probs) == pytest.approx(np.exp(np.mean(kl)), rel=1e-9)
+    assert conditional_inception_score(probs) == pytest.approx(1.113915, abs=1e-6)
+    # Two deterministic inputs of different classes: no diversity within an input, CIS 1
+    # (IS of the same outputs is 2).
+    two = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    assert conditional_inception_score(two) == pytest.approx(1.0, abs=1e-9)
+    assert inception_score(two.flatten(0, 1)) == pytest.approx(2.0, rel=1e-9)
 
 
 def test_conditional_inception_score_of_outputs_covering_k_classes_is_k():
