@@ -83,6 +83,45 @@ class _Constant(nn.Module):
         return torch.full_like(x, self.value)
 
 
+class _StyleBlind(nn.Module):
+    """A MUNIT generator whose decoder ignores the style code (``tint`` > 0: it does not; the
+    style's mean shifts the colours), so the protocol's general path, several outputs per input
+    with their distances really computed, must find no diversity."""
+
+    style_dim = 8
+
+    def __init__(self, tint: float = 0.0):
+        super().__init__()
+        self.tint = tint
+
+    def encode(self, x: torch.Tensor):
+        return x, None
+
+    def decode(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return (content + self.tint * style.mean(1, keepdim=True)).clamp(-1, 1)
+
+    def random_style(self, n: int, device=None, generator=None) -> torch.Tensor:
+        return torch.randn(n, self.style_dim, 1, 1, generator=generator).to(device or "cpu")
+
+
+def test_a_generator_that_ignores_its_style_measures_no_diversity_through_the_general_path(
+        prepared: Path):
+    """B -> B, each input's outputs under 5 styles: all equal, so LPIPS diversity is exactly 0,
+    CIS 1 and one mode per input, measured, not assumed from the model's name."""
+    blind = Networks("munit", {"a": _StyleBlind(), "b": _StyleBlind()}, {})
+    ctx = _context(blind, prepared, "ab", "test_b", "test_b", lpips_inputs=6, lpips_pairs=3,
+                   cis_inputs=6, cis_samples=5)
+    assert ctx.outputs(6, 5).shape == (6, 5, 32, 32, 3)  # several outputs per input
+    assert METRICS["lpips_diversity"].compute(ctx)["lpips_diversity"] == 0.0
+    assert METRICS["cis"].compute(ctx)["cis"] == pytest.approx(1.0, abs=1e-9)
+    assert METRICS["mode_coverage"].compute(ctx)["mode_coverage"] == 1.0
+    tinted = Networks("munit", {"a": _StyleBlind(), "b": _StyleBlind(tint=0.5)}, {})
+    ctx = _context(tinted, prepared, "ab", "test_b", "test_b", lpips_inputs=6, lpips_pairs=3,
+                   cis_inputs=6, cis_samples=5)
+    assert METRICS["lpips_diversity"].compute(ctx)["lpips_diversity"] > 0
+    assert METRICS["cis"].compute(ctx)["cis"] > 1.0
+
+
 def test_munit_outputs_follow_the_protocol_counts_and_are_repeatable(prepared: Path):
     torch.manual_seed(0)
     nets = build_networks(params_from_dict(tiny_train_params("munit")).model, discriminators=False).eval()
