@@ -39,7 +39,10 @@ RESNET_9 = (conv(64, 3, 7) + conv(128, 64, 3) + conv(256, 128, 3) + conv(256, 25
 BASIC_D = conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 4)
 MUNIT_STYLE = conv(64, 3, 7) + conv(128, 64, 4) + conv(256, 128, 4) + conv(256, 256, 4) * 2 + conv(8, 256, 1)
 MUNIT_CONTENT = conv(64, 3, 7) + conv(128, 64, 4) + conv(256, 128, 4) + conv(256, 256, 3) * 8
-MUNIT_DECODER = conv(256, 256, 3) * 8 + conv(128, 256, 5) + [(128,), (128,)] + conv(64, 128, 5) + [(64,), (64,)] + conv(3, 64, 7)
+# The decoder's LayerNorm scale and shift follow each upsampling conv here; NVlabs/MUNIT's
+# Conv2dBlock registers them before it (same shapes, another order).
+MUNIT_DECODER = (conv(256, 256, 3) * 8 + conv(128, 256, 5) + [(128,), (128,)] + conv(64, 128, 5)
+                 + [(64,), (64,)] + conv(3, 64, 7))
 MUNIT_MLP = [(256, 8), (256,), (256, 256), (256,), (4096, 256), (4096,)]
 MUNIT_D_SCALE = conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 1)
 
@@ -162,6 +165,25 @@ def test_init_schemes():
     init_weights(net, "orthogonal", 0.5)
     w = net[2].weight  # [64, 256]: rows orthogonal with norm = gain
     assert torch.allclose(w @ w.T, 0.25 * torch.eye(64), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "munit"])
+def test_orthogonal_and_xavier_gains_follow_each_reference(name: str):
+    """CycleGAN (networks.init_weights) uses init_gain as the gain; MUNIT (utils.weights_init)
+    uses sqrt(2) whatever its gaussian std."""
+    p = default_params()
+    p["model"]["name"] = name
+    section = p["model"][name]
+    section["init"] = "orthogonal"
+    if name == "munit":
+        section["dis_init"] = "orthogonal"
+    gain = 0.02 if name == "cyclegan" else 2 ** 0.5
+    torch.manual_seed(0)
+    nets = build_networks(params_from_dict(p).model)
+    convs = [m for m in nets.G.modules() if isinstance(m, nn.Conv2d)]
+    w = convs[1].weight.flatten(1)  # rows orthogonal with norm = gain when rows <= columns
+    assert w.shape[0] <= w.shape[1]
+    assert torch.allclose(w @ w.T, gain ** 2 * torch.eye(w.shape[0]), atol=1e-5)
 
 
 def test_build_from_params_is_seeded_and_translates_both_ways():

@@ -5,6 +5,7 @@ Names follow the domains: CycleGAN's ``G["ab"]`` maps A to B and ``G["ba"]`` B t
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -61,8 +62,9 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
 
     nets = Networks("munit", {"a": munit_generator(), "b": munit_generator()},
                     {"a": munit_discriminator(), "b": munit_discriminator()} if discriminators else {})
-    init_weights(nets.G, m.init, m.init_gain)
-    init_weights(nets.D, m.dis_init, m.init_gain)
+    # MUNIT's weights_init (utils.py): N(0, 0.02) for gaussian, gain sqrt(2) for xavier and orthogonal.
+    init_weights(nets.G, m.init, m.init_gain, matrix_gain=math.sqrt(2))
+    init_weights(nets.D, m.dis_init, m.init_gain, matrix_gain=math.sqrt(2))
     return nets
 
 

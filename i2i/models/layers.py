@@ -78,17 +78,21 @@ def narrow_convs_channels_last(module: nn.Module, max_out: int = 3) -> int:
     return n
 
 
-def init_weights(module: nn.Module, kind: str, gain: float = 0.02) -> None:
+def init_weights(module: nn.Module, kind: str, gain: float = 0.02,
+                 matrix_gain: float | None = None) -> None:
     """Initialise conv and linear weights (biases to zero) and batch-norm scales, as both references.
 
-    normal: N(0, gain); xavier: xavier_normal(gain); kaiming: kaiming_normal(a=0, fan_in);
-    orthogonal: orthogonal(gain). BatchNorm weights get N(1, gain), as in the CycleGAN code.
+    normal: N(0, gain); xavier: xavier_normal(matrix_gain); kaiming: kaiming_normal(a=0, fan_in);
+    orthogonal: orthogonal(matrix_gain). ``matrix_gain`` defaults to ``gain`` (CycleGAN's
+    init_weights uses init_gain for all three); MUNIT's weights_init uses sqrt(2) for xavier and
+    orthogonal. BatchNorm weights get N(1, gain), as in the CycleGAN code.
     """
+    matrix_gain = gain if matrix_gain is None else matrix_gain
     init: Callable[[torch.Tensor], object] = {
         "normal": lambda w: nn.init.normal_(w, 0.0, gain),
-        "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
+        "xavier": lambda w: nn.init.xavier_normal_(w, gain=matrix_gain),
         "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
-        "orthogonal": lambda w: nn.init.orthogonal_(w, gain=gain),
+        "orthogonal": lambda w: nn.init.orthogonal_(w, gain=matrix_gain),
     }[kind]
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):

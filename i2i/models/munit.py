@@ -5,7 +5,9 @@ blocks) and a style encoder (downsampling, global average pooling, 1x1 conv to a
 produce (c, s); a decoder rebuilds the image from c through residual blocks whose AdaIN
 parameters an MLP computes from s, then upsampling levels with MUNIT's LayerNorm. The
 discriminator is a multi-scale PatchGAN. At the edges2shoes settings the parameter counts and
-the order of parameter shapes equal the reference's (tests pin them).
+shapes equal the reference's (tests pin them), and so does their order except in the decoder's
+upsampling blocks: the reference's Conv2dBlock registers its LayerNorm before its conv, this
+ConvBlock after it.
 
 Unlike the reference, the AdaIN parameters travel as an argument of the decoder's forward pass
 instead of being assigned onto modules before each call, so a decoder can be called
