@@ -251,6 +251,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def params_from_dict(raw: Any, source: str = "<params>") -> Params:
+    if raw is None:
+        sections = ", ".join(f.name for f in dataclasses.fields(Params))
+        raise ParamsError(f"{source}: the file is empty; expected the sections {sections} "
+                          f"(params.yaml of the repository has them all)")
     return _build(Params, raw, "", source)
 
 

@@ -205,12 +205,32 @@ class RunRecord:
 def find_runs(cfg: TrackingConfig, experiment: str | None = None, tags: dict[str, str] | None = None,
               run_ids: list[str] | None = None, root: Path | None = None) -> list[RunRecord]:
     """Runs of ``experiment`` (default ``cfg.experiment``) carrying every tag in ``tags``, or the
-    given ``run_ids``; oldest first. Unknown experiments and run ids are errors naming them."""
+    given ``run_ids``; oldest first. Unknown experiments and run ids, a missing store and one
+    that cannot be read are errors naming them; nothing is written to the store."""
+    from i2i.errors import I2IError
+
+    uri = tracking_uri(cfg, root or repository_root())
+    if uri.startswith("sqlite:///"):
+        store = Path(uri[len("sqlite:///"):].split("?")[0])
+        if not store.is_file():
+            raise I2IError(f"no MLflow store at {store}: nothing has been tracked there yet (run "
+                           f"`dvc repro` or `i2i train` first), or set tracking.uri")
+    try:
+        return _find_runs(uri, cfg, experiment, tags, run_ids)
+    except I2IError:
+        raise
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's and MLflow's many kinds
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise I2IError(f"cannot read the MLflow store {uri} ({type(e).__name__}: {first}); if the "
+                       f"file is damaged, move it aside (the next run starts a new one)") from None
+
+
+def _find_runs(uri: str, cfg: TrackingConfig, experiment: str | None, tags: dict[str, str] | None,
+               run_ids: list[str] | None) -> list[RunRecord]:
     from mlflow.tracking import MlflowClient
 
     from i2i.errors import I2IError
 
-    uri = tracking_uri(cfg, root or repository_root())
     client = MlflowClient(tracking_uri=uri)
     if run_ids:
         runs = []

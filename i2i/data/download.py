@@ -57,6 +57,9 @@ def download(cfg: DataConfig, out: str | Path) -> dict:
 
 
 def _check_layout(folder: Path, layout: str, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise DatasetLayoutError(f"{folder} ({what}): a file, not a folder; expected a folder "
+                                 f"holding {' '.join(n + '/' for n in REQUIRED[layout])}")
     missing = [n for n in REQUIRED[layout] if not (folder / n).is_dir()]
     if missing:
         raise DatasetLayoutError(

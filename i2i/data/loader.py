@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from i2i.config import DataConfig
+from i2i.errors import I2IError
 
 
 # Translation direction -> (source, target) test parts: what sampling and evaluation translate.
@@ -141,6 +142,12 @@ def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: i
     prepared = Path(prepared)
     dataset = UnpairedDataset(DomainImages(prepared / "train_a"), DomainImages(prepared / "train_b"),
                               cfg.crop_size, cfg.flip, seed)
+    if len(dataset) < batch_size * world:
+        raise I2IError(
+            f"{prepared}: {len(dataset)} training image(s) in the larger domain cannot fill one "
+            f"batch of train.batch_size = {batch_size} on each of {world} process(es); lower "
+            f"train.batch_size or add training images"
+        )
     return DataLoader(
         dataset, batch_sampler=IterationBatches(len(dataset), batch_size, seed, start, rank, world),
         num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
