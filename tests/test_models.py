@@ -32,8 +32,13 @@ def convT(cin: int, cout: int, k: int) -> list[tuple[int, ...]]:
     return [(cin, cout, k, k), (cout,)]  # ConvTranspose2d stores [in, out, k, k]
 
 
-# The reference architectures written out from REFERENCE.md, in the order the reference code
-# registers its parameters.
+# The reference architectures, written out by reading the reference code layer by layer:
+# junyanz/pytorch-CycleGAN-and-pix2pix models/networks.py (ResnetGenerator, NLayerDiscriminator,
+# UnetGenerator) and NVlabs/MUNIT networks.py (AdaINGen: StyleEncoder, ContentEncoder, Decoder,
+# MLP; MsImageDis), commit 1337c26, at the papers' settings (CycleGAN: ngf 64, 9 blocks, ndf 64;
+# MUNIT edges2shoes: dim 64, style_dim 8, n_downsample 2, n_res 4, mlp_dim 256, dis n_layer 4,
+# 3 scales). Neither paper states parameter counts: the counts below are the sums of these
+# shapes, so they check our modules against this transcription, shape by shape.
 RESNET_9 = (conv(64, 3, 7) + conv(128, 64, 3) + conv(256, 128, 3) + conv(256, 256, 3) * 18
             + convT(256, 128, 3) + convT(128, 64, 3) + conv(3, 64, 7))
 BASIC_D = conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 4)

@@ -1,6 +1,7 @@
 """Registry of the datasets ``data.dataset`` can name, and where each one comes from.
 
-Hosted archives follow REFERENCE.md: the CycleGAN sets are zips under
+Hosted archives are where the reference repositories' download scripts fetch them: the
+CycleGAN sets are zips under
 ``http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/<name>.zip``; edges2shoes and
 edges2handbags are side-by-side pairs in ``<name>.tar.gz`` under the pix2pix host, which MUNIT
 splits into an edges half (A) and a photo half (B), its ``val`` split becoming our test split.
