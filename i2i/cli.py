@@ -319,7 +319,8 @@ def bench(params_path: Path, settings: tuple[str, ...], modes: tuple[str, ...], 
 
 
 @main.command()
-@click.argument("names", nargs=-1, type=click.Choice(["vgg16", "alexnet", "squeezenet1_1", "inception_v3"]))
+@click.argument("names", nargs=-1, type=click.Choice(
+    ["vgg16", "alexnet", "squeezenet1_1", "inception_v3", "inception_fid"]))
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Fetch the weights these params need (instead of / besides NAMES).")
 @click.option("--list", "list_only", is_flag=True, help="Only show which files are cached.")

@@ -173,6 +173,7 @@ class EvaluateConfig:
     metrics: tuple[str, ...]
     lpips_net: Literal["alex", "vgg", "squeeze"]
     classifier: Literal["inception", "domain"]
+    inception: Literal["fid", "torchvision"]
     lpips_inputs: int = bounded(ge=1)
     lpips_pairs: int = bounded(ge=1)
     cis_inputs: int = bounded(ge=1)

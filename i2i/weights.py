@@ -46,11 +46,12 @@ RANDOM = "random"  # the record of a backbone that was built with seeded random 
 @dataclass(frozen=True)
 class WeightFile:
     name: str
-    filename: str  # torchvision's: <stem>-<first 8 hex digits of the SHA-256>.pth
+    filename: str  # torch hub's: <stem>-<first 8 hex digits of the SHA-256>.pth
     sha256_prefix: str  # what the file's SHA-256 must start with
+    host: str = PYTORCH_HOST
 
     def url(self, mirror: str = "") -> str:
-        return (mirror or PYTORCH_HOST).rstrip("/") + "/" + self.filename
+        return (mirror or self.host).rstrip("/") + "/" + self.filename
 
 
 WEIGHTS = {
@@ -60,6 +61,9 @@ WEIGHTS = {
         WeightFile("alexnet", "alexnet-owt-7be5be79.pth", "7be5be79"),
         WeightFile("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth", "b8a52dc0"),
         WeightFile("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd"),
+        # The TensorFlow FID Inception graph's weights, as pytorch-fid publishes them.
+        WeightFile("inception_fid", "pt_inception-2015-12-05-6726825d.pth", "6726825d",
+                   "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"),
     )
 }
 LPIPS_BACKBONE = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
@@ -81,8 +85,13 @@ def metric_backbones(metric: str, ev: EvaluateConfig) -> list[str]:
     if metric in ("fid", "kid") or (
         metric in ("inception_score", "cis") and ev.classifier == "inception"
     ):
-        return ["inception_v3"]
+        return [inception(ev)]
     return []
+
+
+def inception(ev: EvaluateConfig) -> str:
+    """The weight file of the Inception network ``evaluate.inception`` names."""
+    return "inception_fid" if ev.inception == "fid" else "inception_v3"
 
 
 def for_evaluation(ev: EvaluateConfig) -> list[str]:
@@ -91,8 +100,8 @@ def for_evaluation(ev: EvaluateConfig) -> list[str]:
 
 
 def for_real_features(ev: EvaluateConfig) -> list[str]:
-    """The weight files the real_features stage loads: Inception-v3, when a metric uses it."""
-    return [n for n in for_evaluation(ev) if n == "inception_v3"]
+    """The weight files the real_features stage loads: the Inception, when a metric uses it."""
+    return [n for n in for_evaluation(ev) if n == inception(ev)]
 
 
 def required(params: Params) -> list[str]:

@@ -37,16 +37,16 @@ def _standin_states() -> dict[str, dict[str, torch.Tensor]]:
 
     from i2i.metrics.inception import InceptionV3
 
+    def inception(kind: str) -> dict[str, torch.Tensor]:
+        net = InceptionV3(pretrained=False, kind=kind)  # batch norms calibrated: finite features
+        return {k.removeprefix("trunk."): v.half() for k, v in net.state_dict().items()}
+
     torch.manual_seed(0)
-    inception = InceptionV3(
-        pretrained=False
-    )  # random, with batch norms calibrated: finite features
     return {
         "alexnet": {f"features.{k}": v.half() for k, v in alexnet().features.state_dict().items()},
         "vgg16": {f"features.{k}": v.half() for k, v in vgg16().features.state_dict().items()},
-        "inception_v3": {
-            k.removeprefix("trunk."): v.half() for k, v in inception.state_dict().items()
-        },
+        "inception_v3": inception("torchvision"),
+        "inception_fid": inception("fid"),
     }
 
 
@@ -234,16 +234,16 @@ def test_vgg_and_inception_load_only_what_they_run_from_a_file(standins, monkeyp
 
 def test_a_score_is_named_uncalibrated_when_a_backbone_it_depends_on_was_random():
     p = params_from_dict(tiny_train_params())
-    real = {"alexnet": "ab" * 32, "inception_v3": "cd" * 32}
+    real = {"alexnet": "ab" * 32, "inception_fid": "cd" * 32}
     assert [prefix(m, p, real) for m in ("fid", "kid", "lpips_diversity", "cis")] == ["metric"] * 4
-    half = {**real, "inception_v3": "random"}
+    half = {**real, "inception_fid": "random"}
     assert [prefix(m, p, half) for m in ("fid", "kid", "lpips_diversity")] == [
         "uncalibrated",
         "uncalibrated",
         "metric",
     ]
     # The domain classifier, content IoU and mode coverage need no ImageNet backbone.
-    none = {"alexnet": "random", "inception_v3": "random"}
+    none = {"alexnet": "random", "inception_fid": "random"}
     assert [
         prefix(m, p, none) for m in ("inception_score", "cis", "content_iou", "mode_coverage")
     ] == ["metric"] * 4
@@ -276,7 +276,7 @@ def test_backbones_stage_never_imports_torch(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
     assert json.loads((tmp_path / "b" / "evaluate.json").read_text()) == {
         "alexnet": "random",
-        "inception_v3": "random",
+        "inception_fid": "random",
     }
 
 
@@ -301,9 +301,10 @@ def test_real_features_of_the_stage_give_the_same_scores_and_stale_ones_are_igno
     other = MetricNetworks(params.evaluate, tmp_path, cpu, real_features=tmp_path / "real")
     assert not np.array_equal(other.real_inception(part, 24)[0][:, :4], fresh[0][:, :4])
     assert other.real_from == {"test_b": "computed"}
-    calibrated = MetricNetworks(params.evaluate, tmp_path, cpu, {"inception_v3": "ab" * 32},
+    calibrated = MetricNetworks(params.evaluate, tmp_path, cpu, {"inception_fid": "ab" * 32},
                                 real_features=tmp_path / "real")
-    calibrated.__dict__["inception"] = lambda x: (torch.zeros(len(x), 2048), torch.zeros(len(x), 1000))
+    calibrated.__dict__["inception"] = lambda x: (torch.zeros(len(x), 2048),
+                                                  torch.zeros(len(x), 1008))
     assert not calibrated.real_inception(part, 32)[0].any()
     assert calibrated.real_from == {"test_b": "computed"}
 
@@ -324,7 +325,7 @@ def scratch_repo(root: Path, standins: dict[str, tuple[Path, str]], params: dict
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     table = (root / "i2i" / "weights.py").read_text()
     for name, (_, prefix8) in standins.items():
-        table = table.replace(f'"{weights.WEIGHTS[name].sha256_prefix}")', f'"{prefix8}")')
+        table = table.replace(f', "{weights.WEIGHTS[name].sha256_prefix}"', f', "{prefix8}"')
     (root / "i2i" / "weights.py").write_text(table)
     write_params(root / "params.yaml", params)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
@@ -355,11 +356,11 @@ def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_c
     _run(root, [dvc, "init", "-q"], env)
 
     out = _run(root, [dvc, "repro"], env)
-    assert "WARNING: pretrained weights not available: alexnet, inception_v3" in out
+    assert "WARNING: pretrained weights not available: alexnet, inception_fid" in out
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert "uncalibrated/fid/ab" in metrics and "metric/fid/ab" not in metrics
 
-    serve(server, standins, "alexnet", "inception_v3")  # the files appear
+    serve(server, standins, "alexnet", "inception_fid")  # the files appear
     out = _run(root, [dvc, "repro"], env)
     assert _ran(out) == ["backbones", "real_features", "evaluate"]
     assert "WARNING" not in out
@@ -371,7 +372,7 @@ def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_c
     sha = {n: hashlib.sha256(standins[n][0].read_bytes()).hexdigest() for n in standins}
     assert json.loads((root / "reports" / "evaluate.json").read_text())["backbones"] == {
         "alexnet": sha["alexnet"],
-        "inception_v3": sha["inception_v3"],
+        "inception_fid": sha["inception_fid"],
     }
     assert _ran(_run(root, [dvc, "repro"], env)) == ["backbones"]  # nothing changed: only the check
 
@@ -417,7 +418,7 @@ def test_train_and_evaluate_fetch_their_backbones_themselves(
     stage("classify")
     stage("evaluate")
     assert sorted(r["path"] for r in server.log[1:]) == sorted(
-        "/" + standins[n][0].name for n in ("alexnet", "inception_v3")
+        "/" + standins[n][0].name for n in ("alexnet", "inception_fid")
     )
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert isinstance(metrics["metric/fid/ab"], float) and not any(

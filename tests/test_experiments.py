@@ -150,7 +150,7 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     assert by_name["no-identity"].data.tags["backbone/vgg16"] == "random"
     assert "backbone/vgg16" not in by_name["munit"].data.tags  # vgg_w = 0: no VGG at all
     for r in runs:
-        assert r.data.tags.get("backbone/inception_v3", "random") == "random"
+        assert r.data.tags.get("backbone/inception_fid", "random") == "random"
         calibrated = ("metric/fid", "metric/kid", "metric/lpips")
         assert not any(k.startswith(calibrated) for k in r.data.metrics)
     head = run(["git", "rev-parse", "HEAD"], experiments).stdout.strip()

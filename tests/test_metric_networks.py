@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from i2i.cache import weights_dir
 from i2i.config import params_from_dict
@@ -81,3 +82,51 @@ def test_loading_something_else_as_a_classifier_names_the_file(tmp_path):
     torch.save({"format": "other"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="x.pt: not an i2i domain classifier"):
         classifier.load(tmp_path / "x.pt")
+
+
+def test_fid_inception_has_the_tf_graphs_layout_1008_classes_and_no_auxiliary_head():
+    from torchvision.models import inception_v3
+
+    from i2i.metrics import inception
+
+    torch.manual_seed(0)
+    fid = InceptionV3(pretrained=False, kind="fid")
+    ours = {k.removeprefix("trunk."): tuple(v.shape) for k, v in fid.state_dict().items()}
+    tv = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
+    layout = {k: tuple(v.shape) for k, v in tv.state_dict().items()}
+    assert ours == layout  # the file's keys load one to one
+    assert ours["fc.weight"] == (1008, 2048)
+    names = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6e", "Mixed_7b", "Mixed_7c")
+    blocks = [type(getattr(fid.trunk, n)).__name__ for n in names]
+    assert blocks == ["_FidA"] * 3 + ["_FidC"] * 2 + ["_FidE"] * 2
+    assert fid.trunk.Mixed_7b.pool is inception._tf_average
+    assert fid.trunk.Mixed_7c.pool is inception._max
+    features, probs = fid(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert features.shape == (2, 2048) and probs.shape == (2, 1008)
+
+
+def test_fid_blocks_pool_as_tensorflow_does_and_differ_from_torchvisions_only_there():
+    """Average pools leave the zero padding out (only border pixels change); Mixed_7c's pool
+    branch takes a max. Every other branch is torchvision's, weight for weight."""
+    from torchvision.models.inception import InceptionA, InceptionE
+
+    from i2i.metrics.inception import _FidA, _FidE, _max
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 192, 9, 9)
+    plain, fid = InceptionA(192, 32).eval(), _FidA(192, 32).eval()
+    fid.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        a, b = plain(x), fid(x)
+        pooled = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        assert torch.equal(b[:, -32:], plain.branch_pool(pooled))
+    assert torch.equal(a[:, :-32], b[:, :-32])  # the three conv branches
+    inner = (slice(None), slice(-32, None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(a[inner], b[inner], atol=1e-6)  # the interior pixels
+    assert not torch.allclose(a[:, -32:, 0], b[:, -32:, 0], atol=1e-3)  # the border
+    x = torch.randn(1, 2048, 5, 5)
+    plain, fid = InceptionE(2048).eval(), _FidE(2048, _max).eval()
+    fid.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fid(x)[:, -192:], plain.branch_pool(F.max_pool2d(x, 3, 1, 1)))
+        assert torch.equal(fid(x)[:, :-192], plain(x)[:, :-192])

@@ -65,7 +65,7 @@ def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(ev
     for metric in ("inception_score", "cis", "mode_coverage"):
         assert metrics[f"metric/{metric}/ba"] is None and "no class labels" in details["skipped"][f"{metric}/ba"]
     assert set(details["uncalibrated"]) == random_backbone
-    assert details["backbones"] == {"alexnet": "random", "inception_v3": "random"}
+    assert details["backbones"] == {"alexnet": "random", "inception_fid": "random"}
     assert metrics["metric/classifier_accuracy/ab"] == json.loads(
         (root / "reports" / "classifiers.json").read_text())["b"]["test_accuracy"]
     if name == "cyclegan":  # deterministic: no diversity, CIS 1, one mode per input
@@ -85,7 +85,7 @@ def test_scores_land_in_the_training_run_with_the_gallery(evaluated):
     run = runs[0]
     assert run.info.run_id == json.loads((root / "models" / "run.json").read_text())["run_id"]
     assert run.info.status == "FINISHED" and run.data.tags["metrics_calibrated"] == "false"
-    assert run.data.tags["backbone/inception_v3"] == "random"
+    assert run.data.tags["backbone/inception_fid"] == "random"
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert any(k.startswith("uncalibrated/") for k in metrics)
     for key, value in metrics.items():

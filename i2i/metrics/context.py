@@ -58,7 +58,8 @@ class MetricNetworks:
         from i2i.metrics.inception import InceptionV3
 
         torch.manual_seed(self.cfg.seed)  # a random network is the same in every run
-        return InceptionV3(weights.pretrained(self.backbones, "inception_v3")).to(self.device)
+        pretrained = weights.pretrained(self.backbones, weights.inception(self.cfg))
+        return InceptionV3(pretrained, self.cfg.inception).to(self.device)
 
     def real_inception(self, part: DomainImages, crop_size: int) -> tuple[np.ndarray, torch.Tensor]:
         """Inception pool features [N, 2048] (float64) and posteriors [N, 1000] of a test part's
@@ -70,7 +71,7 @@ class MetricNetworks:
         if name not in self._real:
             found = None
             if self.real_features is not None:
-                key = real.key(part.folder.parent, crop_size, self.backbones, self.cfg.seed)
+                key = real.key(part.folder.parent, crop_size, self.backbones, self.cfg)
                 found = real.read(self.real_features, part.folder.name, key)
             self.real_from[part.folder.name] = "real_features stage" if found else "computed"
             if found is None:

@@ -25,13 +25,16 @@ from i2i.io import atomic_dir, write_json
 PARTS = ("test_a", "test_b")
 
 
-def key(data: Path, crop_size: int, backbones: dict[str, str], seed: int) -> dict[str, Any]:
-    """What the real features of ``data`` depend on. A random Inception depends on the seed."""
-    inception = backbones.get("inception_v3", weights.RANDOM)
+def key(data: Path, crop_size: int, backbones: dict[str, str],
+        cfg: EvaluateConfig) -> dict[str, Any]:
+    """What the real features of ``data`` depend on: the data, the crop, which Inception and its
+    weights (a random one: its seed)."""
+    name = weights.inception(cfg)
+    used = backbones.get(name, weights.RANDOM)
     return {
         "data": json.loads((data / "manifest.json").read_text())["content_hash"],
         "crop_size": crop_size,
-        "inception_v3": inception if inception != weights.RANDOM else f"random, seed {seed}",
+        name: used if used != weights.RANDOM else f"random, seed {cfg.seed}",
     }
 
 
@@ -61,8 +64,8 @@ def real_features(
     ``out/info.json``; return the info."""
     from i2i.metrics.context import MetricNetworks
 
-    needed = "inception_v3" in weights.for_evaluation(cfg)
-    expected = key(data, crop_size, backbones, cfg.seed)
+    needed = bool(weights.for_real_features(cfg))
+    expected = key(data, crop_size, backbones, cfg)
     networks = MetricNetworks(cfg, Path(), device, backbones)  # computes, reads nothing
     info: dict[str, Any] = {"key": expected, "images": {}}
     with atomic_dir(out) as tmp:
