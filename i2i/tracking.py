@@ -221,6 +221,9 @@ def find_runs(cfg: TrackingConfig, experiment: str | None = None, tags: dict[str
         raise
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's and MLflow's many kinds
         first = (str(e).strip().splitlines() or [""])[0][:200]
+        if "database is locked" in str(e):
+            raise I2IError(f"the MLflow store {uri} stayed locked by another process (one holding "
+                           f"a long write); try again when it is done") from None
         raise I2IError(f"cannot read the MLflow store {uri} ({type(e).__name__}: {first}); if the "
                        f"file is damaged, move it aside (the next run starts a new one)") from None
 

@@ -72,3 +72,26 @@ def test_compare_without_a_store_or_with_a_damaged_one_says_so_and_writes_nothin
     assert "cannot read the MLflow store" in line and "move it aside" in line
     assert (tmp_path / "mlflow.db").read_bytes() == damaged
     assert not (tmp_path / "reports").exists()  # no half-written table or chart
+
+
+def test_compare_on_a_store_another_process_keeps_locked_says_so_and_changes_nothing(tmp_path: Path):
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / ".git").mkdir()
+    store = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{store}").create_experiment("i2i")
+    p = tiny_train_params()
+    p["tracking"]["uri"] = f"sqlite:///{store}?timeout=1"  # wait 1 s for the lock, not 60
+    write_params(tmp_path / "params.yaml", p)
+    before = store.read_bytes()
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a writer in the middle of a long transaction
+    try:
+        line = _one_line_error(i2i(tmp_path, "compare"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "stayed locked by another process" in line and str(store) in line
+    assert store.read_bytes() == before and not (tmp_path / "reports").exists()
