@@ -74,7 +74,7 @@ def test_compare_without_a_store_or_with_a_damaged_one_says_so_and_writes_nothin
     assert not (tmp_path / "reports").exists()  # no half-written table or chart
 
 
-def test_compare_on_a_store_another_process_keeps_locked_says_so_and_changes_nothing(tmp_path: Path):
+def test_compare_on_a_store_another_process_keeps_locked_says_so(tmp_path: Path):
     import sqlite3
 
     from mlflow.tracking import MlflowClient
