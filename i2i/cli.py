@@ -22,6 +22,11 @@ params_option = click.option(
 )
 
 
+def weights_fix(params_path: Path) -> str:
+    """The command a stage's missing-weights warning names: fetch what these params need."""
+    return f"i2i weights --params {params_path}"
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -169,8 +174,7 @@ def backbones(params_path: Path, out: Path) -> None:
     will load ({name: sha256 | random}) for DVC to track."""
     from i2i import weights
 
-    fix = f"i2i weights --params {params_path}"
-    records = weights.write_records(load_params(params_path), out, fix)
+    records = weights.write_records(load_params(params_path), out, weights_fix(params_path))
     for stage, record in records.items():
         used = ", ".join(f"{n} {v if v == weights.RANDOM else v[:12]}" for n, v in record.items())
         click.echo(f"{stage}: {used or 'no pretrained backbone'}")
@@ -189,8 +193,8 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
     from i2i.metrics.real import real_features as run
 
     p = load_params(params_path)
-    fix = f"i2i weights --params {params_path}"
-    record = weights.resolve(weights.for_real_features(p.evaluate), p.backbones, fix)
+    needed = weights.for_real_features(p.evaluate)
+    record = weights.resolve(needed, p.backbones, weights_fix(params_path))
     info = run(data, out, p.data.crop_size, p.evaluate, record, inference_device(p.train.device))
     click.echo(", ".join(f"{part} {n} images" for part, n in info["images"].items()) or
                "evaluate.metrics use no Inception features")
@@ -215,7 +219,7 @@ def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, rea
     from i2i.evaluate import evaluate as run
 
     paths = EvaluatePaths(data, models, classifiers, metrics, details, real)
-    result = run(load_params(params_path), paths, fix=f"i2i weights --params {params_path}")
+    result = run(load_params(params_path), paths, fix=weights_fix(params_path))
     width = max(len(k) for k in result)
     for k, v in result.items():
         click.echo(f"{k:{width}s}  {v if not isinstance(v, float) else f'{v:.4f}'}")

@@ -62,7 +62,7 @@ class MetricNetworks:
         return InceptionV3(pretrained, self.cfg.inception).to(self.device)
 
     def real_inception(self, part: DomainImages, crop_size: int) -> tuple[np.ndarray, torch.Tensor]:
-        """Inception pool features [N, 2048] (float64) and posteriors [N, 1000] of a test part's
+        """Inception pool features [N, 2048] (float64) and posteriors [N, K] of a test part's
         centre-cropped images: from the real_features stage when it made them for this data,
         crop and Inception, otherwise computed here."""
         from i2i.metrics import real
