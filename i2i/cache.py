@@ -21,7 +21,3 @@ def weights_dir() -> Path:
     torch_home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
     return Path(torch_home) / "hub" / "checkpoints"
 
-
-def kernels_dir() -> Path:
-    """Compiled C kernels (i2i/models/kernels.py), one file per source, compiler and CPU."""
-    return Path(os.environ.get("I2I_CACHE") or Path.home() / ".cache" / "i2i") / "kernels"

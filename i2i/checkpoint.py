@@ -16,11 +16,13 @@ import hashlib
 import json
 import logging
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from i2i import sources
 from i2i.config import Params, to_dict
 from i2i.errors import I2IError
 from i2i.io import atomic_path
@@ -33,7 +35,7 @@ REQUIRED = {"format", "iteration", "config", "data_hash", "code", "run_id", "row
 # Keys that change how a run is carried out or reported, not what it computes.
 NOT_FINGERPRINTED = {
     "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile", "train.winograd",
+    "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile",
 }
 NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "backbones", "tracking")
 
@@ -64,12 +66,9 @@ def fingerprinted(params: Params) -> dict[str, Any]:
 
 
 def code_version() -> str:
-    """A hash of the i2i package's source: a checkpoint belongs to the code that made it."""
-    root = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    """A hash of the training code (``i2i.train`` and every i2i module it imports): a checkpoint
+    belongs to the code that made it."""
+    return sources.digest(sources.closure("i2i.train"))
 
 
 def fingerprint(params: Params, data_hash: str, code: str, backbones: dict[str, str]) -> str:
@@ -136,6 +135,50 @@ def latest(folder: Path) -> dict[str, Any] | None:
         except ResumeError as e:
             log.warning("skipping a damaged checkpoint: %s", e)
     return None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run keeps its checkpoints, and the state it continues from (None: from scratch)."""
+
+    folder: Path
+    code: str
+    state: dict[str, Any] | None
+    source: Path  # the --resume file, or the folder whose newest checkpoint was taken
+
+    @property
+    def start(self) -> int:
+        return self.state["iteration"] if self.state else 0
+
+
+def find_resume(params: Params, data_hash: str, backbones: dict[str, str], root: Path,
+                explicit: Path | None = None) -> Resume:
+    """The configuration's folder under ``root`` and its newest checkpoint that loads, or the
+    ``explicit`` checkpoint (``--resume``), refused when made with other params, data or backbones."""
+    code = code_version()
+    folder = root / fingerprint(params, data_hash, code, backbones)
+    if explicit is None:
+        return Resume(folder, code, latest(folder), folder)
+    state = load(explicit)
+    check_compatible(state, params, data_hash, backbones, explicit)
+    return Resume(folder, code, state, explicit)
+
+
+def restore(trainer: Any, resume: Resume, device: torch.device, rank: int) -> None:
+    """Load ``resume``'s state into ``trainer`` (i2i.train.Trainables); a state the trainer
+    cannot take names the checkpoint, its code and torch version."""
+    if resume.state is None:
+        return
+    try:
+        trainer.load_state_dict(resume.state, device, rank)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        state = resume.state
+        raise ResumeError(
+            f"{resume.source}: cannot restore the trainer from the iteration-{resume.start} "
+            f"checkpoint, made by i2i code {state.get('code')} with torch "
+            f"{state.get('torch', '?')} (now {resume.code}, torch {torch.__version__}): "
+            f"{type(e).__name__}: {e}"
+        ) from None
 
 
 def check_compatible(state: dict[str, Any], params: Params, data_hash: str,

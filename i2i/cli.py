@@ -134,11 +134,11 @@ def train(params_path: Path, data: Path, checkpoints: Path, models: Path, report
 def classify(params_path: Path, data: Path, out: Path, report: Path) -> None:
     """Train the domain classifiers (IS/CIS/mode coverage) on each labelled domain's classes."""
     from i2i.metrics.classifier import classify as run
-    from i2i.devices import inference_device
+    from i2i.devices import pick_device
 
     p = load_params(params_path)
     result = run(data, out, p.data.crop_size, p.evaluate.classifier_steps, p.evaluate.seed,
-                 inference_device(p.train.device))
+                 pick_device(p.evaluate.device))
     write_json(report, result)
     for domain, r in result.items():
         click.echo(f"domain {domain.upper()}: " + (f"{r['classes']} classes, held-out accuracy {r['test_accuracy']}"
@@ -189,13 +189,13 @@ def backbones(params_path: Path, out: Path) -> None:
 def real_features(params_path: Path, data: Path, out: Path) -> None:
     """Inception features of the real test images, which every evaluation shares (FID, KID, IS)."""
     from i2i import weights
-    from i2i.devices import inference_device
+    from i2i.devices import pick_device
     from i2i.metrics.real import real_features as run
 
     p = load_params(params_path)
     needed = weights.for_real_features(p.evaluate)
     record = weights.resolve(needed, p.backbones, weights_fix(params_path))
-    info = run(data, out, p.data.crop_size, p.evaluate, record, inference_device(p.train.device))
+    info = run(data, out, p.data.crop_size, p.evaluate, record, pick_device(p.evaluate.device))
     click.echo(", ".join(f"{part} {n} images" for part, n in info["images"].items()) or
                "evaluate.metrics use no Inception features")
 
@@ -261,9 +261,9 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
               type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Base params (the default setting).")
 @click.option("--setting", "settings", multiple=True, help="What to train (repeatable): tiny, default, "
               "cyclegan-128, cyclegan-256, munit-256. Default: default and cyclegan-128.")
-@click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (the references' way, the baseline), tuned (i2i's trainer), channels_last, "
-              "winograd, bf16, fp16, compile, fast-cpu, cudagraphs, batch4x, fast-gpu. Default: all; CUDA-only ones are "
-              "skipped on a CPU.")
+@click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (the default "
+              "trainer, the baseline), channels_last, bf16, fp16, compile, cudagraphs, batch4x, "
+              "fast-gpu. Default: all; CUDA-only ones are skipped on a CPU.")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed iterations per run.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(1),
               help="Untimed iterations first (compilation happens here; their losses are compared).")

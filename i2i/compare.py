@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from i2i.config import LOWER_IS_BETTER
+from i2i.config import LOWER_IS_BETTER, REFERENCE_VALUES
 from i2i.errors import I2IError
 from i2i.io import atomic_path, write_bytes
 from i2i.tracking import RunRecord
 
 SCORES = ("metric/", "uncalibrated/")  # calibrated scores, and those from random backbones
+
+
+def is_score(key: str) -> bool:
+    """``metric/<name>/<direction>`` or ``uncalibrated/...``, not a reference value."""
+    parts = key.split("/")
+    return key.startswith(SCORES) and len(parts) == 3 and parts[1] not in REFERENCE_VALUES
 
 
 def lower_is_better(key: str) -> bool:
@@ -28,15 +34,15 @@ def lower_is_better(key: str) -> bool:
 
 def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: str | None = None) -> pd.DataFrame:
     """One row per run: its status, the params whose values differ between the runs, then the
-    metrics (default: every ``metric/...`` and ``uncalibrated/...`` key any run has), sorted by
-    ``sort`` best first. A score from a random backbone has its own ``uncalibrated/`` column, so
-    it is never ranked against a calibrated one."""
+    metrics (default: every score any run has, :func:`is_score`), sorted by the score ``sort``
+    best first. A score from a random backbone has its own ``uncalibrated/`` column, so it is
+    never ranked against a calibrated one; reference values are not scores and are never ranked."""
     if not runs:
         raise I2IError("no runs to compare: check the experiment name, tags or run ids")
     params = pd.DataFrame([r.params for r in runs], dtype=object)
     differing = [c for c in sorted(params.columns) if params[c].astype(str).nunique(dropna=False) > 1]
     scores = pd.DataFrame([r.metrics for r in runs])
-    keys = metrics or sorted(c for c in scores.columns if c.startswith(SCORES))
+    keys = metrics or sorted(c for c in scores.columns if is_score(c))
     missing = [k for k in keys if k not in scores.columns]
     if missing:
         raise I2IError(f"no run has the metric(s) {', '.join(missing)}; available: {', '.join(sorted(scores.columns))}")
@@ -44,8 +50,10 @@ def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: st
                                      "run_id": [r.run_id[:8] for r in runs]}),
                        params[differing].reset_index(drop=True), scores[keys].reset_index(drop=True)], axis=1)
     if sort:
-        if sort not in scores.columns:
-            raise I2IError(f"cannot sort by {sort!r}: no run has it; available: {', '.join(sorted(scores.columns))}")
+        ranked = sorted(c for c in scores.columns if is_score(c))
+        if sort not in ranked:
+            why = "a reference value, not a score" if sort in scores.columns else "no run has it"
+            raise I2IError(f"cannot sort by {sort!r}: {why}; scores: {', '.join(ranked)}")
         if sort not in table.columns:
             table[sort] = scores[sort].values
         table = table.sort_values(sort, ascending=lower_is_better(sort), na_position="last", kind="stable")
@@ -101,6 +109,20 @@ def plot(table: pd.DataFrame, keys: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def reference_caption(runs: list[RunRecord]) -> str:
+    """The reference values (real-data scores, classifier accuracy, ...) as one line each: one
+    value when every run has the same, else the range."""
+    values: dict[str, set[float]] = {}
+    for r in runs:
+        for k, v in r.metrics.items():
+            if k.startswith(SCORES) and not is_score(k) and v == v:
+                values.setdefault(k, set()).add(v)
+    lines = [f"- `{k}`: {_cell(min(v))}" + (f" to {_cell(max(v))}" if len(v) > 1 else "")
+             for k, v in sorted(values.items())]
+    return ("\n\nReference values (what the scores are read by, not ranked):\n" + "\n".join(lines) + "\n"
+            if lines else "\n")
+
+
 def compare(runs: list[RunRecord], markdown: Path, chart: Path, metrics: list[str] | None = None,
             sort: str | None = None) -> pd.DataFrame:
     """Write the table and the chart; return the table."""
@@ -111,7 +133,7 @@ def compare(runs: list[RunRecord], markdown: Path, chart: Path, metrics: list[st
               + ". `-`: not computed (see the run's evaluate.json)."
               + (" `uncalibrated/...`: computed on random backbones (offline), comparable only with "
                  "each other." if any(k.startswith("uncalibrated/") for k in keys) else "") + "\n\n")
-    write_bytes(markdown, (header + to_markdown(table)).encode())
+    write_bytes(markdown, (header + to_markdown(table) + reference_caption(runs)).encode())
     if keys:
         plot(table, keys, chart)
     return table

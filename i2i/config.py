@@ -145,7 +145,6 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"]
     channels_last: bool
     compile: bool
-    winograd: bool
     checkpoint_every: int = bounded(ge=1)
     keep_checkpoints: int = bounded(ge=1)
     log_every: int = bounded(ge=1)
@@ -159,13 +158,19 @@ class SampleConfig:
     num_examples: int = bounded(ge=0)
     gallery_inputs: int = bounded(ge=1)
     seed: int = bounded(ge=0)
+    batch_size: int = bounded(ge=1)
+    device: Literal["auto", "cpu", "cuda"]
 
 
 METRIC_NAMES = (
     "lpips_diversity", "inception_score", "cis", "fid", "kid", "content_iou", "mode_coverage",
 )
 # Scores (metric/<key>/<direction>) where lower is better; all others are better higher.
-LOWER_IS_BETTER = ("fid", "kid", "kid_std")
+LOWER_IS_BETTER = ("fid", "kid")
+# Keys the metrics report beside the scores, to read them by: values of the real test images,
+# the classifier's test accuracy, the number of modes, KID's spread. Never ranked.
+REFERENCE_VALUES = ("lpips_diversity_real", "inception_score_real", "classifier_accuracy", "num_modes",
+                    "kid_std")
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,7 @@ class EvaluateConfig:
     classifier_steps: int = bounded(ge=1)
     batch_size: int = bounded(ge=1)
     seed: int = bounded(ge=0)
+    device: Literal["auto", "cpu", "cuda"]
 
     def checks(self) -> Iterator[tuple[str, Any, str]]:
         for name in self.metrics:
@@ -224,6 +230,7 @@ MOVED = {
     "data.weights_mirror": "now backbones.mirror",
     "loss.vgg_pretrained": "now backbones.policy: random for a random VGG16, else fallback or strict",
     "evaluate.pretrained": "now backbones.policy: random for random backbones, else fallback or strict",
+    "train.winograd": "removed: speed comes from train.compile, channels_last and precision",
 }
 
 

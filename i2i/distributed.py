@@ -40,20 +40,20 @@ def setup(use_cuda: bool) -> Dist:
     return Dist(rank, world, local)
 
 
-def teardown(d: Dist) -> None:
-    if d.world > 1 and dist.is_initialized():
+def teardown(group: Dist) -> None:
+    if group.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def average_gradients(module: nn.Module, d: Dist) -> None:
-    if d.world == 1:
+def average_gradients(module: nn.Module, group: Dist) -> None:
+    if group.world == 1:
         return
     params = [p for p in module.parameters() if p.grad is not None]
     if not params:
         return
     flat = torch.cat([p.grad.flatten() for p in params])
     dist.all_reduce(flat)
-    flat /= d.world
+    flat /= group.world
     offset = 0
     for p in params:
         n = p.numel()
@@ -61,26 +61,26 @@ def average_gradients(module: nn.Module, d: Dist) -> None:
         offset += n
 
 
-def broadcast_state(module: nn.Module, d: Dist) -> None:
+def broadcast_state(module: nn.Module, group: Dist) -> None:
     """Make every rank start from rank 0's parameters and buffers."""
-    if d.world == 1:
+    if group.world == 1:
         return
     for t in [*module.parameters(), *module.buffers()]:
         dist.broadcast(t.data, src=0)
 
 
-def gather_to_main(obj: object, d: Dist) -> list | None:
+def gather_to_main(obj: object, group: Dist) -> list | None:
     """Every rank's ``obj`` (picklable, on the CPU), in rank order, on rank 0; None elsewhere."""
-    if d.world == 1:
+    if group.world == 1:
         return [obj]
-    out = [None] * d.world if d.main else None
+    out = [None] * group.world if group.main else None
     dist.gather_object(obj, out, dst=0)
     return out
 
 
-def all_finite(flag: bool, d: Dist) -> bool:
+def all_finite(flag: bool, group: Dist) -> bool:
     """True when ``flag`` holds on every rank (so all ranks stop together)."""
-    if d.world == 1:
+    if group.world == 1:
         return flag
     t = torch.tensor([0 if flag else 1])
     dist.all_reduce(t)

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from i2i import weights
-from i2i.config import Params
+from i2i.config import REFERENCE_VALUES, Params
 from i2i.data.loader import TEST_PARTS, DomainImages
-from i2i.devices import inference_device
+from i2i.devices import pick_device
 from i2i.io import write_json
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
 from i2i.metrics.registry import METRICS
@@ -66,6 +66,8 @@ def score(params: Params, paths: EvaluatePaths, device: torch.device,
             seconds[f"{name}/{direction}"] = round(time.perf_counter() - began, 2)
             kind = prefix(name, params, backbones)
             metrics |= {f"{kind}/{k}/{direction}": v for k, v in values.items()}
+    # The scores first, then what they are read by: `dvc exp show` lists the columns in this order.
+    metrics = dict(sorted(metrics.items(), key=lambda kv: kv[0].split("/")[1] in REFERENCE_VALUES))
     uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
     details = {"model": nets.name, "device": str(device), "skipped": skipped,
                "backbones": backbones, "uncalibrated": uncalibrated,
@@ -82,7 +84,7 @@ def evaluate(params: Params, paths: EvaluatePaths,
     from i2i.tracking import Tracker, run_tags
 
     backbones = weights.resolve(weights.for_evaluation(params.evaluate), params.backbones, fix)
-    device = inference_device(params.train.device)
+    device = pick_device(params.evaluate.device)
     began = time.perf_counter()
     metrics, details = score(params, paths, device, backbones)
     details["seconds"]["total"] = round(time.perf_counter() - began, 2)

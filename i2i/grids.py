@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from i2i.models import Networks, translate
+from i2i.models import Networks
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -24,7 +24,8 @@ def tile(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
 
 
 @torch.no_grad()
-def translation_grid(nets: Networks, inputs: torch.Tensor, direction: str, styles: torch.Tensor | None) -> np.ndarray:
+def translation_grid(nets: Networks, inputs: torch.Tensor, direction: str,
+                     styles: torch.Tensor | None) -> np.ndarray:
     """One row per input: the input, then its translation (CycleGAN) or one per style (MUNIT).
 
     ``styles`` [K, style_dim, 1, 1] are shared by all rows, so column k means the same style.
@@ -32,11 +33,8 @@ def translation_grid(nets: Networks, inputs: torch.Tensor, direction: str, style
     was_training = nets.training
     nets.eval()
     try:
-        if styles is None:
-            outputs = [translate(nets, inputs, direction)]
-        else:
-            outputs = [translate(nets, inputs, direction, s.expand(inputs.shape[0], -1, -1, -1)) for s in styles]
+        outputs = nets.translate(inputs, direction, styles)  # [N, K, 3, H, W]
     finally:
         nets.train(was_training)
-    columns = [to_uint8(inputs)] + [to_uint8(o) for o in outputs]
+    columns = [to_uint8(inputs)] + [to_uint8(outputs[:, k]) for k in range(outputs.shape[1])]
     return tile([[col[i] for col in columns] for i in range(inputs.shape[0])])

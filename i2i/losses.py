@@ -85,9 +85,9 @@ def _input_gradient(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     rng: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP: mean over samples of (||grad_x D(x_hat)||_2 - 1)^2, x_hat = e real + (1 - e) fake."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=rng, dtype=real.dtype)
     x_hat = eps * real.detach() + (1 - eps) * fake.detach()
     grad = _input_gradient(D, x_hat)
     return (grad.norm(2, dim=1) - 1).square().mean()
@@ -109,7 +109,7 @@ class ImagePool:
     def __init__(self, size: int, seed: int = 0):
         self.size = size
         self.images: list[torch.Tensor] = []
-        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = torch.Generator().manual_seed(seed)
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
@@ -119,8 +119,8 @@ class ImagePool:
             if len(self.images) < self.size:
                 self.images.append(image.clone())
                 out.append(image)
-            elif torch.rand((), generator=self.generator) < 0.5:
-                i = int(torch.randint(self.size, (), generator=self.generator))
+            elif torch.rand((), generator=self.rng) < 0.5:
+                i = int(torch.randint(self.size, (), generator=self.rng))
                 out.append(self.images[i].clone())
                 self.images[i] = image.clone()
             else:
@@ -128,11 +128,11 @@ class ImagePool:
         return torch.stack(out)
 
     def state_dict(self) -> dict:
-        return {"images": [i.cpu() for i in self.images], "generator": self.generator.get_state()}
+        return {"images": [i.cpu() for i in self.images], "rng": self.rng.get_state()}
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.images = [i.to(device) for i in state["images"]]
-        self.generator.set_state(state["generator"])
+        self.rng.set_state(state["rng"])
 
 
 @dataclass
@@ -161,31 +161,17 @@ def _total(terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.T
     return PhaseOutput(loss, detached, {k: v.detach() for k, v in (fakes or {}).items()})  # type: ignore[arg-type]
 
 
-def _split(out: Logits, sizes: list[int]) -> list[Logits]:
-    if isinstance(out, torch.Tensor):
-        return list(out.split(sizes))
-    return [list(parts) for parts in zip(*(o.split(sizes) for o in out))]  # multi-scale logits
-
-
 class Objective:
-    """What both objectives share: the adversarial loss, discriminator penalties, the perceptual loss.
+    """What both objectives share: the adversarial loss, discriminator penalties, the perceptual loss."""
 
-    ``batched``: a network that sees several independent batches in one phase (G_ab on a and,
-    for the identity loss, on b; D_b on real and fake B) runs once on their concatenation. Every
-    network here normalises each sample on its own (instance, layer, adaptive instance norm),
-    so the result is the same math in fewer, larger kernels; with batch norm, or ``batched=False``
-    (the default: the references' way and the benchmarks' baseline), each batch gets its own call.
-    """
-
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0,
-                 batched: bool = False):
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None,
+                 seed: int = 0):
         self.nets, self.cfg = nets, cfg
-        self.batched = batched and nets.per_sample
         self.gan = GANLoss(cfg.gan_mode)
         if cfg.vgg_w > 0 and perceptual is None:
             raise ValueError("loss.vgg_w > 0 needs the perceptual network (i2i.models.perceptual.PerceptualLoss)")
         self.perceptual = perceptual if cfg.vgg_w > 0 else None
-        self.generator = torch.Generator().manual_seed(seed)  # for the gradient penalty's mixing
+        self.rng = torch.Generator().manual_seed(seed)  # for the gradient penalty's mixing
 
     def to(self, device: torch.device | str) -> "Objective":
         if self.perceptual is not None:
@@ -194,16 +180,10 @@ class Objective:
 
     def state_dict(self) -> dict:
         """The objective's own state: random generators (and image pools), for exact resumes."""
-        return {"generator": self.generator.get_state()}
+        return {"rng": self.rng.get_state()}
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
-        self.generator.set_state(state["generator"])
-
-    def together(self, net: nn.Module, *inputs: torch.Tensor) -> list:
-        """``[net(x) for x in inputs]``, in one call when the objective is batched."""
-        if not self.batched or len(inputs) == 1:
-            return [net(x) for x in inputs]
-        return _split(net(torch.cat(inputs)), [x.shape[0] for x in inputs])
+        self.rng.set_state(state["rng"])
 
     def discriminator_terms(self, real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], step: int,
                             scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -214,10 +194,10 @@ class Objective:
         cfg, terms = self.cfg, {}
         for d in ("a", "b"):
             D = self.nets.D[d]
-            terms[d] = scale * cfg.gan_w * self.gan.discriminator(*self.together(D, real[d], fake[d]))
+            terms[d] = scale * cfg.gan_w * self.gan.discriminator(D(real[d]), D(fake[d]))
             if cfg.gan_mode == "wgangp" and cfg.gp_w > 0:
-                gen = self.generator if real[d].device.type == "cpu" else None
-                terms[f"gp_{d}"] = cfg.gp_w * gradient_penalty(D, real[d], fake[d], gen)
+                rng = self.rng if real[d].device.type == "cpu" else None
+                terms[f"gp_{d}"] = cfg.gp_w * gradient_penalty(D, real[d], fake[d], rng)
             if cfg.gan_mode == "logistic" and cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
                 terms[f"r1_{d}"] = cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(D, real[d])
         return terms
@@ -239,9 +219,9 @@ class CycleGANObjective(Objective):
        fakes drawn from an ImagePool of ``loss.pool_size`` per domain.
     """
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0,
-                 batched: bool = False):
-        super().__init__(nets, cfg, perceptual, seed, batched)
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None,
+                 seed: int = 0):
+        super().__init__(nets, cfg, perceptual, seed)
         self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
 
     def state_dict(self) -> dict:
@@ -256,9 +236,7 @@ class CycleGANObjective(Objective):
         G, cfg = self.nets.G, self.cfg
         a, b = real["a"], real["b"]
         with frozen(self.nets.D):
-            identity = cfg.identity_w > 0
-            fake_b, *idt_b = self.together(G["ab"], a, *([b] if identity else []))
-            fake_a, *idt_a = self.together(G["ba"], b, *([a] if identity else []))
+            fake_b, fake_a = G["ab"](a), G["ba"](b)
             rec_a, rec_b = G["ba"](fake_b), G["ab"](fake_a)
             terms = {
                 "gan_ab": cfg.gan_w * self.gan.generator(self.nets.D["b"](fake_b)),
@@ -266,9 +244,9 @@ class CycleGANObjective(Objective):
                 "cycle_a": cfg.lambda_a * F.l1_loss(rec_a, a),
                 "cycle_b": cfg.lambda_b * F.l1_loss(rec_b, b),
             }
-            if identity:
-                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(idt_b[0], b)
-                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(idt_a[0], a)
+            if cfg.identity_w > 0:
+                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(G["ab"](b), b)
+                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(G["ba"](a), a)
             terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
         return _total(terms, "loss/G", fakes={"ab": fake_b, "ba": fake_a})
 
@@ -289,23 +267,23 @@ class MunitObjective(Objective):
     D: gan_w * [L_D(D_a) + L_D(D_b)] + penalties.
     """
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0,
-                 batched: bool = False):
-        super().__init__(nets, cfg, perceptual, seed, batched)
-        self.style_generator = torch.Generator().manual_seed(seed + 1)
+    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None,
+                 seed: int = 0):
+        super().__init__(nets, cfg, perceptual, seed)
+        self.style_rng = torch.Generator().manual_seed(seed + 1)
 
     def state_dict(self) -> dict:
-        return super().state_dict() | {"style_generator": self.style_generator.get_state()}
+        return super().state_dict() | {"style_rng": self.style_rng.get_state()}
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         super().load_state_dict(state, device)
-        self.style_generator.set_state(state["style_generator"])
+        self.style_rng.set_state(state["style_rng"])
 
     def random_styles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Style codes s_a, s_b from the prior; drawn on the CPU so runs repeat across devices."""
         g = self.nets.G
-        return (g["a"].random_style(n, generator=self.style_generator).to(device),
-                g["b"].random_style(n, generator=self.style_generator).to(device))
+        return (g["a"].random_style(n, generator=self.style_rng).to(device),
+                g["b"].random_style(n, generator=self.style_rng).to(device))
 
     def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0,
                         styles: tuple[torch.Tensor, torch.Tensor] | None = None) -> PhaseOutput:
@@ -315,8 +293,8 @@ class MunitObjective(Objective):
         with frozen(self.nets.D):
             c_a, s_a_prime = G["a"].encode(x_a)
             c_b, s_b_prime = G["b"].encode(x_b)
-            x_a_recon, x_ba = self.decode_together(G["a"], (c_a, s_a_prime), (c_b, s_a))
-            x_b_recon, x_ab = self.decode_together(G["b"], (c_b, s_b_prime), (c_a, s_b))
+            x_a_recon, x_ba = G["a"].decode(c_a, s_a_prime), G["a"].decode(c_b, s_a)
+            x_b_recon, x_ab = G["b"].decode(c_b, s_b_prime), G["b"].decode(c_a, s_b)
             c_b_recon, s_a_recon = G["a"].encode(x_ba)
             c_a_recon, s_b_recon = G["b"].encode(x_ab)
             terms = {
@@ -335,23 +313,16 @@ class MunitObjective(Objective):
             terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
         return _total(terms, "loss/G", fakes={"ab": x_ab, "ba": x_ba})
 
-    def decode_together(self, G: nn.Module, *codes: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-        """``[G.decode(c, s) for c, s in codes]``, in one call when the objective is batched."""
-        if not self.batched:
-            return [G.decode(c, s) for c, s in codes]
-        out = G.decode(torch.cat([c for c, _ in codes]), torch.cat([s for _, s in codes]))
-        return list(out.split([c.shape[0] for c, _ in codes]))
-
     def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
                             step: int = 0) -> PhaseOutput:
         fake = {"a": fakes["ba"], "b": fakes["ab"]}
         return _total(self.discriminator_terms(real, fake, step), "loss/D")
 
 
-def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0, batched: bool = False,
+def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0,
                     pretrained_vgg: bool = True) -> CycleGANObjective | MunitObjective:
     """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0, with
     ImageNet weights or (``pretrained_vgg=False``) random ones from the current torch seed."""
     perceptual = PerceptualLoss(pretrained_vgg) if cfg.vgg_w > 0 else None
     cls = CycleGANObjective if nets.name == "cyclegan" else MunitObjective
-    return cls(nets, cfg, perceptual, seed, batched)
+    return cls(nets, cfg, perceptual, seed)

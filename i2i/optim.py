@@ -15,13 +15,10 @@ from torch import nn
 from i2i.config import TrainConfig
 
 
-def adam(module: nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Adam:
-    """Adam over ``module``'s parameters. ``fused``: one kernel updates every parameter (CPU and
-    CUDA), the same update up to fp32 rounding, several times faster than PyTorch's default
-    for-each path, which ``fused=False`` keeps (the benchmarks' reference baseline)."""
-    fused = fused and all(p.device.type in ("cpu", "cuda") for p in module.parameters())
+def adam(module: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over ``module``'s parameters (PyTorch's default implementation)."""
     return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            weight_decay=cfg.weight_decay, fused=fused or None)
+                            weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: TrainConfig, iteration: int) -> float:

@@ -31,8 +31,8 @@ from i2i.config import Params
 from i2i.data.loader import TEST_PARTS, DomainImages, crop_flip, to_model_input
 from i2i.grids import tile, to_uint8
 from i2i.io import atomic_dir
-from i2i.devices import inference_device
-from i2i.models import Networks, load_generators, translate, translate_styles
+from i2i.devices import pick_device
+from i2i.models import Networks, load_generators
 
 
 def _save(path: Path, image: np.ndarray) -> None:
@@ -48,29 +48,25 @@ def _crops(part: DomainImages, ids: list[int], size: int) -> np.ndarray:
 def translate_direction(nets: Networks, source: DomainImages, target: DomainImages, direction: str,
                         params: Params, device: torch.device) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
     """(inputs [N, S, S, 3], outputs [N, C, S, S, 3], column names, example indices) as uint8."""
-    sp, size, batch = params.sample, params.data.crop_size, params.evaluate.batch_size
+    sp, size, batch = params.sample, params.data.crop_size, params.sample.batch_size
     inputs = _crops(source, list(range(len(source))), size)
     examples: list[int] = []
-    if nets.name == "cyclegan":
+    if not nets.style_dim:
         columns, styles = ["output"], None
     else:
-        g = torch.Generator().manual_seed(sp.seed)
-        style_dim = nets.G[direction[1]].style_dim
-        styles = torch.randn(sp.num_styles, style_dim, 1, 1, generator=g).to(device)  # [K, style_dim, 1, 1]
+        rng = torch.Generator().manual_seed(sp.seed)
+        styles = torch.randn(sp.num_styles, nets.style_dim, 1, 1, generator=rng).to(device)  # [K, style_dim, 1, 1]
         examples = sorted(np.random.default_rng(sp.seed).choice(len(target), min(sp.num_examples, len(target)),
                                                                 replace=False).tolist())
         columns = [f"style_{k:02d}" for k in range(sp.num_styles)]
         if examples:
             x_ex = to_model_input(torch.from_numpy(_crops(target, examples, size)), device)
-            styles = torch.cat([styles, nets.G[direction[1]].encode(x_ex)[1]])  # + [E, style_dim, 1, 1]
+            styles = torch.cat([styles, nets.style_of(x_ex, direction[1])])  # + [E, style_dim, 1, 1]
             columns += [f"example_{k:02d}" for k in range(len(examples))]
     outputs = []
     for s in range(0, len(inputs), max(1, batch // len(columns))):
         x = to_model_input(torch.from_numpy(inputs[s: s + max(1, batch // len(columns))]), device)
-        if styles is None:
-            out = translate(nets, x, direction)[:, None]  # [k, 1, 3, S, S]
-        else:
-            out = translate_styles(nets, x, direction, styles.expand(x.shape[0], *styles.shape), batch)
+        out = nets.translate(x, direction, styles, batch)  # [k, C, 3, S, S]
         outputs.append(to_uint8(out.flatten(0, 1)).reshape(*out.shape[:2], size, size, 3))
     return inputs, np.concatenate(outputs), columns, examples
 
@@ -102,7 +98,7 @@ def _gallery(sections: list[dict[str, Any]], title: str) -> str:
 
 def sample(params: Params, data: Path, models: Path, out: Path) -> dict[str, Any]:
     """Write every translation of the test split, the grids and the gallery under ``out``."""
-    device = inference_device(params.train.device)
+    device = pick_device(params.sample.device)
     nets = load_generators(models / "generator.pt", device)
     sections, counts = [], {}
     with atomic_dir(out) as tmp:

@@ -10,6 +10,7 @@ experiments running in parallel (``dvc queue start -j 2``) all land.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import os
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from i2i.config import TrackingConfig
+from i2i.io import atomic_path
 
 DVC_COPIES = (".dvc", "tmp", "exps")
 
@@ -114,7 +116,11 @@ class Tracker:
             exp = self.client.get_experiment_by_name(cfg.experiment)
             if exp is None:
                 location = (self.root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
-                self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+                # MLflow 3's UI opens an experiment of this kind on its runs table (training runs),
+                # not on its GenAI traces view.
+                self.experiment_id = self.client.create_experiment(
+                    cfg.experiment, artifact_location=location,
+                    tags={"mlflow.experimentKind": "custom_model_development"})
             else:
                 self.experiment_id = exp.experiment_id
         self.run_id: str | None = None
@@ -274,3 +280,71 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
+
+
+def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
+    """``rows`` of {"step": n, key: value} as a CSV (DVC's plots file), written atomically."""
+    keys = ["step"] + sorted({k for r in rows for k in r} - {"step"})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in r.items()})
+
+
+class TrainingLog:
+    """Where a training run's numbers go: its MLflow run and the losses CSV (DVC plots).
+
+    Rows stay pending until a checkpoint holds them (:meth:`saved`), so the CSV and MLflow
+    never show iterations that a resume would run again. The rows travel in the checkpoint, so a
+    kill between writing a checkpoint and flushing its rows loses nothing: on resume the CSV is
+    rebuilt and MLflow is sent what it missed. Ranks other than 0 (``main=False``) log nothing.
+    """
+
+    def __init__(self, cfg: TrackingConfig, losses_csv: Path, main: bool):
+        self.tracker = Tracker(cfg) if main else NullTracker()
+        self.csv, self.main = losses_csv, main
+        self.rows: list[dict[str, float]] = []
+        self.pending: list[tuple[int, dict[str, float]]] = []
+        self.run_id: str | None = None
+
+    def start(self, params: dict[str, Any], tags: dict[str, str], state: dict[str, Any] | None) -> str | None:
+        """A new MLflow run, or the one ``state`` (a checkpoint) continues, caught up."""
+        self.run_id = self.tracker.start(params, tags, run_id=state["run_id"] if state else None)
+        self.rows = list(state["rows"]) if state else []
+        if self.main:
+            write_rows(self.csv, self.rows)
+            logged = self.tracker.last_step("loss/G/total") if state else 0
+            self.tracker.log_metrics([(int(r["step"]), {k: v for k, v in r.items() if k != "step"})
+                                      for r in self.rows if r["step"] > logged])
+        return self.run_id
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        self.pending.append((step, values))
+
+    def to_save(self) -> list[dict[str, float]]:
+        """Every row so far, the pending ones included: what a checkpoint stores."""
+        return self.rows + [{"step": step, **values} for step, values in self.pending]
+
+    def saved(self) -> None:
+        """A checkpoint now holds the pending rows: send them to MLflow and the CSV."""
+        if self.main:
+            self.tracker.log_metrics(self.pending)
+            self.rows = self.to_save()
+            write_rows(self.csv, self.rows)
+        self.pending = []
+
+    def last(self) -> dict[str, float]:
+        return self.rows[-1] if self.rows else {}
+
+    def image(self, image: np.ndarray, artifact_file: str) -> None:
+        self.tracker.log_image(image, artifact_file)
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(path, artifact_path)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.tracker.log_metrics([(step, values)])
+
+    def end(self, status: str) -> None:
+        self.tracker.end(status)

@@ -11,7 +11,6 @@ so what they show always matches a checkpoint.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import sys
@@ -25,15 +24,15 @@ import torch
 from i2i import checkpoint, distributed, weights
 from i2i.config import Params, to_dict
 from i2i.data.loader import DomainImages, EvalImages, to_model_input, to_real_images, train_loader
+from i2i.devices import pick_device
 from i2i.errors import I2IError
 from i2i.grids import tile, translation_grid
-from i2i.io import atomic_path, write_json
+from i2i.io import write_json
 from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
-from i2i.models.layers import narrow_convs_channels_last
-from i2i.models.winograd import use_winograd
 from i2i.optim import adam, scheduler
 from i2i.progress import progress, quiet
+from i2i.tracking import TrainingLog, run_tags
 
 
 log = logging.getLogger(__name__)
@@ -51,28 +50,10 @@ class TrainPaths:
     reports: Path  # losses.csv (DVC plots) and summary.json (DVC metrics)
 
 
-def pick_device(kind: str, d: distributed.Dist) -> torch.device:
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise I2IError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if kind != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda", d.local_rank)
-    return torch.device("cpu")
-
-
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def compile_networks(nets: Networks, mode: str | None = None) -> None:
-    """torch.compile each network in place (state-dict keys unchanged). MUNIT generators are
-    called through encode/decode, so their parts are compiled instead of their forward.
-    ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs)."""
-    for net in [*nets.G.values(), *nets.D.values()]:
-        parts = [net.enc_style, net.enc_content, net.dec, net.mlp] if hasattr(net, "encode") else [net]
-        for part in parts:
-            part.compile(mode=mode)
 
 
 class FiniteGuard:
@@ -85,8 +66,8 @@ class FiniteGuard:
     idles waiting for the host; the checkpoint itself is only written from finite weights.
     """
 
-    def __init__(self, device: torch.device, d: distributed.Dist, every: int):
-        self.d, self.every = d, 1 if device.type == "cpu" else max(1, every)
+    def __init__(self, device: torch.device, group: distributed.Dist, every: int):
+        self.group, self.every = group, 1 if device.type == "cpu" else max(1, every)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.terms: dict[str, torch.Tensor] = {}
 
@@ -99,7 +80,7 @@ class FiniteGuard:
 
     def check(self) -> None:
         bad_at = int(self.first_bad)
-        if distributed.all_finite(bad_at < 0, self.d):
+        if distributed.all_finite(bad_at < 0, self.group):
             return
         terms = self.terms
         bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["(on another rank)"]
@@ -125,28 +106,16 @@ class Trainables:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def build(cls, params: Params, device: torch.device, reference: bool = False,
-              random_vgg: bool = False) -> "Trainables":
-        """The trainer's state for ``params`` on ``device``, set up for speed with the same math:
-        batched passes (i2i.losses.Objective), fused Adam, and on a CPU in the default layout
-        without torch.compile, the narrow output convs channels-last
-        (i2i.models.layers.narrow_convs_channels_last). Paired measurements on the 2-core CPU
-        (``i2i bench --paired``, README "Performance") give them together 1.10x at the default
-        config and 1.01x at 128 px.
-        ``reference``: the references' way instead (one call per network and batch, PyTorch's
-        default Adam, one layout), the benchmarks' fp32 baseline. ``random_vgg``: the perceptual
-        loss's VGG16 is seeded random instead of ImageNet's (``i2i.weights``)."""
+    def build(cls, params: Params, device: torch.device, random_vgg: bool = False) -> "Trainables":
+        """The trainer's state for ``params`` on ``device``. ``random_vgg``: the perceptual loss's
+        VGG16 is seeded random instead of ImageNet's (``i2i.weights``)."""
         tp = params.train
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
-        if device.type == "cpu" and not (reference or tp.channels_last or tp.compile):
-            narrow_convs_channels_last(nets)
-        if tp.winograd and not reference:
-            use_winograd(nets)
-        objective = build_objective(nets, params.loss, seed=tp.seed, batched=not reference,
+        objective = build_objective(nets, params.loss, seed=tp.seed,
                                     pretrained_vgg=not random_vgg).to(device)
-        opt_g, opt_d = adam(nets.G, tp, fused=not reference), adam(nets.D, tp, fused=not reference)
+        opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
         return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
                    torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
 
@@ -181,7 +150,7 @@ class Trainables:
 
 
 def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precision: str,
-               guard: FiniteGuard, d: distributed.Dist) -> tuple[PhaseOutput, PhaseOutput]:
+               guard: FiniteGuard, group: distributed.Dist) -> tuple[PhaseOutput, PhaseOutput]:
     """One iteration: the generator phase and its optimiser step, then the discriminator phase
     on the generator phase's translations and its step, then the schedulers."""
     device = real["a"].device
@@ -190,14 +159,14 @@ def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precisio
     guard.update(g.terms, it)
     t.opt_g.zero_grad(set_to_none=True)
     t.scaler.scale(g.loss).backward()
-    distributed.average_gradients(t.nets.G, d)
+    distributed.average_gradients(t.nets.G, group)
     t.scaler.step(t.opt_g)
     with autocast(precision, device):
         dphase = t.objective.discriminator_phase(real, g.fakes, it)
     guard.update(dphase.terms, it)
     t.opt_d.zero_grad(set_to_none=True)
     t.scaler.scale(dphase.loss).backward()
-    distributed.average_gradients(t.nets.D, d)
+    distributed.average_gradients(t.nets.D, group)
     t.scaler.step(t.opt_d)
     t.scaler.update()
     t.sched_g.step()
@@ -205,131 +174,74 @@ def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precisio
     return g, dphase
 
 
-def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = ["step"] + sorted({k for r in rows for k in r} - {"step"})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in r.items()})
-
-
-def fixed_samples(paths: TrainPaths, params: Params, nets: Networks, device: torch.device) -> tuple[dict, torch.Tensor | None]:
-    """The test inputs and style codes every sample grid of the run uses."""
+def sample_inputs(params: Params, data: Path, style_dim: int,
+                  device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The test inputs and style codes (MUNIT) that every sample grid of the run shows."""
     inputs = {}
     for direction, part in (("ab", "test_a"), ("ba", "test_b")):
-        images = EvalImages(DomainImages(paths.data / part), params.data.crop_size)
+        images = EvalImages(DomainImages(data / part), params.data.crop_size)
         n = min(params.train.num_samples, len(images))
-        batch = torch.stack([images[i]["x"] for i in range(n)])
-        inputs[direction] = to_model_input(batch, device)
+        inputs[direction] = to_model_input(torch.stack([images[i]["x"] for i in range(n)]), device)
     styles = None
-    if nets.name == "munit":
-        g = torch.Generator().manual_seed(params.train.seed)
-        styles = torch.randn(min(params.sample.num_styles, 8), params.model.munit.style_dim, 1, 1, generator=g).to(device)
+    if style_dim:
+        rng = torch.Generator().manual_seed(params.train.seed)
+        styles = torch.randn(min(params.sample.num_styles, 8), style_dim, 1, 1, generator=rng).to(device)
     return inputs, styles
+
+
+def prepared_data_hash(data: Path) -> str:
+    manifest = data / "manifest.json"
+    if not manifest.is_file():
+        raise I2IError(f"{manifest}: no prepared data; run the download and preprocess stages "
+                       f"first (dvc repro preprocess)")
+    return json.loads(manifest.read_text())["content_hash"]
 
 
 def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict[str, Any]:
     """Train ``params``' model on the prepared data; return the summary written to summary.json."""
-    from i2i.tracking import NullTracker, Tracker, run_tags
-
     tp = params.train
-    d = distributed.setup(use_cuda=tp.device != "cpu" and torch.cuda.is_available())
-    device = pick_device(tp.device, d)
-    manifest_file = paths.data / "manifest.json"
-    if not manifest_file.is_file():
-        raise I2IError(f"{manifest_file}: no prepared data; run the download and preprocess stages first (dvc repro preprocess)")
-    manifest = json.loads(manifest_file.read_text())
-    data_hash = manifest["content_hash"]
+    group = distributed.setup(use_cuda=tp.device != "cpu" and torch.cuda.is_available())
+    device = pick_device(tp.device, group.local_rank)
+    data_hash = prepared_data_hash(paths.data)
     # A random VGG16 gives another result than ImageNet's: it is part of the configuration.
-    backbones = weights.resolve(weights.for_training(params.loss), params.backbones,
-                                announce=d.main)
-    code = checkpoint.code_version()
-    folder = paths.checkpoints / checkpoint.fingerprint(params, data_hash, code, backbones)
-    if resume is not None:
-        state = checkpoint.load(resume)
-        checkpoint.check_compatible(state, params, data_hash, backbones, resume)
-    else:
-        state = checkpoint.latest(folder)
-    start = state["iteration"] if state else 0
-
+    backbones = weights.resolve(weights.for_training(params.loss), params.backbones, announce=group.main)
+    run = checkpoint.find_resume(params, data_hash, backbones, paths.checkpoints, resume)
     t = Trainables.build(params, device, random_vgg=not weights.pretrained(backbones, "vgg16"))
-    if state:
-        try:
-            t.load_state_dict(state, device, d.rank)
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise checkpoint.ResumeError(
-                f"{resume or folder}: cannot restore the trainer from the iteration-{start} "
-                f"checkpoint, made by i2i code {state.get('code')} with torch "
-                f"{state.get('torch', '?')} (now {code}, torch {torch.__version__}): "
-                f"{type(e).__name__}: {e}"
-            ) from None
-    nets, opt_g, opt_d = t.nets, t.opt_g, t.opt_d
-    distributed.broadcast_state(nets, d)
+    checkpoint.restore(t, run, device, group.rank)
+    distributed.broadcast_state(t.nets, group)
     if tp.compile:
-        compile_networks(nets)
-
-    tracker = Tracker(params.tracking) if d.main else NullTracker()
-    tags = run_tags() | {"dataset_hash": data_hash, "code_hash": code, "device": str(device), "precision": tp.precision,
-                         "model": params.model.name, "world_size": str(d.world)}
-    tags |= {f"backbone/{name}": used for name, used in backbones.items()}
-    run_id = tracker.start(checkpoint.flatten(to_dict(params)), tags, run_id=state["run_id"] if state else None)
-    bar = progress(total=tp.iterations, initial=start, desc=f"train {params.model.name}", unit="it")
-    status = "FAILED"
+        t.nets.compile_each()
+    log = TrainingLog(params.tracking, paths.reports / "losses.csv", group.main)
+    tags = run_tags() | {"dataset_hash": data_hash, "code_hash": run.code, "device": str(device),
+                         "precision": tp.precision, "model": params.model.name,
+                         "world_size": str(group.world)}
+    run_id = log.start(checkpoint.flatten(to_dict(params)),
+                       tags | {f"backbone/{name}": used for name, used in backbones.items()}, run.state)
+    inputs, styles = sample_inputs(params, paths.data, t.nets.style_dim, device)
+    data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, run.start,
+                             group.rank, group.world))
+    guard = FiniteGuard(device, group, tp.log_every)
+    bar = progress(total=tp.iterations, initial=run.start, desc=f"train {params.model.name}", unit="it")
+    began, done, status = time.perf_counter(), run.start, "FAILED"
     try:
-        losses_csv = paths.reports / "losses.csv"
-        # The rows logged so far travel in the checkpoint, so a kill between writing the checkpoint
-        # and flushing them loses nothing: the CSV is rebuilt and MLflow gets what it missed.
-        rows: list[dict[str, float]] = state.get("rows", []) if state else []
-        if d.main:
-            write_rows(losses_csv, rows)
-            logged = tracker.last_step("loss/G/total") if state else 0
-            tracker.log_metrics([(int(r["step"]), {k: v for k, v in r.items() if k != "step"})
-                                 for r in rows if r["step"] > logged])
-        pending: list[tuple[int, dict[str, float]]] = []
-        inputs, styles = fixed_samples(paths, params, nets, device)
-        data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, start, d.rank, d.world))
-        guard = FiniteGuard(device, d, tp.log_every)
-        began, done = time.perf_counter(), start
-        for it in range(start, tp.iterations):
-            batch = next(data)
-            real = to_real_images(batch, device, tp.channels_last)
-            g, dphase = train_step(t, real, it, tp.precision, guard, d)
+        for it in range(run.start, tp.iterations):
+            g, dphase = train_step(t, to_real_images(next(data), device, tp.channels_last), it,
+                                   tp.precision, guard, group)
             done = it + 1
             bar.update(1)
-
-            logging = done % tp.log_every == 0 or done == tp.iterations
-            if logging or done % tp.checkpoint_every == 0:
+            last = done == tp.iterations
+            if done % tp.log_every == 0 or last:
                 guard.check()
-            if logging:
                 values = {k: v.item() for k, v in {**g.terms, **dphase.terms}.items()}
-                values |= {"lr/G": opt_g.param_groups[0]["lr"], "lr/D": opt_d.param_groups[0]["lr"]}
-                pending.append((done, values))
+                values |= {"lr/G": t.opt_g.param_groups[0]["lr"], "lr/D": t.opt_d.param_groups[0]["lr"]}
+                log.add(done, values)
                 bar.set_postfix(G=f"{values['loss/G/total']:.3f}", D=f"{values['loss/D/total']:.3f}")
-            if d.main and (done % tp.sample_every == 0 or done == tp.iterations):
-                grid = tile([[translation_grid(nets, inputs[k], k, styles)] for k in ("ab", "ba")], pad=8)
-                tracker.log_image(grid, f"samples/{done:08d}.png")
-            if done % tp.checkpoint_every == 0 or done == tp.iterations:
-                ranks = distributed.gather_to_main(t.rank_state(), d)
-                if d.main:
-                    if not all(torch.isfinite(p).all() for p in nets.parameters()):
-                        raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good checkpoint is kept")
-                    new_rows = [{"step": step, **values} for step, values in pending]
-                    checkpoint.save(folder, done, {
-                        "config": to_dict(params), "data_hash": data_hash, "code": code,
-                        "torch": str(torch.__version__), "run_id": run_id,
-                        "backbones": backbones,
-                        "rows": rows + new_rows, "ranks": ranks,
-                        **t.state_dict(),
-                    }, tp.keep_checkpoints)
-                    tracker.log_metrics(pending)
-                    rows += new_rows
-                    write_rows(losses_csv, rows)
-                    if quiet():
-                        last = pending[-1][1] if pending else {}
-                        print(f"iteration {done}/{tp.iterations}: G {last.get('loss/G/total', float('nan')):.4f} "
-                              f"D {last.get('loss/D/total', float('nan')):.4f}", file=sys.stderr, flush=True)
-                pending = []
+            if group.main and (done % tp.sample_every == 0 or last):
+                grid = tile([[translation_grid(t.nets, inputs[k], k, styles)] for k in ("ab", "ba")], pad=8)
+                log.image(grid, f"samples/{done:08d}.png")
+            if done % tp.checkpoint_every == 0 or last:
+                guard.check()
+                save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -337,27 +249,56 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     finally:
         bar.close()
         if status != "FINISHED":
-            tracker.end(status)
-            distributed.teardown(d)
+            log.end(status)
+            distributed.teardown(group)
 
     seconds = time.perf_counter() - began
+    steps = done - run.start
     summary = {
-        "iterations": tp.iterations, "resumed_from": start, "seconds": round(seconds, 2),
-        "iterations_per_second": round((done - start) / seconds, 3) if seconds > 0 and done > start else None,
-        "images_per_second": round((done - start) * tp.batch_size * d.world * 2 / seconds, 3) if seconds > 0 and done > start else None,
-        "device": str(device), "precision": tp.precision, "world_size": d.world,
+        "iterations": tp.iterations, "resumed_from": run.start, "seconds": round(seconds, 2),
+        "iterations_per_second": round(steps / seconds, 3) if seconds > 0 and steps else None,
+        "device": str(device), "precision": tp.precision, "world_size": group.world,
         "backbones": backbones,  # {"vgg16": sha256 | "random"} when the perceptual loss is on
-        "final": {k: round(v, 6) for k, v in (rows[-1].items() if rows else []) if k != "step"},
+        "final": {k: round(log.last()[k], 6) for k in ("loss/G/total", "loss/D/total") if k in log.last()},
     }
-    if d.main:
-        model_file = paths.models / "generator.pt"
-        checkpoint.export_generators(model_file, params.model.name, to_dict(params.model), nets.G,
-                                     {"iterations": done, "run_id": run_id, "data_hash": data_hash})
-        tracker.log_artifact(model_file, "model")
-        write_json(paths.models / "run.json", {"run_id": run_id, "tracking_uri": tracker.uri,
-                                               "experiment_id": tracker.experiment_id, "iterations": done})
+    if group.main:
+        export(t.nets, params, paths, done, run_id, data_hash, log)
         write_json(paths.reports / "summary.json", summary)
-        tracker.log_metrics([(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})])
-        tracker.end("FINISHED")
-    distributed.teardown(d)
+        log.metrics(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})
+        log.end("FINISHED")
+    distributed.teardown(group)
     return summary
+
+
+def save_checkpoint(t: Trainables, run: checkpoint.Resume, done: int, params: Params, data_hash: str,
+                    backbones: dict[str, str], run_id: str | None, log: TrainingLog,
+                    group: distributed.Dist) -> None:
+    """Gather every rank's random state; rank 0 writes the checkpoint, then flushes the log."""
+    ranks = distributed.gather_to_main(t.rank_state(), group)
+    if group.main:
+        if not all(torch.isfinite(p).all() for p in t.nets.parameters()):
+            raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good "
+                                     f"checkpoint is kept")
+        checkpoint.save(run.folder, done, {
+            "config": to_dict(params), "data_hash": data_hash, "code": run.code,
+            "torch": str(torch.__version__), "run_id": run_id, "backbones": backbones,
+            "rows": log.to_save(), "ranks": ranks, **t.state_dict(),
+        }, params.train.keep_checkpoints)
+        if quiet():
+            last = log.pending[-1][1] if log.pending else {}
+            print(f"iteration {done}/{params.train.iterations}: "
+                  f"G {last.get('loss/G/total', float('nan')):.4f} "
+                  f"D {last.get('loss/D/total', float('nan')):.4f}", file=sys.stderr, flush=True)
+    log.saved()
+
+
+def export(nets: Networks, params: Params, paths: TrainPaths, done: int, run_id: str | None,
+           data_hash: str, log: TrainingLog) -> None:
+    """The generators (``models/generator.pt``, logged to the run) and the run's id."""
+    model_file = paths.models / "generator.pt"
+    checkpoint.export_generators(model_file, params.model.name, to_dict(params.model), nets.G,
+                                 {"iterations": done, "run_id": run_id, "data_hash": data_hash})
+    log.artifact(model_file, "model")
+    write_json(paths.models / "run.json", {"run_id": run_id, "tracking_uri": log.tracker.uri,
+                                           "experiment_id": log.tracker.experiment_id,
+                                           "iterations": done})

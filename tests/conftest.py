@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # pytest-xdist (pyproject's -n 2) runs two workers: OMP_NUM_THREADS=1, which PyTorch's, OpenMP's
 # and MKL's thread pools follow, here and in the processes the tests start, so the two workers'
-# threads do not contend for the same cores (tests/test_winograd.py asks for two where they matter).
+# threads do not contend for the same cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -1,7 +1,6 @@
 """`i2i bench` runs on a tiny setting and reports what it measured; the fast training paths
-(i2i's tuned trainer, channels-last, Winograd, torch.compile) give the baseline's losses; paired runs
-report a speedup per pair. Speed itself is not
-tested: it goes in reports/benchmarks.md."""
+(channels-last, torch.compile) give the baseline's losses; paired runs report a speedup per pair.
+Speed itself is not tested: it goes in reports/benchmarks.md."""
 from __future__ import annotations
 
 import json
@@ -15,7 +14,7 @@ import pytest
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
-MODES = ["fp32", "tuned", "channels_last", "winograd", "bf16", "fp16", "compile", "fast-cpu", "batch4x"]
+MODES = ["fp32", "channels_last", "bf16", "fp16", "compile", "batch4x"]
 
 
 def bench(out: Path, modes: list[str], *options: str) -> tuple[dict, str, str]:
@@ -32,7 +31,7 @@ def bench(out: Path, modes: list[str], *options: str) -> tuple[dict, str, str]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[dict, str, str]:
-    return bench(tmp_path_factory.mktemp("bench"), MODES, "--profile", "tiny/tuned")
+    return bench(tmp_path_factory.mktemp("bench"), MODES, "--profile", "tiny/fp32")
 
 
 def test_every_mode_runs_or_says_why_not(report):
@@ -49,34 +48,33 @@ def test_every_mode_runs_or_says_why_not(report):
         assert 0 <= x["loader_share"] < 1 and x["peak_rss_mb"] > 0 and x["cuda_max_allocated_mb"] is None
         assert x["repeats_images_per_second"] == [x["images_per_second"]]
     assert runs["batch4x"]["result"]["batch_size"] == 4 * runs["fp32"]["result"]["batch_size"]
-    # FLOP rates count the model's convolutions as such: Winograd's fewer multiplications are not
-    # a higher rate, and compiled code is not counted on its own
-    for mode in ("winograd", "compile", "fast-cpu"):
+    # FLOP rates count the model's convolutions as such: compiled code is not counted on its own
+    for mode in ("compile",):
         assert runs[mode]["result"]["flops_per_iteration"] == runs["fp32"]["result"]["flops_per_iteration"] > 0
     assert "tiny" in stdout and "it/s" in stdout and "repeat" not in stdout
 
 
 def test_repeats_keep_the_fastest_run_and_pool_every_pair(tmp_path):
-    data, md, stdout = bench(tmp_path, ["fp32", "tuned"], "--repeats", "2", "--no-evaluation")
+    data, md, stdout = bench(tmp_path, ["fp32", "channels_last"], "--repeats", "2", "--no-evaluation")
     for r in data["training"]:
         x = r["result"]
         assert len(x["repeats_images_per_second"]) == 2 and x["images_per_second"] == max(x["repeats_images_per_second"])
-    tuned = data["training"][1]
-    assert tuned["mode"] == "tuned" and tuned["paired"]["pairs"] == 2 * 2  # --steps 2 in each of --repeats 2
+    second = data["training"][1]
+    assert second["mode"] == "channels_last" and second["paired"]["pairs"] == 2 * 2  # --steps 2 in each of --repeats 2
     assert "(repeat 1/2)" in stdout and "(repeat 2/2)" in stdout and stdout.count("paired with fp32:") == 2
 
 
 def test_paired_runs_time_each_mode_beside_the_baseline(report):
     data, md, stdout = report
     runs = {r["mode"]: r for r in data["training"]}
-    for mode in ("tuned", "channels_last", "bf16", "compile", "fast-cpu"):
+    for mode in ("channels_last", "bf16", "compile"):
         p = runs[mode]["paired"]
         assert p["pairs"] == 2, mode  # --steps 2
         assert p["q25"] <= p["speedup"] <= p["q75"] and p["step_ms"] > 0 and p["baseline_step_ms"] > 0
     # nothing to pair: the baseline itself, a skipped mode, another batch size
     assert runs["fp32"]["paired"] is None and runs["fp16"]["paired"] is None and runs["batch4x"]["paired"] is None
     assert "paired with fp32:" in stdout and "| paired vs fp32 (quartiles; pairs) |" in md
-    assert f"{runs['tuned']['paired']['speedup']:.2f}x (" in md
+    assert f"{runs['compile']['paired']['speedup']:.2f}x (" in md
 
 
 def test_paired_summary_is_the_median_ratio_with_quartiles():
@@ -89,12 +87,9 @@ def test_paired_summary_is_the_median_ratio_with_quartiles():
 
 def test_fast_fp32_paths_match_the_baselines_losses(report):
     runs = {r["mode"]: r for r in report[0]["training"]}
-    for mode in ("tuned", "channels_last", "compile"):
+    for mode in ("channels_last", "compile"):
         assert runs[mode]["step1_rel_diff"] < 1e-5, mode  # the same weights: rounding alone
         assert runs[mode]["loss_rel_diff"] < 1e-4, mode  # the same math in fp32
-    # Winograd: the same convolutions with a different fp32 rounding (tests/test_winograd.py), also compiled
-    for mode in ("winograd", "fast-cpu"):
-        assert runs[mode]["step1_rel_diff"] < 1e-4 and runs[mode]["loss_rel_diff"] < 1e-3, mode
     assert runs["bf16"]["loss_rel_diff"] < 0.05  # bf16 rounding, same model
     assert runs["batch4x"]["loss_rel_diff"] is None  # other batches: nothing to compare
 

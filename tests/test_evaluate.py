@@ -14,7 +14,7 @@ from i2i.data.loader import DomainImages
 from i2i.metrics import classifier
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
 from i2i.metrics.registry import METRICS
-from i2i.models import Networks, build_networks, translate, translate_styles
+from i2i.models import Networks, build_networks
 from tests.conftest import tiny_params
 from tests.train_helpers import prepare, tiny_train_params
 
@@ -148,14 +148,16 @@ def test_metrics_needing_target_classes_or_masks_skip_with_the_reason(prepared: 
     assert METRICS["cis"].compute(inception)["cis"] == pytest.approx(1.0)
 
 
-def test_translate_styles_encodes_once_and_matches_translating_style_by_style():
+def test_translating_under_many_styles_in_batches_matches_translating_style_by_style():
     torch.manual_seed(0)
     nets = build_networks(params_from_dict(tiny_train_params("munit")).model, discriminators=False).eval()
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     styles = torch.randn(3, 5, nets.G["b"].style_dim, 1, 1)
     with torch.no_grad():
-        out = translate_styles(nets, x, "ab", styles, batch_size=4)
-        expected = torch.stack([translate(nets, x, "ab", styles[:, k]) for k in range(5)], 1)
+        out = nets.translate(x, "ab", styles, batch_size=4)
+        expected = torch.cat([nets.translate(x, "ab", styles[:, k:k + 1]) for k in range(5)], 1)
+        shared = nets.translate(x, "ab", styles[0])  # [M, ...]: the same codes for every input
+    assert torch.allclose(shared[0], expected[0], atol=1e-5) and shared.shape == out.shape
     assert out.shape == (3, 5, 3, 32, 32)
     assert torch.allclose(out, expected, atol=1e-5)
 

@@ -133,6 +133,9 @@ def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiment
 
 def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments: Path):
     client, runs = _runs(experiments)
+    # `mlflow ui` opens the experiment on its table of training runs, not the GenAI view.
+    kind = client.get_experiment_by_name("i2i").tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"
     names = [r.data.tags.get("dvc_exp_name") for r in runs if r.data.tags.get("dvc_exp_name")]
     assert sorted(names) == sorted([*QUEUE, *WORKSPACE])  # one run each: nothing lost, nothing duplicated
     assert len(runs) == len(QUEUE) + len(WORKSPACE) + 1  # and the baseline's `dvc repro`
@@ -157,6 +160,22 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     for name in ("no-identity", "munit"):  # in the workspace, and in a copy under .dvc/tmp/exps
         assert by_name[name].data.tags["dvc_exp_baseline"] == head, name
     assert not list((experiments / ".dvc" / "tmp").rglob("mlflow.db"))  # the copies' runs reached the root
+
+
+def test_dvc_exp_show_leads_with_the_scores(experiments: Path):
+    """The columns after the experiment's name and date: the scores of both directions, then the
+    values they are read by, then the training summary (total losses, it/s) and the params."""
+    csv = run([str(BIN / "dvc"), "exp", "show", "--csv"], experiments).stdout
+    columns = csv.splitlines()[0].split(",")
+    meta = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+    first = next(i for i, c in enumerate(columns) if c not in meta)
+    scores = [c for c in columns[first:] if c.startswith(("metric/", "uncalibrated/"))]
+    assert columns[first:first + 4] == scores[:4]
+    is_reference = [c.split("/")[1].endswith("_real") or c.split("/")[1] in
+                    ("classifier_accuracy", "num_modes", "kid_std") for c in scores]
+    assert is_reference == sorted(is_reference)  # every score before every reference value
+    assert columns.index("iterations_per_second") > columns.index(scores[-1])
+    assert not any(c.startswith("loss/G/cycle") for c in columns)  # the summary keeps the totals
 
 
 def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experiments: Path):
@@ -198,6 +217,27 @@ def test_comparison_table_keeps_only_differing_params():
     assert list(table.columns) == ["run", "status", "run_id", "p", "metric/fid/ab"]
     assert table["run"].tolist() == ["y", "x"]  # FID: lower is better
     assert isinstance(table, pd.DataFrame)
+
+
+def test_compare_ranks_scores_and_puts_reference_values_in_the_caption(tmp_path: Path):
+    from i2i.compare import compare
+    from i2i.errors import I2IError
+    from i2i.tracking import RunRecord
+
+    def scores(cis: float, kid_std: float) -> dict[str, float]:
+        return {"metric/cis/ab": cis, "metric/inception_score_real/ab": 3.78,
+                "metric/num_modes/ab": 4.0, "metric/kid_std/ab": kid_std}
+
+    runs = [RunRecord("a" * 32, "x", "FINISHED", 1, {"p": "1"}, scores(1.5, 0.2), {}),
+            RunRecord("b" * 32, "y", "FINISHED", 2, {"p": "2"}, scores(2.5, 0.1), {})]
+    table = compare(runs, tmp_path / "c.md", tmp_path / "c.png", sort="metric/cis/ab")
+    assert list(table.columns) == ["run", "status", "run_id", "p", "metric/cis/ab"]
+    assert table["run"].tolist() == ["y", "x"]  # CIS: higher is better
+    md = (tmp_path / "c.md").read_text()
+    assert "- `metric/inception_score_real/ab`: 3.78\n" in md  # the same in every run: one value
+    assert "- `metric/kid_std/ab`: 0.1 to 0.2\n" in md and "- `metric/num_modes/ab`: 4\n" in md
+    with pytest.raises(I2IError, match="a reference value, not a score"):
+        compare(runs, tmp_path / "d.md", tmp_path / "d.png", sort="metric/kid_std/ab")
 
 
 def test_scores_of_random_backbones_get_their_own_columns_and_are_never_ranked_with_calibrated():

@@ -326,38 +326,3 @@ def test_perceptual_loss_ignores_domain_statistics():
 def test_missing_vgg_weights_say_how_to_get_them():
     with pytest.raises(MissingWeightsError, match="i2i weights vgg16"):
         build_objective(small_nets("cyclegan"), loss_cfg(vgg_w=1.0))
-
-
-@pytest.mark.parametrize("name, model, mode", [
-    ("cyclegan", {"ngf": 4, "n_blocks": 1, "ndf": 4}, "lsgan"),
-    ("cyclegan", {"ngf": 4, "n_blocks": 1, "ndf": 4}, "wgangp"),
-    ("munit", {"dim": 4, "mlp_dim": 8, "n_res": 1, "dis_dim": 4}, "lsgan"),
-])
-def test_batched_passes_are_the_same_math_as_one_call_per_batch(name, model, mode):
-    """G_ab on a and b (identity), decoders on two codes, D on real and fake: one call or several."""
-    runs = []
-    for batched in (False, True):
-        nets = small_nets(name, **model)
-        obj = build_objective(nets, loss_cfg(gan_mode=mode, recon_x_cyc_w=1.0), seed=3, batched=batched)
-        assert obj.batched == batched
-        g = torch.Generator().manual_seed(1)
-        real = {d: torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for d in "ab"}
-        gp = obj.generator_phase(real, 0)
-        gp.loss.backward()
-        dp = obj.discriminator_phase(real, gp.fakes, 0)
-        dp.loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in nets.parameters() if p.grad is not None])
-        runs.append(({**gp.terms, **dp.terms}, gp.fakes, grads))
-    (terms0, fakes0, grads0), (terms1, fakes1, grads1) = runs
-    assert terms0.keys() == terms1.keys()
-    for k in terms0:
-        torch.testing.assert_close(terms1[k], terms0[k], rtol=1e-5, atol=1e-6, msg=k)
-    for k in fakes0:
-        torch.testing.assert_close(fakes1[k], fakes0[k], rtol=1e-5, atol=1e-5)
-    assert (grads1 - grads0).norm() <= 1e-4 * grads0.norm()
-
-
-def test_batch_norm_networks_are_never_batched():
-    """Batch statistics would mix a's and b's images: each batch keeps its own call."""
-    nets = small_nets("cyclegan", ngf=4, n_blocks=1, ndf=4, norm="batch")
-    assert not nets.per_sample and not build_objective(nets, loss_cfg(), batched=True).batched

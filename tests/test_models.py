@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from i2i.config import params_from_dict
-from i2i.models import build_networks, translate
+from i2i.models import build_networks
 from i2i.models.cyclegan import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
-from i2i.models.layers import InputSizeError, init_weights, narrow_convs_channels_last
+from i2i.models.layers import InputSizeError, init_weights
 from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 from tests.conftest import default_params
-from tests.network_twins import flat_grads, translate_and_judge, twin_networks
 
 
 def shapes(m: nn.Module) -> list[tuple[int, ...]]:
@@ -203,18 +202,18 @@ def test_build_from_params_is_seeded_and_translates_both_ways():
         assert all(torch.equal(x, y) for x, y in zip(first.state_dict().values(), second.state_dict().values()))
         assert sorted(first.D) == ["a", "b"]
         x = torch.randn(2, 3, 64, 64)
-        style = torch.randn(2, 8, 1, 1) if name == "munit" else None
+        style = torch.randn(2, 1, 8, 1, 1) if name == "munit" else None
         for direction in ("ab", "ba"):
-            y = translate(first, x, direction, style)
-            assert y.shape == x.shape and torch.equal(y, translate(second, x, direction, style))
+            y = first.translate(x, direction, style)[:, 0]
+            assert y.shape == x.shape and torch.equal(y, second.translate(x, direction, style)[:, 0])
 
 
 def test_cyclegan_takes_no_style_and_directions_are_checked():
     nets = build_networks(params_from_dict(default_params()).model)
     with pytest.raises(ValueError, match="deterministic"):
-        translate(nets, torch.randn(1, 3, 64, 64), "ab", torch.randn(1, 8, 1, 1))
+        nets.translate(torch.randn(1, 3, 64, 64), "ab", torch.randn(1, 8, 1, 1))
     with pytest.raises(ValueError, match="direction"):
-        translate(nets, torch.randn(1, 3, 64, 64), "aa")
+        nets.translate(torch.randn(1, 3, 64, 64), "aa")
 
 
 def test_generator_choices_from_params():
@@ -236,23 +235,7 @@ def test_munit_norm_and_padding_options(dis_norm: str, padding: str):
     p["model"]["munit"].update(dis_norm=dis_norm, padding=padding, activation="lrelu")
     nets = build_networks(params_from_dict(p).model)
     x = torch.randn(2, 3, 64, 64)
-    assert translate(nets, x, "ab").shape == x.shape
+    assert nets.translate(x, "ab").shape == (x.shape[0], 1, *x.shape[1:])
     assert [o.shape[1] for o in nets.D["b"](x)] == [1, 1]
     norms = {type(m).__name__ for m in nets.D["b"].modules()}
     assert ({"in": "InstanceNorm2d", "ln": "LayerNorm"}.get(dis_norm, "Identity")) in norms
-
-
-@pytest.mark.parametrize("name", ["cyclegan", "munit"])
-def test_narrow_output_convs_channels_last_are_the_same_math(name: str):
-    """The CPU speed-up of i2i.train: outputs, gradients and state-dict keys are the plain layout's."""
-    plain, fast = twin_networks(name)
-    narrow = [m for m in fast.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels <= 3]
-    assert narrow_convs_channels_last(fast) == len(narrow) >= 4  # two generator outputs, two logit layers (or more)
-    assert list(fast.state_dict()) == list(plain.state_dict())
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    outputs = [translate_and_judge(nets, name, x) for nets in (plain, fast)]
-    assert all(g.is_contiguous() for g in outputs)
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
-    grads = [flat_grads(nets) for nets in (plain, fast)]
-    # (biases of convs before instance norm have a zero gradient in exact arithmetic: rounding noise)
-    assert len(grads[0]) == len(grads[1]) and (grads[1] - grads[0]).norm() <= 1e-5 * grads[0].norm()

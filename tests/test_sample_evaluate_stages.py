@@ -18,7 +18,7 @@ from i2i.config import METRIC_NAMES, load_params
 from i2i.data.loader import DomainImages, crop_flip, to_model_input
 from i2i.grids import to_uint8
 from i2i.metrics import shapes
-from i2i.models import build_networks, load_generators, translate
+from i2i.models import build_networks, load_generators
 from i2i.sample import translate_direction
 from i2i.weights import WEIGHTS
 from tests.conftest import REPO, FileServer, write_params
@@ -148,7 +148,7 @@ def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path)
     styles = torch.randn(p.sample.num_styles, p.model.munit.style_dim, 1, 1, generator=g)
     x = to_model_input(torch.from_numpy(crop_flip(a.image(1), 32, None, False)[None]), "cpu")
     with torch.no_grad():
-        alone = to_uint8(translate(nets, x, "ab", styles[2:3]))[0]
+        alone = to_uint8(nets.translate(x, "ab", styles[2:3])[:, 0])[0]
     assert np.abs(alone.astype(int) - outputs[1, 2].astype(int)).max() <= 1
     saved = np.asarray(Image.open(root / "reports" / "samples" / "ab" / "00001" / "style_02.png"))
     assert np.array_equal(saved, outputs[1, 2]) and columns[2] == "style_02"
@@ -191,7 +191,7 @@ def test_trained_vs_untrained_benchmark_reproduces_the_evaluated_content_iou(eva
     for i in range(len(source)):
         x = to_model_input(torch.from_numpy(crop_flip(source.image(i), crop, None, False)[None]), torch.device("cpu"))
         with torch.no_grad():
-            y = to_uint8(translate(untrained, x, "ab"))[0]
+            y = to_uint8(untrained.translate(x, "ab")[:, 0])[0]
         assert (y.astype(int) < shapes.BACKGROUND - shapes.FOREGROUND_GAP).any(-1).all()
         mask = crop_flip(source.mask(i)[..., None], crop, None, False)[..., 0]
         keep = ~shapes.boundary_band(mask[None])[0]

@@ -33,7 +33,7 @@ def bench_evaluation(base: dict, device: str, cache: Path, classifier: str | Non
     """Speeds of the metric networks and the protocol's wall time, on ``device``."""
     from i2i.bench.training import prepared_data
     from i2i.data.loader import TEST_PARTS, DomainImages
-    from i2i.devices import inference_device
+    from i2i.devices import pick_device
     from i2i.metrics.classifier import classify
     from i2i.metrics.context import DirectionContext, MetricNetworks
     from i2i.metrics.inception import InceptionV3
@@ -55,7 +55,7 @@ def bench_evaluation(base: dict, device: str, cache: Path, classifier: str | Non
         p["data"]["shapes"]["image_size"] = p["data"]["load_size"]
     params = params_from_dict(p, "evaluation benchmark")
     cfg, size = params.evaluate, params.data.crop_size
-    dev = inference_device(device)
+    dev = pick_device(device)
     data = prepared_data(params, cache)
     b = cfg.batch_size
 

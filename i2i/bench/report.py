@@ -130,9 +130,8 @@ def write_reports(out_json: Path, out_md: Path, command: str, env: dict[str, Any
                   "every repeat, of baseline step time / mode step time, with its quartiles. A slow "
                   "spell of the machine slows both members of a pair, so it is the speedup to trust "
                   "on a noisy machine. TFLOP/s counts the model's convolutions as such (torch's "
-                  "FlopCounterMode on an eager step; Winograd and compiled runs are credited with the "
-                  "fp32 run's count): Winograd does fewer multiplications for the same convolutions, "
-                  "so its rate can pass the matrix product's.\n"]
+                  "FlopCounterMode on an eager step; compiled runs are credited with the fp32 run's "
+                  "count).\n"]
     if evaluation:
         lines += ["## Evaluation\n", evaluation_table(evaluation)]
     if profile:

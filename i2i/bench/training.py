@@ -67,35 +67,27 @@ SETTINGS: dict[str, Callable[[dict], dict]] = {
 
 @dataclass(frozen=True)
 class Mode:
-    """How a setting is trained. ``reference``: the references' way (one call per network and
-    batch, PyTorch's default Adam; see i2i.train.Trainables.build); otherwise i2i's trainer."""
+    """How a setting is trained: train.* overrides of the default trainer (fp32 eager, the
+    baseline), a torch.compile mode, a batch multiplier."""
 
     doc: str
     train: dict[str, Any] = field(default_factory=dict)  # train.* overrides
-    reference: bool = False
     compile_mode: str | None = None  # torch.compile mode, with train.compile
     batch_factor: int = 1
     cuda_only: bool = False
 
 
 MODES: dict[str, Mode] = {
-    "fp32": Mode("fp32 eager, one call per network and batch, PyTorch's default Adam (the references' way): "
-                 "the baseline", reference=True),
-    "tuned": Mode("fp32 eager as i2i trains by default: independent batches of a network in one call, fused "
-                  "Adam, on a CPU the narrow output convs channels-last"),
-    "channels_last": Mode("tuned + channels-last memory format", {"channels_last": True}),
-    "bf16": Mode("tuned + bf16 autocast", {"precision": "bf16"}),
-    "winograd": Mode("tuned + the 3x3 stride-1 convs by Winograd F(4x4,3x3) (train.winograd; CPU fp32 eager)",
-                     {"winograd": True}),
-    "fast-cpu": Mode("tuned + Winograd + torch.compile (train.winograd and train.compile; CPU fp32)",
-                     {"winograd": True, "compile": True}),
-    "fp16": Mode("tuned + fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
-    "compile": Mode("tuned + torch.compile", {"compile": True}),
-    "cudagraphs": Mode("tuned + torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
+    "fp32": Mode("fp32 eager, the default trainer: the baseline"),
+    "channels_last": Mode("fp32 + channels-last memory format", {"channels_last": True}),
+    "bf16": Mode("bf16 autocast", {"precision": "bf16"}),
+    "fp16": Mode("fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
+    "compile": Mode("fp32 + torch.compile", {"compile": True}),
+    "cudagraphs": Mode("torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
                        compile_mode="reduce-overhead", cuda_only=True),
-    "batch4x": Mode("fp32 as the baseline, 4x the batch", reference=True, batch_factor=4),
-    "fast-gpu": Mode("tuned + bf16 + channels-last + torch.compile", {"precision": "bf16", "channels_last": True,
-                                                             "compile": True}, cuda_only=True),
+    "batch4x": Mode("fp32, 4x the batch", batch_factor=4),
+    "fast-gpu": Mode("bf16 + channels-last + torch.compile",
+                     {"precision": "bf16", "channels_last": True, "compile": True}, cuda_only=True),
 }
 
 
@@ -111,7 +103,7 @@ def bench_params(base: dict, setting: str, mode: str, device: str) -> dict:
     p["data"]["shapes"].update(image_size=p["data"]["load_size"], num_train=16 * p["train"]["batch_size"] * m.batch_factor,
                                num_test=2)
     p["backbones"]["policy"] = "random"  # the same compute as the ImageNet networks, no download
-    p["train"].update(device=device, precision="fp32", channels_last=False, compile=False, winograd=False)
+    p["train"].update(device=device, precision="fp32", channels_last=False, compile=False)
     p["train"].update(m.train)
     p["train"]["batch_size"] *= m.batch_factor
     return p
@@ -153,17 +145,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _trainer(params: Params, mode: Mode, iterations: int, d: distributed.Dist) -> tuple:
+def _trainer(params: Params, mode: Mode, iterations: int, group: distributed.Dist) -> tuple:
     """What a benchmark run trains: the device, the mode's Trainables (compiled when asked) and a
     NaN guard read once at the end."""
-    from i2i.train import FiniteGuard, Trainables, compile_networks, pick_device
+    from i2i.devices import pick_device
+    from i2i.train import FiniteGuard, Trainables
 
     tp = params.train
-    device = pick_device(tp.device, d)
-    t = Trainables.build(params, device, reference=mode.reference, random_vgg=True)
+    device = pick_device(tp.device, group.local_rank)
+    t = Trainables.build(params, device, random_vgg=True)
     if tp.compile:
-        compile_networks(t.nets, mode.compile_mode)
-    return device, t, FiniteGuard(device, d, every=iterations)
+        t.nets.compile_each(mode.compile_mode)
+    return device, t, FiniteGuard(device, group, every=iterations)
 
 
 def _batches(params: Params, data: Path):
@@ -195,8 +188,8 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     from i2i.data.loader import to_real_images
     from i2i.train import train_step
 
-    tp, d = params.train, distributed.Dist()
-    device, t, guard = _trainer(params, mode, warmup + steps, d)
+    tp, group = params.train, distributed.Dist()
+    device, t, guard = _trainer(params, mode, warmup + steps, group)
     batches = _batches(params, data)
     reset_peak_rss()
     if device.type == "cuda":
@@ -212,15 +205,14 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
         t0 = time.perf_counter()
         real = to_real_images(next(batches), device, tp.channels_last)
         loader_s += time.perf_counter() - t0
-        # Count once, eagerly, where the step runs the model's convolutions as such: Winograd does
-        # fewer multiplications for the same convolution, and compiled code hides its operators, so
-        # those runs are credited with the fp32 run's count (bench_training), the same math.
-        if i == 0 and not (tp.compile or tp.winograd):
+        # Count once, eagerly: compiled code hides its operators, so a compiled run is credited
+        # with the fp32 run's count (bench_training), the same math.
+        if i == 0 and not tp.compile:
             with FlopCounterMode(display=False) as counter:
-                g, dphase = train_step(t, real, i, tp.precision, guard, d)
+                g, dphase = train_step(t, real, i, tp.precision, guard, group)
             flops = counter.get_total_flops()
         else:
-            g, dphase = train_step(t, real, i, tp.precision, guard, d)
+            g, dphase = train_step(t, real, i, tp.precision, guard, group)
         if warm:  # reading them waits for the device: only outside the timed steps
             losses.append([g.terms["loss/G/total"].item(), dphase.terms["loss/D/total"].item()])
         else:
@@ -262,9 +254,9 @@ def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mo
     from i2i.data.loader import to_real_images
     from i2i.train import train_step
 
-    d = distributed.Dist()
-    device, t, guard = _trainer(params, mode, warmup + steps, d)
-    _, t0, guard0 = _trainer(baseline_params, baseline, warmup + steps, d)
+    group = distributed.Dist()
+    device, t, guard = _trainer(params, mode, warmup + steps, group)
+    _, t0, guard0 = _trainer(baseline_params, baseline, warmup + steps, group)
     batches = _batches(params, data)
     runners = [(t0, guard0, baseline_params.train), (t, guard, params.train)]
     pairs: list[list[float]] = []
@@ -277,7 +269,7 @@ def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mo
             real = to_real_images(batch, device, tp.channels_last)
             sync(device)
             began = time.perf_counter()
-            train_step(tr, real, i, tp.precision, g, d)
+            train_step(tr, real, i, tp.precision, g, group)
             sync(device)
             times[k] = time.perf_counter() - began
         if timed:
@@ -306,13 +298,13 @@ def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     from i2i.data.loader import to_real_images
     from i2i.train import train_step
 
-    tp, d = params.train, distributed.Dist()
-    device, t, guard = _trainer(params, mode, warmup + steps, d)
+    tp, group = params.train, distributed.Dist()
+    device, t, guard = _trainer(params, mode, warmup + steps, group)
     batches = _batches(params, data)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def step(i: int) -> None:
-        train_step(t, to_real_images(next(batches), device, tp.channels_last), i, tp.precision, guard, d)
+        train_step(t, to_real_images(next(batches), device, tp.channels_last), i, tp.precision, guard, group)
 
     for i in range(warmup):
         step(i)

@@ -21,7 +21,7 @@ from i2i import weights
 from i2i.config import EvaluateConfig
 from i2i.data.loader import DomainImages, crop_flip, to_model_input
 from i2i.grids import to_uint8
-from i2i.models import Networks, translate, translate_styles
+from i2i.models import Networks
 
 
 class Skip(Exception):
@@ -103,7 +103,6 @@ class DirectionContext:
         self.nets, self.direction, self.source, self.target = nets, direction, source, target
         self.crop_size, self.cfg, self.networks = crop_size, cfg, networks
         self.device = networks.device
-        self.deterministic = nets.name == "cyclegan"
         self._outputs: dict[tuple[int, int], np.ndarray] = {}
         self._posteriors: dict[tuple[str, int, int], torch.Tensor] = {}
 
@@ -127,21 +126,20 @@ class DirectionContext:
         """Translations of the first n inputs, m per input under random styles (one for a
         deterministic model): uint8 [n, m', S, S, 3] with m' = m, or 1 for CycleGAN."""
         n = min(n, len(self.source))
-        m = 1 if self.deterministic else m
+        m = m if self.nets.style_dim else 1
         if (n, m) not in self._outputs:
             inputs = self.images(self.source, n)
             b = self.cfg.batch_size
-            g = self.rng(f"styles/{n}x{m}")
+            rng = self.rng(f"styles/{n}x{m}")
             chunks = []
             with torch.no_grad():
                 for s in range(0, n, max(1, b // m)):
                     x = to_model_input(torch.from_numpy(inputs[s: s + max(1, b // m)]), self.device)
-                    if self.deterministic:
-                        out = translate(self.nets, x, self.direction)[:, None]  # [k, 1, 3, S, S]
-                    else:
-                        style_dim = self.nets.G[self.direction[1]].style_dim
-                        styles = torch.randn(x.shape[0], m, style_dim, 1, 1, generator=g).to(self.device)
-                        out = translate_styles(self.nets, x, self.direction, styles, b)
+                    styles = None
+                    if self.nets.style_dim:
+                        styles = torch.randn(x.shape[0], m, self.nets.style_dim, 1, 1, generator=rng)
+                        styles = styles.to(self.device)
+                    out = self.nets.translate(x, self.direction, styles, b)  # [k, m, 3, S, S]
                     chunks.append(to_uint8(out.flatten(0, 1)).reshape(*out.shape[:2], *out.shape[3:], 3))
             self._outputs[(n, m)] = np.concatenate(chunks)
         return self._outputs[(n, m)]

@@ -18,15 +18,65 @@ from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 
 
 class Networks(nn.Module):
-    """The generators ``G`` and discriminators ``D`` of one model, as two ModuleDicts."""
+    """The generators ``G`` and discriminators ``D`` of one model, as two ModuleDicts, and what
+    every user of a trained model needs: translation, with or without style codes."""
 
-    def __init__(self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module],
-                 per_sample: bool = True):
+    def __init__(self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module]):
         super().__init__()
         self.name = name
-        self.per_sample = per_sample  # each sample's output depends on that sample alone (no batch norm)
         self.G = nn.ModuleDict(generators)
         self.D = nn.ModuleDict(discriminators)
+
+    @property
+    def style_dim(self) -> int:
+        """The size of a style code; 0 for a model without one (CycleGAN: one output per input)."""
+        return 0 if self.name == "cyclegan" else self.G["a"].style_dim
+
+    def translate(self, x: torch.Tensor, direction: str, styles: torch.Tensor | None = None,
+                  batch_size: int | None = None) -> torch.Tensor:
+        """Translate images ``x`` [N, 3, H, W] along ``direction`` ("ab" or "ba") -> [N, M, 3, H, W].
+
+        ``styles`` (MUNIT only): [M, style_dim, 1, 1], the same M codes for every input, or
+        [N, M, style_dim, 1, 1], each input its own; None draws one code per input from the
+        prior. Without a style code (CycleGAN) M is 1. Each input is encoded once; the decoder
+        runs on at most ``batch_size`` images at a time (default: all at once).
+        """
+        if direction not in ("ab", "ba"):
+            raise ValueError(f"direction must be 'ab' or 'ba', got {direction!r}")
+        if not self.style_dim:
+            if styles is not None:
+                raise ValueError(f"{self.name} is deterministic: it takes no style code")
+            return self.G[direction](x)[:, None]
+        n, target = x.shape[0], self.G[direction[1]]
+        if styles is None:
+            styles = target.random_style(n, x.device)[:, None]
+        elif styles.dim() == 4:
+            styles = styles.expand(n, *styles.shape)
+        if styles.dim() != 5 or styles.shape[0] != n or styles.shape[2] != self.style_dim:
+            raise ValueError(f"styles must be [M, {self.style_dim}, 1, 1] or [N={n}, M, {self.style_dim}, 1, 1], "
+                             f"got {tuple(styles.shape)}")
+        m = styles.shape[1]
+        content, _ = self.G[direction[0]].encode(x)
+        content = content.repeat_interleave(m, 0)  # [N * M, C, h, w], input-major like styles.flatten(0, 1)
+        flat, step = styles.flatten(0, 1), batch_size or n * m
+        out = torch.cat([target.decode(content[i:i + step], flat[i:i + step]) for i in range(0, n * m, step)])
+        return out.view(n, m, *out.shape[1:])
+
+    def style_of(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """MUNIT: the style codes [N, style_dim, 1, 1] of images ``x`` of ``domain``."""
+        if not self.style_dim:
+            raise ValueError(f"{self.name} has no style codes")
+        return self.G[domain].encode(x)[1]
+
+    def compile_each(self, mode: str | None = None) -> None:
+        """torch.compile each network in place (state-dict keys unchanged). MUNIT generators are
+        called through encode/decode, so their parts are compiled instead of their forward.
+        ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs)."""
+        parts = list(self.D.values())
+        for g in self.G.values():
+            parts += [g.enc_style, g.enc_content, g.dec, g.mlp] if self.style_dim else [g]
+        for part in parts:
+            part.compile(mode=mode)
 
 
 def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
@@ -48,8 +98,7 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
             return NLayerDiscriminator(c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm)
 
         nets = Networks("cyclegan", {"ab": generator(), "ba": generator()},
-                        {"a": discriminator(), "b": discriminator()} if discriminators else {},
-                        per_sample=c.norm != "batch" and not c.dropout)
+                        {"a": discriminator(), "b": discriminator()} if discriminators else {})
         init_weights(nets, c.init, c.init_gain)
         return nets
     m = cfg.munit
@@ -74,43 +123,3 @@ def load_generators(path: str | Path, device: torch.device | str = "cpu") -> Net
     nets = build_networks(model_from_dict(state["model_config"], source=str(path)), discriminators=False)
     nets.G.load_state_dict(state["generators"])
     return nets.to(device).eval()
-
-
-def translate(nets: Networks, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
-    """Translate images ``x`` along ``direction`` ("ab" or "ba").
-
-    MUNIT combines the content of ``x`` with ``style`` (a style code of the target domain,
-    [N, style_dim, 1, 1]; drawn from the prior when None). CycleGAN is deterministic and takes no style.
-    """
-    if direction not in ("ab", "ba"):
-        raise ValueError(f"direction must be 'ab' or 'ba', got {direction!r}")
-    if nets.name == "cyclegan":
-        if style is not None:
-            raise ValueError("CycleGAN is deterministic: it takes no style code")
-        return nets.G[direction](x)
-    source, target = nets.G[direction[0]], nets.G[direction[1]]
-    content, _ = source.encode(x)
-    if style is None:
-        style = target.random_style(x.shape[0], x.device)
-    return target.decode(content, style)
-
-
-def translate_styles(nets: Networks, x: torch.Tensor, direction: str, styles: torch.Tensor,
-                     batch_size: int) -> torch.Tensor:
-    """MUNIT: every input under each of its own M style codes, encoding each input once.
-
-    ``x`` [N, 3, H, W], ``styles`` [N, M, style_dim, 1, 1] -> [N, M, 3, H, W]; the decoder runs
-    on at most ``batch_size`` images at a time.
-    """
-    if nets.name != "munit":
-        raise ValueError("only MUNIT takes style codes; CycleGAN has one output per input")
-    if styles.dim() != 5 or styles.shape[0] != x.shape[0]:
-        raise ValueError(f"styles must be [N={x.shape[0]}, M, style_dim, 1, 1], got {tuple(styles.shape)}")
-    n, m = styles.shape[:2]
-    content, _ = nets.G[direction[0]].encode(x)
-    content = content.repeat_interleave(m, 0)  # [N * M, C, h, w], input-major like styles.flatten(0, 1)
-    flat = styles.flatten(0, 1)
-    decoder = nets.G[direction[1]]
-    out = torch.cat([decoder.decode(content[i:i + batch_size], flat[i:i + batch_size])
-                     for i in range(0, n * m, batch_size)])
-    return out.view(n, m, *out.shape[1:])

@@ -54,30 +54,6 @@ def pad_2d(kind: str, amount: int) -> nn.Module:
     return {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": nn.ZeroPad2d}[kind](amount)
 
 
-def narrow_convs_channels_last(module: nn.Module, max_out: int = 3) -> int:
-    """Run each conv of ``module`` with at most ``max_out`` output channels (the generators' RGB
-    output layer, the PatchGAN's logit layer) on channels-last inputs, returning the usual
-    layout. On a CPU, oneDNN computes convs with so few output channels poorly in the default
-    layout (the default config's 7x7 16->3 output conv is about a tenth of its step: `i2i bench
-    --profile default/fp32`) and much faster channels-last, while the rest of the network is
-    faster in the default layout (``i2i bench --paired`` measures the trainer with and without
-    this). Forward hooks: parameters and state-dict keys are unchanged. Returns how many convs
-    it set."""
-    def to_channels_last(_: nn.Module, args: tuple) -> tuple:
-        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-
-    def back(_: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return out.contiguous()
-
-    n = 0
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.out_channels <= max_out:
-            m.register_forward_pre_hook(to_channels_last)
-            m.register_forward_hook(back)
-            n += 1
-    return n
-
-
 def init_weights(module: nn.Module, kind: str, gain: float = 0.02,
                  matrix_gain: float | None = None) -> None:
     """Initialise conv and linear weights (biases to zero) and batch-norm scales, as both references.
