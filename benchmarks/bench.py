@@ -1,7 +1,8 @@
 """The benchmarks as a script: the same as ``i2i bench`` (see ``i2i bench --help``).
 
-    python benchmarks/bench.py --setting default --setting cyclegan-128 --steps 10
+python benchmarks/bench.py --setting default --setting cyclegan-128 --steps 10
 """
+
 import sys
 from pathlib import Path
 

@@ -4,6 +4,7 @@ metric. Reproduces the README's numbers:
 
     python benchmarks/trained_vs_untrained.py --params params.yaml --model models/generator.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,15 @@ from i2i.models import Networks, build_networks, load_generators  # noqa: E402
 
 def content_iou(nets: Networks, params: Params, data: Path) -> float:
     networks = MetricNetworks(params.evaluate, Path("classifiers"), torch.device("cpu"))
-    ctx = DirectionContext(nets, "ab", DomainImages(data / "test_a"), DomainImages(data / "test_b"),
-                           params.data.crop_size, params.evaluate, networks)
+    ctx = DirectionContext(
+        nets,
+        "ab",
+        DomainImages(data / "test_a"),
+        DomainImages(data / "test_b"),
+        params.data.crop_size,
+        params.evaluate,
+        networks,
+    )
     return METRICS["content_iou"].compute(ctx)["content_iou"]
 
 
@@ -39,9 +47,12 @@ def main() -> None:
     trained = load_generators(args.model)
     torch.manual_seed(params.train.seed)
     untrained = build_networks(params.model, discriminators=False).eval()
-    result = {"model": trained.name, "test_images": len(DomainImages(args.data / "test_a")),
-              "content_iou_untrained": round(content_iou(untrained, params, args.data), 4),
-              "content_iou_trained": round(content_iou(trained, params, args.data), 4)}
+    result = {
+        "model": trained.name,
+        "test_images": len(DomainImages(args.data / "test_a")),
+        "content_iou_untrained": round(content_iou(untrained, params, args.data), 4),
+        "content_iou_trained": round(content_iou(trained, params, args.data), 4),
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -4,6 +4,7 @@ Dataset archives go to ``$I2I_CACHE`` (default ``~/.cache/i2i``). Pretrained wei
 folder torchvision itself reads (``$TORCH_HOME/hub/checkpoints``), so a file fetched or placed
 there by hand is found by torchvision and lpips without any network.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,4 +21,3 @@ def weights_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
     torch_home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
     return Path(torch_home) / "hub" / "checkpoints"
-

@@ -10,6 +10,7 @@ re-run the stage) starts afresh in its own folder, so runs are never mixed. An e
 ``--resume`` from a checkpoint of other params, data or backbones is refused; of other code, it
 warns.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,12 +31,33 @@ from i2i.io import atomic_path
 log = logging.getLogger(__name__)
 FORMAT = 1
 # What save() writes besides the trainer's parts (i2i.train.Trainables.state_dict).
-REQUIRED = {"format", "iteration", "config", "data_hash", "code", "run_id", "rows", "nets", "opt_g",
-            "opt_d", "sched_g", "sched_d", "scaler", "ranks"}
+REQUIRED = {
+    "format",
+    "iteration",
+    "config",
+    "data_hash",
+    "code",
+    "run_id",
+    "rows",
+    "nets",
+    "opt_g",
+    "opt_d",
+    "sched_g",
+    "sched_d",
+    "scaler",
+    "ranks",
+}
 # Keys that change how a run is carried out or reported, not what it computes.
 NOT_FINGERPRINTED = {
-    "data.num_workers", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.log_every", "train.sample_every", "train.num_samples", "train.device", "train.compile",
+    "data.num_workers",
+    "train.iterations",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "train.sample_every",
+    "train.num_samples",
+    "train.device",
+    "train.compile",
 }
 NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "backbones", "tracking")
 
@@ -57,8 +79,11 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def result_shaping(config: dict) -> dict[str, Any]:
     """The flattened params of a nested config dict that shape the trained result."""
-    return {k: v for k, v in flatten(config).items()
-            if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)}
+    return {
+        k: v
+        for k, v in flatten(config).items()
+        if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_SECTIONS)
+    }
 
 
 def fingerprinted(params: Params) -> dict[str, Any]:
@@ -73,8 +98,15 @@ def code_version() -> str:
 
 def fingerprint(params: Params, data_hash: str, code: str, backbones: dict[str, str]) -> str:
     """The configuration's folder name: params, data, code and the pretrained backbones used."""
-    blob = json.dumps({"params": fingerprinted(params), "data": data_hash, "code": code,
-                       **({"backbones": backbones} if backbones else {})}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "params": fingerprinted(params),
+            "data": data_hash,
+            "code": code,
+            **({"backbones": backbones} if backbones else {}),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -114,11 +146,15 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise ResumeError(f"{path}: not an i2i checkpoint (a {type(state).__name__})")
     if state.get("format") not in (None, FORMAT):
-        raise ResumeError(f"{path}: not an i2i checkpoint of format {FORMAT} (checkpoint format "
-                          f"{state['format']}, from another i2i version)")
+        raise ResumeError(
+            f"{path}: not an i2i checkpoint of format {FORMAT} (checkpoint format "
+            f"{state['format']}, from another i2i version)"
+        )
     if not REQUIRED <= set(state):
-        raise ResumeError(f"{path}: not an i2i checkpoint of format {FORMAT} (it lacks "
-                          f"{', '.join(sorted(REQUIRED - set(state)))})")
+        raise ResumeError(
+            f"{path}: not an i2i checkpoint of format {FORMAT} (it lacks "
+            f"{', '.join(sorted(REQUIRED - set(state)))})"
+        )
     return state
 
 
@@ -151,10 +187,16 @@ class Resume:
         return self.state["iteration"] if self.state else 0
 
 
-def find_resume(params: Params, data_hash: str, backbones: dict[str, str], root: Path,
-                explicit: Path | None = None) -> Resume:
+def find_resume(
+    params: Params,
+    data_hash: str,
+    backbones: dict[str, str],
+    root: Path,
+    explicit: Path | None = None,
+) -> Resume:
     """The configuration's folder under ``root`` and its newest checkpoint that loads, or the
-    ``explicit`` checkpoint (``--resume``), refused when made with other params, data or backbones."""
+    ``explicit`` checkpoint (``--resume``), refused when made with other params, data or
+    backbones."""
     code = code_version()
     folder = root / fingerprint(params, data_hash, code, backbones)
     if explicit is None:
@@ -181,19 +223,27 @@ def restore(trainer: Any, resume: Resume, device: torch.device, rank: int) -> No
         ) from None
 
 
-def check_compatible(state: dict[str, Any], params: Params, data_hash: str,
-                     backbones: dict[str, str], source: Path) -> None:
+def check_compatible(
+    state: dict[str, Any], params: Params, data_hash: str, backbones: dict[str, str], source: Path
+) -> None:
     """Refuse a checkpoint made with other params, data or backbones, naming what differs."""
     theirs, ours = result_shaping(state["config"]), fingerprinted(params)
-    diffs = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
-             if theirs.get(k) != ours.get(k)]
+    diffs = [
+        f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}"
+        for k in sorted(set(theirs) | set(ours))
+        if theirs.get(k) != ours.get(k)
+    ]
     if state.get("data_hash") != data_hash:
         diffs.append(f"data content hash: {state.get('data_hash')} -> {data_hash}")
     if state.get("backbones", {}) != backbones:
         diffs.append(f"pretrained backbones: {state.get('backbones', {})} -> {backbones}")
     if state.get("code") != code_version():
-        log.warning("resuming from %s, made by another version of the i2i code (%s, now %s)",
-                    source, state.get("code"), code_version())
+        log.warning(
+            "resuming from %s, made by another version of the i2i code (%s, now %s)",
+            source,
+            state.get("code"),
+            code_version(),
+        )
     if diffs:
         raise ResumeError(
             f"cannot resume from {source}: it was made with other params, data or backbones "
@@ -202,10 +252,23 @@ def check_compatible(state: dict[str, Any], params: Params, data_hash: str,
         )
 
 
-def export_generators(path: Path, model_name: str, model_config: dict, generators: torch.nn.Module,
-                      extra: dict[str, Any]) -> None:
+def export_generators(
+    path: Path,
+    model_name: str,
+    model_config: dict,
+    generators: torch.nn.Module,
+    extra: dict[str, Any],
+) -> None:
     """Write the generators' weights with what is needed to rebuild them, no optimiser state."""
     state = {k: v.detach().cpu() for k, v in generators.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "model": model_name, "model_config": model_config,
-                    "generators": state, **extra}, tmp)
+        torch.save(
+            {
+                "format": FORMAT,
+                "model": model_name,
+                "model_config": model_config,
+                "generators": state,
+                **extra,
+            },
+            tmp,
+        )

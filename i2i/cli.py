@@ -1,4 +1,5 @@
 """The ``i2i`` command line. DVC's stage scripts in ``stages/`` call these same commands."""
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,12 @@ from i2i.io import write_bytes, write_json
 # Each command imports the code it runs when it runs, so a DVC stage depends on that code only.
 
 params_option = click.option(
-    "--params", "params_path", default="params.yaml", show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path), help="Params file to read.",
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Params file to read.",
 )
 
 
@@ -34,6 +39,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except I2IError as e:
             raise click.ClickException(str(e)) from None
+
     return wrapper
 
 
@@ -48,9 +54,13 @@ def main() -> None:
 
 @main.command()
 @params_option
-@click.option("--ok", "ok_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Only validate; then write this file (the `params` DVC stage's output, whose "
-                   "content never changes, so stages that depend on it never re-run for it).")
+@click.option(
+    "--ok",
+    "ok_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Only validate; then write this file (the `params` DVC stage's output, whose "
+    "content never changes, so stages that depend on it never re-run for it).",
+)
 @user_errors
 def params(params_path: Path, ok_file: Path | None) -> None:
     """Validate a params file and print it resolved, as JSON."""
@@ -66,14 +76,20 @@ def datasets() -> None:
     """List the datasets data.dataset can name."""
     for spec in DATASETS.values():
         where = {"synthetic": "generated locally", "folder": "your folder (data.path)"}.get(
-            spec.source, spec.url())
+            spec.source, spec.url()
+        )
         click.echo(f"{spec.name:24s} {spec.layout:9s} {where}")
 
 
 @main.command()
 @params_option
-@click.option("--out", default="data/raw", show_default=True, type=click.Path(path_type=Path),
-              help="Folder to write the raw dataset to (replaced whole).")
+@click.option(
+    "--out",
+    default="data/raw",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder to write the raw dataset to (replaced whole).",
+)
 @user_errors
 def download(params_path: Path, out: Path) -> None:
     """Fetch or generate the dataset named by data.dataset."""
@@ -87,8 +103,12 @@ def download(params_path: Path, out: Path) -> None:
 @params_option
 @click.option("--raw", default="data/raw", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
-@click.option("--report", default="reports/preprocess.json", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--report",
+    default="reports/preprocess.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
 @user_errors
 def preprocess(params_path: Path, raw: Path, out: Path, report: Path) -> None:
     """Decode, convert and resize the raw images into the fast training cache."""
@@ -102,34 +122,77 @@ def preprocess(params_path: Path, raw: Path, out: Path, report: Path) -> None:
 
 @main.command()
 @params_option
-@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path),
-              help="The preprocessed data.")
-@click.option("--checkpoints", default="checkpoints", show_default=True, type=click.Path(path_type=Path),
-              help="Checkpoint root; each configuration trains in its own sub-folder.")
-@click.option("--out", "models", default="models", show_default=True, type=click.Path(path_type=Path),
-              help="Where the exported generators and the MLflow run id go.")
-@click.option("--reports", default="reports/train", show_default=True, type=click.Path(path_type=Path),
-              help="Where losses.csv (DVC plots) and summary.json (DVC metrics) go.")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Resume from this checkpoint (refused if made with other params, data or backbones).")
+@click.option(
+    "--data",
+    default="data/prepared",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The preprocessed data.",
+)
+@click.option(
+    "--checkpoints",
+    default="checkpoints",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Checkpoint root; each configuration trains in its own sub-folder.",
+)
+@click.option(
+    "--out",
+    "models",
+    default="models",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the exported generators and the MLflow run id go.",
+)
+@click.option(
+    "--reports",
+    default="reports/train",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where losses.csv (DVC plots) and summary.json (DVC metrics) go.",
+)
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Resume from this checkpoint (refused if made with other params, data or backbones).",
+)
 @user_errors
-def train(params_path: Path, data: Path, checkpoints: Path, models: Path, reports: Path, resume: Path | None) -> None:
+def train(
+    params_path: Path,
+    data: Path,
+    checkpoints: Path,
+    models: Path,
+    reports: Path,
+    resume: Path | None,
+) -> None:
     """Train the model; an interrupted run resumes from its last checkpoint when run again."""
     from i2i.train import TrainPaths
     from i2i.train import train as run
 
     summary = run(load_params(params_path), TrainPaths(data, checkpoints, models, reports), resume)
-    click.echo(f"trained {summary['iterations']} iterations on {summary['device']} "
-               f"({summary['iterations_per_second']} it/s) -> {models}")
+    click.echo(
+        f"trained {summary['iterations']} iterations on {summary['device']} "
+        f"({summary['iterations_per_second']} it/s) -> {models}"
+    )
 
 
 @main.command()
 @params_option
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
-@click.option("--out", default="classifiers", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for a.pt / b.pt (replaced whole).")
-@click.option("--report", default="reports/classifiers.json", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Held-out accuracy per domain (DVC metrics).")
+@click.option(
+    "--out",
+    default="classifiers",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for a.pt / b.pt (replaced whole).",
+)
+@click.option(
+    "--report",
+    default="reports/classifiers.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Held-out accuracy per domain (DVC metrics).",
+)
 @user_errors
 def classify(params_path: Path, data: Path, out: Path, report: Path) -> None:
     """Train the domain classifiers (IS/CIS/mode coverage) on each labelled domain's classes."""
@@ -137,21 +200,43 @@ def classify(params_path: Path, data: Path, out: Path, report: Path) -> None:
     from i2i.devices import pick_device
 
     p = load_params(params_path)
-    result = run(data, out, p.data.crop_size, p.evaluate.classifier_steps, p.evaluate.seed,
-                 pick_device(p.evaluate.device))
+    result = run(
+        data,
+        out,
+        p.data.crop_size,
+        p.evaluate.classifier_steps,
+        p.evaluate.seed,
+        pick_device(p.evaluate.device),
+    )
     write_json(report, result)
     for domain, r in result.items():
-        click.echo(f"domain {domain.upper()}: " + (f"{r['classes']} classes, held-out accuracy {r['test_accuracy']}"
-                                                  if r["trained"] else f"no classifier ({r['reason']})"))
+        click.echo(
+            f"domain {domain.upper()}: "
+            + (
+                f"{r['classes']} classes, held-out accuracy {r['test_accuracy']}"
+                if r["trained"]
+                else f"no classifier ({r['reason']})"
+            )
+        )
 
 
 @main.command()
 @params_option
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
-@click.option("--models", default="models", show_default=True, type=click.Path(path_type=Path),
-              help="The train stage's output (generator.pt, run.json).")
-@click.option("--out", default="reports/samples", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for the translations and index.html (replaced whole).")
+@click.option(
+    "--models",
+    default="models",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The train stage's output (generator.pt, run.json).",
+)
+@click.option(
+    "--out",
+    default="reports/samples",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the translations and index.html (replaced whole).",
+)
 @user_errors
 def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
     """Translate the test split both ways; write the images, grids and an HTML gallery."""
@@ -165,9 +250,13 @@ def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
 
 @main.command()
 @params_option
-@click.option("--out", default="reports/backbones", show_default=True,
-              type=click.Path(path_type=Path),
-              help="Folder for the records train.json, real_features.json and evaluate.json.")
+@click.option(
+    "--out",
+    default="reports/backbones",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the records train.json, real_features.json and evaluate.json.",
+)
 @user_errors
 def backbones(params_path: Path, out: Path) -> None:
     """Get the pretrained backbones the params need (backbones.policy); record what each stage
@@ -183,8 +272,13 @@ def backbones(params_path: Path, out: Path) -> None:
 @main.command("real-features")
 @params_option
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
-@click.option("--out", default="real_features", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for test_a.npz / test_b.npz (replaced whole).")
+@click.option(
+    "--out",
+    default="real_features",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for test_a.npz / test_b.npz (replaced whole).",
+)
 @user_errors
 def real_features(params_path: Path, data: Path, out: Path) -> None:
     """Inception features of the real test images, which every evaluation shares (FID, KID, IS)."""
@@ -196,24 +290,49 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
     needed = weights.for_real_features(p.evaluate)
     record = weights.resolve(needed, p.backbones, weights_fix(params_path))
     info = run(data, out, p.data.crop_size, p.evaluate, record, pick_device(p.evaluate.device))
-    click.echo(", ".join(f"{part} {n} images" for part, n in info["images"].items()) or
-               "evaluate.metrics use no Inception features")
+    click.echo(
+        ", ".join(f"{part} {n} images" for part, n in info["images"].items())
+        or "evaluate.metrics use no Inception features"
+    )
 
 
 @main.command()
 @params_option
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
 @click.option("--models", default="models", show_default=True, type=click.Path(path_type=Path))
-@click.option("--classifiers", default="classifiers", show_default=True, type=click.Path(path_type=Path))
-@click.option("--real-features", "real", type=click.Path(file_okay=False, path_type=Path),
-              help="The real_features stage's folder (default: compute the real features here).")
-@click.option("--metrics", default="reports/metrics.json", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="The scores (DVC metrics).")
-@click.option("--details", default="reports/evaluate.json", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Skipped metrics and why, timings.")
+@click.option(
+    "--classifiers", default="classifiers", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--real-features",
+    "real",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The real_features stage's folder (default: compute the real features here).",
+)
+@click.option(
+    "--metrics",
+    default="reports/metrics.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The scores (DVC metrics).",
+)
+@click.option(
+    "--details",
+    default="reports/evaluate.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Skipped metrics and why, timings.",
+)
 @user_errors
-def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, real: Path | None,
-             metrics: Path, details: Path) -> None:
+def evaluate(
+    params_path: Path,
+    data: Path,
+    models: Path,
+    classifiers: Path,
+    real: Path | None,
+    metrics: Path,
+    details: Path,
+) -> None:
     """Compute evaluate.metrics for A->B and B->A; log them to the training's MLflow run."""
     from i2i.evaluate import EvaluatePaths
     from i2i.evaluate import evaluate as run
@@ -226,20 +345,55 @@ def evaluate(params_path: Path, data: Path, models: Path, classifiers: Path, rea
 
 
 @main.command()
-@click.option("--params", "params_path", default="params.yaml", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Where tracking.uri / experiment come from.")
+@click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where tracking.uri / experiment come from.",
+)
 @click.option("--experiment", help="MLflow experiment (default: tracking.experiment).")
-@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only runs with this tag (repeatable).")
-@click.option("--run-id", "run_ids", multiple=True, help="These runs instead of an experiment (repeatable).")
-@click.option("--metric", "metrics", multiple=True, help="Scores to show (default: every metric/... key).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only runs with this tag (repeatable).",
+)
+@click.option(
+    "--run-id", "run_ids", multiple=True, help="These runs instead of an experiment (repeatable)."
+)
+@click.option(
+    "--metric", "metrics", multiple=True, help="Scores to show (default: every metric/... key)."
+)
 @click.option("--sort", help="Sort by this score, best first, e.g. metric/content_iou/ab.")
 @click.option("--all", "include_all", is_flag=True, help="Also unfinished and failed runs.")
-@click.option("--out", default="reports/compare.md", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--plot", "chart", default="reports/compare.png", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    default="reports/compare.md",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--plot",
+    "chart",
+    default="reports/compare.png",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
 @user_errors
-def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], run_ids: tuple[str, ...],
-            metrics: tuple[str, ...], sort: str | None, include_all: bool, out: Path, chart: Path) -> None:
+def compare(
+    params_path: Path,
+    experiment: str | None,
+    tags: tuple[str, ...],
+    run_ids: tuple[str, ...],
+    metrics: tuple[str, ...],
+    sort: str | None,
+    include_all: bool,
+    out: Path,
+    chart: Path,
+) -> None:
     """Compare MLflow runs: the params that differ and the scores, as a table and a chart."""
     from i2i.compare import compare as run
     from i2i.compare import to_markdown
@@ -248,7 +402,12 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
     bad = [t for t in tags if "=" not in t]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: expected KEY=VALUE", param_hint="--tag")
-    runs = find_runs(load_params(params_path).tracking, experiment, dict(t.split("=", 1) for t in tags), list(run_ids))
+    runs = find_runs(
+        load_params(params_path).tracking,
+        experiment,
+        dict(t.split("=", 1) for t in tags),
+        list(run_ids),
+    )
     if not include_all and not run_ids:
         runs = [r for r in runs if r.status == "FINISHED"]
     table = run(runs, out, chart, list(metrics) or None, sort)
@@ -257,39 +416,122 @@ def compare(params_path: Path, experiment: str | None, tags: tuple[str, ...], ru
 
 
 @main.command()
-@click.option("--params", "params_path", default="params.yaml", show_default=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Base params (the default setting).")
-@click.option("--setting", "settings", multiple=True, help="What to train (repeatable): tiny, default, "
-              "cyclegan-128, cyclegan-256, munit-256. Default: default and cyclegan-128.")
-@click.option("--mode", "modes", multiple=True, help="How (repeatable): fp32 (the default "
-              "trainer, the baseline), channels_last, bf16, fp16, compile, cudagraphs, batch4x, "
-              "fast-gpu. Default: all; CUDA-only ones are skipped on a CPU.")
-@click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed iterations per run.")
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(1),
-              help="Untimed iterations first (compilation happens here; their losses are compared).")
-@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
-              help="Run the whole list this many times, round-robin; each run keeps its fastest repeat.")
-@click.option("--paired", is_flag=True, help="Also time each mode beside the fp32 baseline in one process, "
-              "alternating iterations: a speedup that a noisy machine cannot fake.")
-@click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=1),
-              help="Per run: the warm-up and the timed steps each stop early (after one step) past half of this.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--evaluation/--no-evaluation", default=True, show_default=True,
-              help="Also LPIPS and Inception speeds and the diversity protocol's wall time.")
-@click.option("--eval-classifier", type=click.Choice(["domain", "inception"]),
-              help="The protocol's CIS classifier (default: evaluate.classifier).")
-@click.option("--profile", "profile_run", metavar="SETTING/MODE", help="Also profile this run's step.")
-@click.option("--tiny", is_flag=True, help="A smoke test: the tiny setting and a tiny evaluation protocol.")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep the generated benchmark datasets here (default: a temporary folder).")
-@click.option("--json", "out_json", default="reports/benchmarks.json", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--md", "out_md", default="reports/benchmarks.md", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Base params (the default setting).",
+)
+@click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    help="What to train (repeatable): tiny, default, "
+    "cyclegan-128, cyclegan-256, munit-256. Default: default and cyclegan-128.",
+)
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    help="How (repeatable): fp32 (the default "
+    "trainer, the baseline), channels_last, bf16, fp16, compile, cudagraphs, batch4x, "
+    "fast-gpu. Default: all; CUDA-only ones are skipped on a CPU.",
+)
+@click.option(
+    "--steps",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Timed iterations per run.",
+)
+@click.option(
+    "--warmup",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Untimed iterations first (compilation happens here; their losses are compared).",
+)
+@click.option(
+    "--repeats",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Run the whole list this many times, round-robin; each run keeps its fastest repeat.",
+)
+@click.option(
+    "--paired",
+    is_flag=True,
+    help="Also time each mode beside the fp32 baseline in one process, "
+    "alternating iterations: a speedup that a noisy machine cannot fake.",
+)
+@click.option(
+    "--max-seconds",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Per run: the warm-up and the timed steps each stop early (after one step) past half "
+    "of this.",
+)
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option(
+    "--evaluation/--no-evaluation",
+    default=True,
+    show_default=True,
+    help="Also LPIPS and Inception speeds and the diversity protocol's wall time.",
+)
+@click.option(
+    "--eval-classifier",
+    type=click.Choice(["domain", "inception"]),
+    help="The protocol's CIS classifier (default: evaluate.classifier).",
+)
+@click.option(
+    "--profile", "profile_run", metavar="SETTING/MODE", help="Also profile this run's step."
+)
+@click.option(
+    "--tiny", is_flag=True, help="A smoke test: the tiny setting and a tiny evaluation protocol."
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the generated benchmark datasets here (default: a temporary folder).",
+)
+@click.option(
+    "--json",
+    "out_json",
+    default="reports/benchmarks.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--md",
+    "out_md",
+    default="reports/benchmarks.md",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
 @user_errors
-def bench(params_path: Path, settings: tuple[str, ...], modes: tuple[str, ...], steps: int, warmup: int,
-          repeats: int, paired: bool, max_seconds: float, device: str, evaluation: bool, eval_classifier: str | None, profile_run: str | None,
-          tiny: bool, cache: Path | None, out_json: Path, out_md: Path) -> None:
+def bench(
+    params_path: Path,
+    settings: tuple[str, ...],
+    modes: tuple[str, ...],
+    steps: int,
+    warmup: int,
+    repeats: int,
+    paired: bool,
+    max_seconds: float,
+    device: str,
+    evaluation: bool,
+    eval_classifier: str | None,
+    profile_run: str | None,
+    tiny: bool,
+    cache: Path | None,
+    out_json: Path,
+    out_md: Path,
+) -> None:
     """Benchmark training steps, the data path and evaluation; write JSON and a Markdown table."""
     import shlex
     import tempfile
@@ -306,27 +548,56 @@ def bench(params_path: Path, settings: tuple[str, ...], modes: tuple[str, ...], 
     modes = modes or tuple(MODES)
     with tempfile.TemporaryDirectory(prefix="i2i-bench-") as tmp:
         cache = cache or Path(tmp)
-        results = bench_training(base, list(settings), list(modes), device, steps, warmup, cache, click.echo,
-                                 max_seconds, repeats, paired)
+        results = bench_training(
+            base,
+            list(settings),
+            list(modes),
+            device,
+            steps,
+            warmup,
+            cache,
+            click.echo,
+            max_seconds,
+            repeats,
+            paired,
+        )
         ev = None
         if evaluation:
             ev = bench_evaluation(base, device, cache, eval_classifier, tiny=tiny)
-            click.echo(f"evaluation: LPIPS {ev['lpips_pairs_per_second']:.1f} pairs/s, Inception "
-                       f"{ev['inception_images_per_second']:.1f} images/s, protocol {ev['protocol_seconds']:.1f} s")
+            click.echo(
+                f"evaluation: LPIPS {ev['lpips_pairs_per_second']:.1f} pairs/s, Inception "
+                f"{ev['inception_images_per_second']:.1f} images/s, "
+                f"protocol {ev['protocol_seconds']:.1f} s"
+            )
         profile = None
         if profile_run:
             setting, _, mode = profile_run.partition("/")
             profile = profile_training(base, setting, mode or "fp32", device, steps, warmup, cache)
             click.echo(profile)
-    write_reports(out_json, out_md, shlex.join(["i2i", "bench", *sys.argv[2:]]), environment(), results, ev, profile)
+    write_reports(
+        out_json,
+        out_md,
+        shlex.join(["i2i", "bench", *sys.argv[2:]]),
+        environment(),
+        results,
+        ev,
+        profile,
+    )
     click.echo(f"-> {out_json}, {out_md}")
 
 
 @main.command()
-@click.argument("names", nargs=-1, type=click.Choice(
-    ["vgg16", "alexnet", "squeezenet1_1", "inception_v3", "inception_fid"]))
-@click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Fetch the weights these params need (instead of / besides NAMES).")
+@click.argument(
+    "names",
+    nargs=-1,
+    type=click.Choice(["vgg16", "alexnet", "squeezenet1_1", "inception_v3", "inception_fid"]),
+)
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Fetch the weights these params need (instead of / besides NAMES).",
+)
 @click.option("--list", "list_only", is_flag=True, help="Only show which files are cached.")
 @user_errors
 def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -> None:

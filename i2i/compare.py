@@ -4,6 +4,7 @@ scores (``reports/compare.md``) and a chart of every score (``reports/compare.pn
 The runs are read back from the store the pipeline writes (``i2i.tracking.find_runs``); a DVC
 experiment's run is named after the experiment, so the table's rows match ``dvc exp show``.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,9 @@ def lower_is_better(key: str) -> bool:
     return key.startswith("loss/") or (len(parts) == 3 and parts[1] in LOWER_IS_BETTER)
 
 
-def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: str | None = None) -> pd.DataFrame:
+def comparison(
+    runs: list[RunRecord], metrics: list[str] | None = None, sort: str | None = None
+) -> pd.DataFrame:
     """One row per run: its status, the params whose values differ between the runs, then the
     metrics (default: every score any run has, :func:`is_score`), sorted by the score ``sort``
     best first. A score from a random backbone has its own ``uncalibrated/`` column, so it is
@@ -40,15 +43,31 @@ def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: st
     if not runs:
         raise I2IError("no runs to compare: check the experiment name, tags or run ids")
     params = pd.DataFrame([r.params for r in runs], dtype=object)
-    differing = [c for c in sorted(params.columns) if params[c].astype(str).nunique(dropna=False) > 1]
+    differing = [
+        c for c in sorted(params.columns) if params[c].astype(str).nunique(dropna=False) > 1
+    ]
     scores = pd.DataFrame([r.metrics for r in runs])
     keys = metrics or sorted(c for c in scores.columns if is_score(c))
     missing = [k for k in keys if k not in scores.columns]
     if missing:
-        raise I2IError(f"no run has the metric(s) {', '.join(missing)}; available: {', '.join(sorted(scores.columns))}")
-    table = pd.concat([pd.DataFrame({"run": [r.name for r in runs], "status": [r.status for r in runs],
-                                     "run_id": [r.run_id[:8] for r in runs]}),
-                       params[differing].reset_index(drop=True), scores[keys].reset_index(drop=True)], axis=1)
+        raise I2IError(
+            f"no run has the metric(s) {', '.join(missing)}; "
+            f"available: {', '.join(sorted(scores.columns))}"
+        )
+    table = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "run": [r.name for r in runs],
+                    "status": [r.status for r in runs],
+                    "run_id": [r.run_id[:8] for r in runs],
+                }
+            ),
+            params[differing].reset_index(drop=True),
+            scores[keys].reset_index(drop=True),
+        ],
+        axis=1,
+    )
     if sort:
         ranked = sorted(c for c in scores.columns if is_score(c))
         if sort not in ranked:
@@ -56,7 +75,9 @@ def comparison(runs: list[RunRecord], metrics: list[str] | None = None, sort: st
             raise I2IError(f"cannot sort by {sort!r}: {why}; scores: {', '.join(ranked)}")
         if sort not in table.columns:
             table[sort] = scores[sort].values
-        table = table.sort_values(sort, ascending=lower_is_better(sort), na_position="last", kind="stable")
+        table = table.sort_values(
+            sort, ascending=lower_is_better(sort), na_position="last", kind="stable"
+        )
     return table.reset_index(drop=True)
 
 
@@ -70,7 +91,9 @@ def _cell(value: object) -> str:
 
 def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -96,12 +119,14 @@ def plot(table: pd.DataFrame, keys: list[str], path: Path) -> None:
         ax.barh(range(len(values)), values.fillna(0), color=colors)
         ax.set_yticks(range(len(values)), names, fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(f"{key} ({'lower' if lower_is_better(key) else 'higher'} is better)", fontsize=9)
+        ax.set_title(
+            f"{key} ({'lower' if lower_is_better(key) else 'higher'} is better)", fontsize=9
+        )
         ax.tick_params(axis="x", labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(4))
         for i, v in enumerate(values):
             ax.text(0, i, f" {_cell(v)}", va="center", fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -117,22 +142,42 @@ def reference_caption(runs: list[RunRecord]) -> str:
         for k, v in r.metrics.items():
             if k.startswith(SCORES) and not is_score(k) and v == v:
                 values.setdefault(k, set()).add(v)
-    lines = [f"- `{k}`: {_cell(min(v))}" + (f" to {_cell(max(v))}" if len(v) > 1 else "")
-             for k, v in sorted(values.items())]
-    return ("\n\nReference values (what the scores are read by, not ranked):\n" + "\n".join(lines) + "\n"
-            if lines else "\n")
+    lines = [
+        f"- `{k}`: {_cell(min(v))}" + (f" to {_cell(max(v))}" if len(v) > 1 else "")
+        for k, v in sorted(values.items())
+    ]
+    return (
+        "\n\nReference values (what the scores are read by, not ranked):\n"
+        + "\n".join(lines)
+        + "\n"
+        if lines
+        else "\n"
+    )
 
 
-def compare(runs: list[RunRecord], markdown: Path, chart: Path, metrics: list[str] | None = None,
-            sort: str | None = None) -> pd.DataFrame:
+def compare(
+    runs: list[RunRecord],
+    markdown: Path,
+    chart: Path,
+    metrics: list[str] | None = None,
+    sort: str | None = None,
+) -> pd.DataFrame:
     """Write the table and the chart; return the table."""
     table = comparison(runs, metrics, sort)
     keys = [c for c in table.columns if c.startswith((*SCORES, "loss/", "train/"))]
-    header = (f"# Comparison of {len(table)} runs\n\nParams that differ between the runs, then the "
-              "scores" + (f", best `{sort}` first" if sort else "")
-              + ". `-`: not computed (see the run's evaluate.json)."
-              + (" `uncalibrated/...`: computed on random backbones (offline), comparable only with "
-                 "each other." if any(k.startswith("uncalibrated/") for k in keys) else "") + "\n\n")
+    header = (
+        f"# Comparison of {len(table)} runs\n\nParams that differ between the runs, then the "
+        "scores"
+        + (f", best `{sort}` first" if sort else "")
+        + ". `-`: not computed (see the run's evaluate.json)."
+        + (
+            " `uncalibrated/...`: computed on random backbones (offline), comparable only with "
+            "each other."
+            if any(k.startswith("uncalibrated/") for k in keys)
+            else ""
+        )
+        + "\n\n"
+    )
     write_bytes(markdown, (header + to_markdown(table) + reference_caption(runs)).encode())
     if keys:
         plot(table, keys, chart)

@@ -5,6 +5,7 @@ anywhere fails fast. The dataclasses below mirror the YAML one to one: an unknow
 key, a value of the wrong type or out of range raises :class:`ParamsError` whose message names
 the file, the dotted key (``data.load_size``), the bad value and what would be accepted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,11 @@ class DataConfig:
         if self.dataset not in DATASETS:
             yield "dataset", self.dataset, f"expected one of {', '.join(sorted(DATASETS))}"
         if self.dataset == "folder" and not self.path:
-            yield "path", self.path, "dataset 'folder' needs the folder holding trainA/ trainB/ testA/ testB/"
+            yield (
+                "path",
+                self.path,
+                "dataset 'folder' needs the folder holding trainA/ trainB/ testA/ testB/",
+            )
         if self.crop_size > self.load_size:
             yield "crop_size", self.crop_size, f"must be <= data.load_size ({self.load_size})"
         yield from _check_url("mirror", self.mirror)
@@ -64,8 +69,11 @@ class DataConfig:
 
 def _check_url(key: str, url: str) -> Iterator[tuple[str, Any, str]]:
     if url and not url.startswith(("http://", "https://", "file://")):
-        yield key, url, ("expected an http://, https:// or file:// base URL, or '' for the "
-                         "official host")
+        yield (
+            key,
+            url,
+            ("expected an http://, https:// or file:// base URL, or '' for the official host"),
+        )
 
 
 Init = Literal["normal", "xavier", "kaiming", "orthogonal"]
@@ -163,14 +171,25 @@ class SampleConfig:
 
 
 METRIC_NAMES = (
-    "lpips_diversity", "inception_score", "cis", "fid", "kid", "content_iou", "mode_coverage",
+    "lpips_diversity",
+    "inception_score",
+    "cis",
+    "fid",
+    "kid",
+    "content_iou",
+    "mode_coverage",
 )
 # Scores (metric/<key>/<direction>) where lower is better; all others are better higher.
 LOWER_IS_BETTER = ("fid", "kid")
 # Keys the metrics report beside the scores, to read them by: values of the real test images,
 # the classifier's test accuracy, the number of modes, KID's spread. Never ranked.
-REFERENCE_VALUES = ("lpips_diversity_real", "inception_score_real", "classifier_accuracy", "num_modes",
-                    "kid_std")
+REFERENCE_VALUES = (
+    "lpips_diversity_real",
+    "inception_score_real",
+    "classifier_accuracy",
+    "num_modes",
+    "kid_std",
+)
 
 
 @dataclass(frozen=True)
@@ -228,8 +247,10 @@ class Params:
 # Keys of earlier versions, and what replaced them.
 MOVED = {
     "data.weights_mirror": "now backbones.mirror",
-    "loss.vgg_pretrained": "now backbones.policy: random for a random VGG16, else fallback or strict",
-    "evaluate.pretrained": "now backbones.policy: random for random backbones, else fallback or strict",
+    "loss.vgg_pretrained": "now backbones.policy: random for a random VGG16, else fallback or "
+    "strict",
+    "evaluate.pretrained": "now backbones.policy: random for random backbones, else fallback or "
+    "strict",
     "train.winograd": "removed: speed comes from train.compile, channels_last and precision",
 }
 
@@ -261,8 +282,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def params_from_dict(raw: Any, source: str = "<params>") -> Params:
     if raw is None:
         sections = ", ".join(f.name for f in dataclasses.fields(Params))
-        raise ParamsError(f"{source}: the file is empty; expected the sections {sections} "
-                          f"(params.yaml of the repository has them all)")
+        raise ParamsError(
+            f"{source}: the file is empty; expected the sections {sections} "
+            f"(params.yaml of the repository has them all)"
+        )
     return _build(Params, raw, "", source)
 
 
@@ -273,12 +296,14 @@ def model_from_dict(raw: Any, source: str = "<model config>") -> "ModelConfig":
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain nested dict of a config (tuples become lists), the inverse of params_from_dict."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
+
     return plain(dataclasses.asdict(obj))
 
 

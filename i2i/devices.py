@@ -1,4 +1,5 @@
 """The one place a device is picked, for training and for the single-process stages."""
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ discriminators during the generator phase, and differentiate through the discrim
 gradient penalties (``torch.autograd.grad``); DDP's forward-hook bookkeeping supports none of
 these cleanly. The result is the same synchronous data-parallel SGD. NCCL on GPUs, gloo on CPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,7 @@ def average_gradients(module: nn.Module, group: Dist) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
         offset += n
 
 

@@ -8,6 +8,7 @@ MLflow and ``i2i compare``, so it is never ranked against a calibrated one. A me
 not apply to a direction (no class labels in the target, no geometry masks) is ``null`` with
 the reason in ``reports/evaluate.json``, which also records the backbones used.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def prefix(metric: str, params: Params, backbones: dict[str, str]) -> str:
     return "metric" if all(weights.pretrained(backbones, n) for n in needs) else "uncalibrated"
 
 
-def score(params: Params, paths: EvaluatePaths, device: torch.device,
-          backbones: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def score(
+    params: Params, paths: EvaluatePaths, device: torch.device, backbones: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compute the metrics with the record's backbones; return (metrics.json content, details)."""
     cfg = params.evaluate
     nets = load_generators(paths.models / "generator.pt", device)
@@ -54,8 +56,15 @@ def score(params: Params, paths: EvaluatePaths, device: torch.device,
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for direction, (source, target) in TEST_PARTS.items():
-        ctx = DirectionContext(nets, direction, DomainImages(paths.data / source), DomainImages(paths.data / target),
-                               params.data.crop_size, cfg, networks)
+        ctx = DirectionContext(
+            nets,
+            direction,
+            DomainImages(paths.data / source),
+            DomainImages(paths.data / target),
+            params.data.crop_size,
+            cfg,
+            networks,
+        )
         for name in cfg.metrics:
             began = time.perf_counter()
             try:
@@ -69,16 +78,27 @@ def score(params: Params, paths: EvaluatePaths, device: torch.device,
     # The scores first, then what they are read by: `dvc exp show` lists the columns in this order.
     metrics = dict(sorted(metrics.items(), key=lambda kv: kv[0].split("/")[1] in REFERENCE_VALUES))
     uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
-    details = {"model": nets.name, "device": str(device), "skipped": skipped,
-               "backbones": backbones, "uncalibrated": uncalibrated,
-               "real_features": networks.real_from, "seconds": seconds, "classifier": cfg.classifier,
-               "lpips_net": cfg.lpips_net,
-               "protocol": {k: getattr(cfg, k) for k in ("lpips_inputs", "lpips_pairs", "cis_inputs", "cis_samples", "seed")}}
+    details = {
+        "model": nets.name,
+        "device": str(device),
+        "skipped": skipped,
+        "backbones": backbones,
+        "uncalibrated": uncalibrated,
+        "real_features": networks.real_from,
+        "seconds": seconds,
+        "classifier": cfg.classifier,
+        "lpips_net": cfg.lpips_net,
+        "protocol": {
+            k: getattr(cfg, k)
+            for k in ("lpips_inputs", "lpips_pairs", "cis_inputs", "cis_samples", "seed")
+        },
+    }
     return metrics, details
 
 
-def evaluate(params: Params, paths: EvaluatePaths,
-             fix: str = "i2i weights --params params.yaml") -> dict[str, Any]:
+def evaluate(
+    params: Params, paths: EvaluatePaths, fix: str = "i2i weights --params params.yaml"
+) -> dict[str, Any]:
     """Score the trained model, write the reports, log to the training's MLflow run. ``fix``:
     the command the warning names when a backbone cannot be had."""
     from i2i.tracking import Tracker, run_tags
@@ -93,8 +113,12 @@ def evaluate(params: Params, paths: EvaluatePaths,
 
     tracker = Tracker(params.tracking)
     calibrated = str(not details["uncalibrated"]).lower()
-    tracker.attach(paths.models / "run.json", run_tags() | {"metrics_calibrated": calibrated} |
-                   {f"backbone/{n}": used for n, used in backbones.items()})
+    tracker.attach(
+        paths.models / "run.json",
+        run_tags()
+        | {"metrics_calibrated": calibrated}
+        | {f"backbone/{n}": used for n, used in backbones.items()},
+    )
     step = int(json.loads((paths.models / "run.json").read_text()).get("iterations", 0))
     tracker.log_metrics([(step, {k: v for k, v in metrics.items() if v is not None})])
     tracker.log_artifact(paths.metrics, "evaluate")

@@ -1,4 +1,5 @@
 """Atomic writes: a reader (or a killed writer) never sees half a file or half a folder."""
+
 from __future__ import annotations
 
 import contextlib

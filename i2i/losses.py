@@ -19,6 +19,7 @@ Adversarial losses (``loss.gan_mode``), for discriminator logits r (real) and f 
   the R1 term computed lazily every r1_every steps and scaled by r1_every; G: softplus(-f).
 Means are over all patch logits; a multi-scale discriminator's scales are summed, as in MUNIT.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,8 @@ def _scales(logits: Logits) -> Sequence[torch.Tensor]:
 
 
 class GANLoss:
-    """The adversarial loss of ``mode`` for the generator and the discriminator (penalties apart)."""
+    """The adversarial loss of ``mode`` for the generator and the discriminator (penalties
+    apart)."""
 
     def __init__(self, mode: str):
         if mode not in ("lsgan", "vanilla", "wgangp", "hinge", "logistic"):
@@ -67,8 +69,9 @@ class GANLoss:
         if self.mode == "lsgan":
             return (r - 1).square().mean() + f.square().mean()
         if self.mode == "vanilla":
-            return (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
-                    + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
+            return F.binary_cross_entropy_with_logits(
+                r, torch.ones_like(r)
+            ) + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f))
         if self.mode == "logistic":
             return F.softplus(f).mean() + F.softplus(-r).mean()
         if self.mode == "hinge":
@@ -84,9 +87,11 @@ def _input_gradient(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return grad.flatten(1)
 
 
-def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     rng: torch.Generator | None = None) -> torch.Tensor:
-    """WGAN-GP: mean over samples of (||grad_x D(x_hat)||_2 - 1)^2, x_hat = e real + (1 - e) fake."""
+def gradient_penalty(
+    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator | None = None
+) -> torch.Tensor:
+    """WGAN-GP: mean over samples of (||grad_x D(x_hat)||_2 - 1)^2,
+    x_hat = e real + (1 - e) fake."""
     eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=rng, dtype=real.dtype)
     x_hat = eps * real.detach() + (1 - eps) * fake.detach()
     grad = _input_gradient(D, x_hat)
@@ -139,7 +144,9 @@ class ImagePool:
 class PhaseOutput:
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]  # detached scalars, weighted: they sum to ``loss``
-    fakes: dict[str, torch.Tensor] = field(default_factory=dict)  # "ab": A->B translations, detached
+    fakes: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # "ab": A->B translations, detached
 
 
 @contextlib.contextmanager
@@ -154,7 +161,9 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _total(terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.Tensor] | None = None) -> PhaseOutput:
+def _total(
+    terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.Tensor] | None = None
+) -> PhaseOutput:
     loss = sum(terms.values())
     detached = {f"{prefix}/{k}": v.detach() for k, v in terms.items()}
     detached[f"{prefix}/total"] = loss.detach()  # type: ignore[union-attr]
@@ -162,14 +171,18 @@ def _total(terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.T
 
 
 class Objective:
-    """What both objectives share: the adversarial loss, discriminator penalties, the perceptual loss."""
+    """What both objectives share: the adversarial loss, discriminator penalties, the
+    perceptual loss."""
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
+    ):
         self.nets, self.cfg = nets, cfg
         self.gan = GANLoss(cfg.gan_mode)
         if cfg.vgg_w > 0 and perceptual is None:
-            raise ValueError("loss.vgg_w > 0 needs the perceptual network (i2i.models.perceptual.PerceptualLoss)")
+            raise ValueError(
+                "loss.vgg_w > 0 needs the perceptual network (i2i.models.perceptual.PerceptualLoss)"
+            )
         self.perceptual = perceptual if cfg.vgg_w > 0 else None
         self.rng = torch.Generator().manual_seed(seed)  # for the gradient penalty's mixing
 
@@ -185,8 +198,13 @@ class Objective:
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.rng.set_state(state["rng"])
 
-    def discriminator_terms(self, real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], step: int,
-                            scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def discriminator_terms(
+        self,
+        real: dict[str, torch.Tensor],
+        fake: dict[str, torch.Tensor],
+        step: int,
+        scale: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
         """Adversarial D loss of each domain (times ``scale`` and gan_w) plus its penalties.
 
         ``fake[d]`` are translations into domain d, judged by ``D[d]`` against ``real[d]``.
@@ -202,25 +220,31 @@ class Objective:
                 terms[f"r1_{d}"] = cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(D, real[d])
         return terms
 
-    def perceptual_terms(self, outputs: dict[str, torch.Tensor], sources: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def perceptual_terms(
+        self, outputs: dict[str, torch.Tensor], sources: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """vgg_d: perceptual distance between the translation into domain d and its source image."""
         if self.perceptual is None:
             return {}
-        return {f"vgg_{d}": self.cfg.vgg_w * self.perceptual(outputs[d], sources[d]) for d in ("a", "b")}
+        return {
+            f"vgg_{d}": self.cfg.vgg_w * self.perceptual(outputs[d], sources[d]) for d in ("a", "b")
+        }
 
 
 class CycleGANObjective(Objective):
     """CycleGAN (Zhu et al. 2017, eq. 3 with the identity loss of Sec. 5.2).
 
     G: gan_w * [L_GAN(G_ab, D_b) + L_GAN(G_ba, D_a)] + lambda_a |G_ba(G_ab(a)) - a|_1
-       + lambda_b |G_ab(G_ba(b)) - b|_1 + identity_w * [lambda_b |G_ab(b) - b|_1 + lambda_a |G_ba(a) - a|_1]
+       + lambda_b |G_ab(G_ba(b)) - b|_1
+       + identity_w * [lambda_b |G_ab(b) - b|_1 + lambda_a |G_ba(a) - a|_1]
        + vgg_w * [P(G_ba(b), b) + P(G_ab(a), a)].
     D: 0.5 * gan_w * [L_D(D_a) + L_D(D_b)] (halved as in the reference) + penalties, judging
        fakes drawn from an ImagePool of ``loss.pool_size`` per domain.
     """
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
+    ):
         super().__init__(nets, cfg, perceptual, seed)
         self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
 
@@ -250,8 +274,9 @@ class CycleGANObjective(Objective):
             terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
         return _total(terms, "loss/G", fakes={"ab": fake_b, "ba": fake_a})
 
-    def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
-                            step: int = 0) -> PhaseOutput:
+    def discriminator_phase(
+        self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor], step: int = 0
+    ) -> PhaseOutput:
         fake = {"b": self.pools["b"].query(fakes["ab"]), "a": self.pools["a"].query(fakes["ba"])}
         return _total(self.discriminator_terms(real, fake, step, scale=0.5), "loss/D")
 
@@ -267,8 +292,9 @@ class MunitObjective(Objective):
     D: gan_w * [L_D(D_a) + L_D(D_b)] + penalties.
     """
 
-    def __init__(self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
+    ):
         super().__init__(nets, cfg, perceptual, seed)
         self.style_rng = torch.Generator().manual_seed(seed + 1)
 
@@ -282,11 +308,17 @@ class MunitObjective(Objective):
     def random_styles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Style codes s_a, s_b from the prior; drawn on the CPU so runs repeat across devices."""
         g = self.nets.G
-        return (g["a"].random_style(n, generator=self.style_rng).to(device),
-                g["b"].random_style(n, generator=self.style_rng).to(device))
+        return (
+            g["a"].random_style(n, generator=self.style_rng).to(device),
+            g["b"].random_style(n, generator=self.style_rng).to(device),
+        )
 
-    def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0,
-                        styles: tuple[torch.Tensor, torch.Tensor] | None = None) -> PhaseOutput:
+    def generator_phase(
+        self,
+        real: dict[str, torch.Tensor],
+        step: int = 0,
+        styles: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> PhaseOutput:
         G, cfg = self.nets.G, self.cfg
         x_a, x_b = real["a"], real["b"]
         s_a, s_b = styles if styles is not None else self.random_styles(x_a.shape[0], x_a.device)
@@ -308,19 +340,25 @@ class MunitObjective(Objective):
                 "recon_c_b": cfg.recon_c_w * F.l1_loss(c_b_recon, c_b),
             }
             if cfg.recon_x_cyc_w > 0:
-                terms["cyc_x_a"] = cfg.recon_x_cyc_w * F.l1_loss(G["a"].decode(c_a_recon, s_a_prime), x_a)
-                terms["cyc_x_b"] = cfg.recon_x_cyc_w * F.l1_loss(G["b"].decode(c_b_recon, s_b_prime), x_b)
+                terms["cyc_x_a"] = cfg.recon_x_cyc_w * F.l1_loss(
+                    G["a"].decode(c_a_recon, s_a_prime), x_a
+                )
+                terms["cyc_x_b"] = cfg.recon_x_cyc_w * F.l1_loss(
+                    G["b"].decode(c_b_recon, s_b_prime), x_b
+                )
             terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
         return _total(terms, "loss/G", fakes={"ab": x_ab, "ba": x_ba})
 
-    def discriminator_phase(self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor],
-                            step: int = 0) -> PhaseOutput:
+    def discriminator_phase(
+        self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor], step: int = 0
+    ) -> PhaseOutput:
         fake = {"a": fakes["ba"], "b": fakes["ab"]}
         return _total(self.discriminator_terms(real, fake, step), "loss/D")
 
 
-def build_objective(nets: Networks, cfg: LossConfig, seed: int = 0,
-                    pretrained_vgg: bool = True) -> CycleGANObjective | MunitObjective:
+def build_objective(
+    nets: Networks, cfg: LossConfig, seed: int = 0, pretrained_vgg: bool = True
+) -> CycleGANObjective | MunitObjective:
     """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0, with
     ImageNet weights or (``pretrained_vgg=False``) random ones from the current torch seed."""
     perceptual = PerceptualLoss(pretrained_vgg) if cfg.vgg_w > 0 else None

@@ -5,6 +5,7 @@ decays it linearly to zero at the last iteration (CycleGAN's n_epochs / n_epochs
 ``step`` multiplies it by ``gamma`` every ``step_size`` iterations (MUNIT); ``cosine`` follows
 a half cosine to zero; ``constant`` keeps it.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,9 @@ from i2i.config import TrainConfig
 
 def adam(module: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam over ``module``'s parameters (PyTorch's default implementation)."""
-    return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(
+        module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+    )
 
 
 def lr_factor(cfg: TrainConfig, iteration: int) -> float:
@@ -34,5 +36,7 @@ def lr_factor(cfg: TrainConfig, iteration: int) -> float:
     return 1.0
 
 
-def scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))

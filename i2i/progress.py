@@ -1,4 +1,5 @@
 """Progress bars that stay out of CI logs: off when stderr is not a terminal or I2I_QUIET=1."""
+
 from __future__ import annotations
 
 import os

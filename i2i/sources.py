@@ -2,6 +2,7 @@
 (every ``import i2i...`` at any level, also inside functions), not from what one process
 happened to import. The checkpoint fingerprint hashes the training code's closure; the DVC
 train stage lists the same files as its dependencies (tests/test_pipeline.py checks both)."""
+
 from __future__ import annotations
 
 import ast
@@ -26,7 +27,9 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # names may be modules
+            found = [node.module] + [
+                f"{node.module}.{a.name}" for a in node.names
+            ]  # names may be modules
         else:
             continue
         for name in found:

@@ -7,6 +7,7 @@ relative URI would write into the copy and lose the run). Its default is
 serialised with a file lock and SQLite waits for a busy database instead of failing, so
 experiments running in parallel (``dvc queue start -j 2``) all land.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,7 @@ def repository_root(start: Path | None = None) -> Path:
     start = (start or Path.cwd()).resolve()
     parts = start.parts
     for i in range(len(parts) - len(DVC_COPIES) + 1):
-        if parts[i:i + len(DVC_COPIES)] == DVC_COPIES:
+        if parts[i : i + len(DVC_COPIES)] == DVC_COPIES:
             return Path(*parts[:i])
     for folder in (start, *start.parents):
         if (folder / ".dvc").is_dir() or (folder / ".git").exists():
@@ -45,7 +46,7 @@ def repository_root(start: Path | None = None) -> Path:
 def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
     uri = cfg.uri or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path, _, query = uri[len("sqlite:///"):].partition("?")
+        path, _, query = uri[len("sqlite:///") :].partition("?")
         uri = f"sqlite:///{root / path}" + (f"?{query}" if query else "")
     if uri.startswith("sqlite:") and "timeout=" not in uri:
         # Wait for a busy database (another experiment writing) instead of failing at once.
@@ -70,12 +71,14 @@ def _retry(fn, *args: Any, **kwargs: Any) -> Any:
         except Exception as e:  # MLflow wraps SQLite's OperationalError in its own types
             if "database is locked" not in str(e) or attempt == 7:
                 raise
-            time.sleep(0.1 * 2 ** attempt)
+            time.sleep(0.1 * 2**attempt)
 
 
 def git_commit(cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -87,7 +90,10 @@ def run_tags() -> dict[str, str]:
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(Path.cwd())
     if commit:
         tags["git_commit"] = commit
-    for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline")):
+    for env, tag in (
+        ("DVC_EXP_NAME", "dvc_exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
@@ -115,12 +121,16 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(cfg.experiment)
             if exp is None:
-                location = (self.root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+                location = (
+                    (self.root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+                )
                 # MLflow 3's UI opens an experiment of this kind on its runs table (training runs),
                 # not on its GenAI traces view.
                 self.experiment_id = self.client.create_experiment(
-                    cfg.experiment, artifact_location=location,
-                    tags={"mlflow.experimentKind": "custom_model_development"})
+                    cfg.experiment,
+                    artifact_location=location,
+                    tags={"mlflow.experimentKind": "custom_model_development"},
+                )
             else:
                 self.experiment_id = exp.experiment_id
         self.run_id: str | None = None
@@ -138,7 +148,7 @@ class Tracker:
         self.run_id = run.info.run_id
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            _retry(self.client.log_batch, self.run_id, params=items[i:i + 100])
+            _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
         return self.run_id
 
     def attach(self, run_file: Path, tags: dict[str, str]) -> str:
@@ -147,7 +157,9 @@ class Tracker:
         (models brought from another machine's DVC cache)."""
         import json
 
-        run_id = json.loads(Path(run_file).read_text())["run_id"] if Path(run_file).is_file() else None
+        run_id = (
+            json.loads(Path(run_file).read_text())["run_id"] if Path(run_file).is_file() else None
+        )
         if run_id is not None:
             try:
                 _retry(self.client.get_run, run_id)
@@ -157,8 +169,12 @@ class Tracker:
             except Exception as e:  # MLflow raises its own error type for an unknown run
                 if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
                     raise
-        run = _retry(self.client.create_run, self.experiment_id,
-                     tags={**tags, "train_run_id": str(run_id)}, run_name=run_name(tags))
+        run = _retry(
+            self.client.create_run,
+            self.experiment_id,
+            tags={**tags, "train_run_id": str(run_id)},
+            run_name=run_name(tags),
+        )
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -169,7 +185,7 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
         for i in range(0, len(items), 1000):
-            _retry(self.client.log_batch, self.run_id, metrics=items[i:i + 1000])
+            _retry(self.client.log_batch, self.run_id, metrics=items[i : i + 1000])
 
     def last_step(self, key: str) -> int:
         """The highest step logged for metric ``key`` in this run (0 when none)."""
@@ -179,7 +195,9 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        _retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        _retry(
+            self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
+        )
 
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
         _retry(self.client.log_image, self.run_id, image, artifact_file=artifact_file)
@@ -208,8 +226,13 @@ class RunRecord:
     tags: dict[str, str]
 
 
-def find_runs(cfg: TrackingConfig, experiment: str | None = None, tags: dict[str, str] | None = None,
-              run_ids: list[str] | None = None, root: Path | None = None) -> list[RunRecord]:
+def find_runs(
+    cfg: TrackingConfig,
+    experiment: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_ids: list[str] | None = None,
+    root: Path | None = None,
+) -> list[RunRecord]:
     """Runs of ``experiment`` (default ``cfg.experiment``) carrying every tag in ``tags``, or the
     given ``run_ids``; oldest first. Unknown experiments and run ids, a missing store and one
     that cannot be read are errors naming them; nothing is written to the store."""
@@ -217,10 +240,12 @@ def find_runs(cfg: TrackingConfig, experiment: str | None = None, tags: dict[str
 
     uri = tracking_uri(cfg, root or repository_root())
     if uri.startswith("sqlite:///"):
-        store = Path(uri[len("sqlite:///"):].split("?")[0])
+        store = Path(uri[len("sqlite:///") :].split("?")[0])
         if not store.is_file():
-            raise I2IError(f"no MLflow store at {store}: nothing has been tracked there yet (run "
-                           f"`dvc repro` or `i2i train` first), or set tracking.uri")
+            raise I2IError(
+                f"no MLflow store at {store}: nothing has been tracked there yet (run "
+                f"`dvc repro` or `i2i train` first), or set tracking.uri"
+            )
     try:
         return _find_runs(uri, cfg, experiment, tags, run_ids)
     except I2IError:
@@ -228,14 +253,23 @@ def find_runs(cfg: TrackingConfig, experiment: str | None = None, tags: dict[str
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's and MLflow's many kinds
         first = (str(e).strip().splitlines() or [""])[0][:200]
         if "database is locked" in str(e):
-            raise I2IError(f"the MLflow store {uri} stayed locked by another process (one holding "
-                           f"a long write); try again when it is done") from None
-        raise I2IError(f"cannot read the MLflow store {uri} ({type(e).__name__}: {first}); if the "
-                       f"file is damaged, move it aside (the next run starts a new one)") from None
+            raise I2IError(
+                f"the MLflow store {uri} stayed locked by another process (one holding "
+                f"a long write); try again when it is done"
+            ) from None
+        raise I2IError(
+            f"cannot read the MLflow store {uri} ({type(e).__name__}: {first}); if the "
+            f"file is damaged, move it aside (the next run starts a new one)"
+        ) from None
 
 
-def _find_runs(uri: str, cfg: TrackingConfig, experiment: str | None, tags: dict[str, str] | None,
-               run_ids: list[str] | None) -> list[RunRecord]:
+def _find_runs(
+    uri: str,
+    cfg: TrackingConfig,
+    experiment: str | None,
+    tags: dict[str, str] | None,
+    run_ids: list[str] | None,
+) -> list[RunRecord]:
     from mlflow.tracking import MlflowClient
 
     from i2i.errors import I2IError
@@ -253,12 +287,25 @@ def _find_runs(uri: str, cfg: TrackingConfig, experiment: str | None, tags: dict
         exp = client.get_experiment_by_name(name)
         if exp is None:
             known = [e.name for e in client.search_experiments()]
-            raise I2IError(f"experiment {name!r} not found in {uri}; it has: {', '.join(known) or 'none'}")
+            raise I2IError(
+                f"experiment {name!r} not found in {uri}; it has: {', '.join(known) or 'none'}"
+            )
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items())
-        runs = _retry(client.search_runs, [exp.experiment_id], filter_string=query, max_results=50000)
-    records = [RunRecord(r.info.run_id, r.data.tags.get("dvc_exp_name") or r.info.run_name or r.info.run_id[:8],
-                         r.info.status, r.info.start_time, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
-               for r in runs]
+        runs = _retry(
+            client.search_runs, [exp.experiment_id], filter_string=query, max_results=50000
+        )
+    records = [
+        RunRecord(
+            r.info.run_id,
+            r.data.tags.get("dvc_exp_name") or r.info.run_name or r.info.run_id[:8],
+            r.info.status,
+            r.info.start_time,
+            dict(r.data.params),
+            dict(r.data.metrics),
+            dict(r.data.tags),
+        )
+        for r in runs
+    ]
     return sorted(records, key=lambda r: r.start_time)
 
 
@@ -267,14 +314,18 @@ class NullTracker:
 
     run_id = None
 
-    def start(self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
+    def start(
+        self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None
+    ) -> None:
         return None
 
     def attach(self, run_file: Path, tags: dict[str, str]) -> None:
         return None
 
     def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
-    def last_step(self, key: str) -> int: return 0
+    def last_step(self, key: str) -> int:
+        return 0
+
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
@@ -308,15 +359,22 @@ class TrainingLog:
         self.pending: list[tuple[int, dict[str, float]]] = []
         self.run_id: str | None = None
 
-    def start(self, params: dict[str, Any], tags: dict[str, str], state: dict[str, Any] | None) -> str | None:
+    def start(
+        self, params: dict[str, Any], tags: dict[str, str], state: dict[str, Any] | None
+    ) -> str | None:
         """A new MLflow run, or the one ``state`` (a checkpoint) continues, caught up."""
         self.run_id = self.tracker.start(params, tags, run_id=state["run_id"] if state else None)
         self.rows = list(state["rows"]) if state else []
         if self.main:
             write_rows(self.csv, self.rows)
             logged = self.tracker.last_step("loss/G/total") if state else 0
-            self.tracker.log_metrics([(int(r["step"]), {k: v for k, v in r.items() if k != "step"})
-                                      for r in self.rows if r["step"] > logged])
+            self.tracker.log_metrics(
+                [
+                    (int(r["step"]), {k: v for k, v in r.items() if k != "step"})
+                    for r in self.rows
+                    if r["step"] > logged
+                ]
+            )
         return self.run_id
 
     def add(self, step: int, values: dict[str, float]) -> None:

@@ -8,6 +8,7 @@ random generator and the data position, so an interrupted run continues as if it
 stopped; losses and curves are flushed to MLflow and the plots file when a checkpoint is made,
 so what they show always matches a checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,7 +54,9 @@ class TrainPaths:
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16
+    )
 
 
 class FiniteGuard:
@@ -87,7 +90,8 @@ class FiniteGuard:
         where = f"iteration {bad_at + 1}" if bad_at >= 0 else "an iteration on another rank"
         raise NonFiniteLossError(
             f"training diverged at {where}: {', '.join(bad)} = "
-            f"{', '.join(str(terms[k].item()) for k in bad if k in terms)}; the last good checkpoint "
+            f"{', '.join(str(terms[k].item()) for k in bad if k in terms)}; "
+            f"the last good checkpoint "
             f"is kept. Lower train.lr, try train.precision = fp32, or another loss.gan_mode"
         )
 
@@ -113,11 +117,19 @@ class Trainables:
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
-        objective = build_objective(nets, params.loss, seed=tp.seed,
-                                    pretrained_vgg=not random_vgg).to(device)
+        objective = build_objective(
+            nets, params.loss, seed=tp.seed, pretrained_vgg=not random_vgg
+        ).to(device)
         opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
-        return cls(nets, objective, opt_g, opt_d, scheduler(opt_g, tp), scheduler(opt_d, tp),
-                   torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"))
+        return cls(
+            nets,
+            objective,
+            opt_g,
+            opt_d,
+            scheduler(opt_g, tp),
+            scheduler(opt_d, tp),
+            torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"),
+        )
 
     # The same on every rank (gradients are averaged before each step).
     _PARTS = ("nets", "opt_g", "opt_d", "sched_g", "sched_d", "scaler")
@@ -128,8 +140,10 @@ class Trainables:
     def rank_state(self) -> dict[str, Any]:
         """What differs between ranks: the objective's pools and generators (each rank pools its
         own fakes) and the global random state (each rank's dropout masks)."""
-        rng = {"torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
         return {"objective": self.objective.state_dict(), "rng": rng}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device, rank: int = 0) -> None:
@@ -140,8 +154,12 @@ class Trainables:
         if rank >= len(ranks):
             # Another world size: the data shards change anyway; this rank starts from rank 0's
             # random state, so the run goes on, but not as an uninterrupted one would.
-            log.warning("the checkpoint holds %d process(es)' random state, not rank %d's: "
-                        "it resumes from rank 0's", len(ranks), rank)
+            log.warning(
+                "the checkpoint holds %d process(es)' random state, not rank %d's: "
+                "it resumes from rank 0's",
+                len(ranks),
+                rank,
+            )
         mine = ranks[rank] if rank < len(ranks) else ranks[0]
         self.objective.load_state_dict(mine["objective"], device)
         torch.set_rng_state(mine["rng"]["torch"])
@@ -149,8 +167,14 @@ class Trainables:
             torch.cuda.set_rng_state_all(mine["rng"]["cuda"])
 
 
-def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precision: str,
-               guard: FiniteGuard, group: distributed.Dist) -> tuple[PhaseOutput, PhaseOutput]:
+def train_step(
+    t: "Trainables",
+    real: dict[str, torch.Tensor],
+    it: int,
+    precision: str,
+    guard: FiniteGuard,
+    group: distributed.Dist,
+) -> tuple[PhaseOutput, PhaseOutput]:
     """One iteration: the generator phase and its optimiser step, then the discriminator phase
     on the generator phase's translations and its step, then the schedulers."""
     device = real["a"].device
@@ -174,8 +198,9 @@ def train_step(t: "Trainables", real: dict[str, torch.Tensor], it: int, precisio
     return g, dphase
 
 
-def sample_inputs(params: Params, data: Path, style_dim: int,
-                  device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def sample_inputs(
+    params: Params, data: Path, style_dim: int, device: torch.device
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The test inputs and style codes (MUNIT) that every sample grid of the run shows."""
     inputs = {}
     for direction, part in (("ab", "test_a"), ("ba", "test_b")):
@@ -185,15 +210,19 @@ def sample_inputs(params: Params, data: Path, style_dim: int,
     styles = None
     if style_dim:
         rng = torch.Generator().manual_seed(params.train.seed)
-        styles = torch.randn(min(params.sample.num_styles, 8), style_dim, 1, 1, generator=rng).to(device)
+        styles = torch.randn(min(params.sample.num_styles, 8), style_dim, 1, 1, generator=rng).to(
+            device
+        )
     return inputs, styles
 
 
 def prepared_data_hash(data: Path) -> str:
     manifest = data / "manifest.json"
     if not manifest.is_file():
-        raise I2IError(f"{manifest}: no prepared data; run the download and preprocess stages "
-                       f"first (dvc repro preprocess)")
+        raise I2IError(
+            f"{manifest}: no prepared data; run the download and preprocess stages "
+            f"first (dvc repro preprocess)"
+        )
     return json.loads(manifest.read_text())["content_hash"]
 
 
@@ -204,7 +233,9 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     device = pick_device(tp.device, group.local_rank)
     data_hash = prepared_data_hash(paths.data)
     # A random VGG16 gives another result than ImageNet's: it is part of the configuration.
-    backbones = weights.resolve(weights.for_training(params.loss), params.backbones, announce=group.main)
+    backbones = weights.resolve(
+        weights.for_training(params.loss), params.backbones, announce=group.main
+    )
     run = checkpoint.find_resume(params, data_hash, backbones, paths.checkpoints, resume)
     t = Trainables.build(params, device, random_vgg=not weights.pretrained(backbones, "vgg16"))
     checkpoint.restore(t, run, device, group.rank)
@@ -212,33 +243,35 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     if tp.compile:
         t.nets.compile_each()
     log = TrainingLog(params.tracking, paths.reports / "losses.csv", group.main)
-    tags = run_tags() | {"dataset_hash": data_hash, "code_hash": run.code, "device": str(device),
-                         "precision": tp.precision, "model": params.model.name,
-                         "world_size": str(group.world)}
-    run_id = log.start(checkpoint.flatten(to_dict(params)),
-                       tags | {f"backbone/{name}": used for name, used in backbones.items()}, run.state)
+    tags = run_tags() | {
+        "dataset_hash": data_hash, "code_hash": run.code, "device": str(device),
+        "precision": tp.precision, "model": params.model.name, "world_size": str(group.world),
+    } | {f"backbone/{name}": used for name, used in backbones.items()}  # fmt: skip
+    run_id = log.start(checkpoint.flatten(to_dict(params)), tags, run.state)
     inputs, styles = sample_inputs(params, paths.data, t.nets.style_dim, device)
-    data = iter(train_loader(paths.data, params.data, tp.batch_size, tp.seed, run.start,
-                             group.rank, group.world))
+    loader = train_loader(paths.data, params.data, tp.batch_size, tp.seed, run.start, group.rank,
+                          group.world)  # fmt: skip
+    data = iter(loader)
     guard = FiniteGuard(device, group, tp.log_every)
-    bar = progress(total=tp.iterations, initial=run.start, desc=f"train {params.model.name}", unit="it")
+    bar = progress(total=tp.iterations, initial=run.start, desc=f"train {params.model.name}",
+                   unit="it")  # fmt: skip
     began, done, status = time.perf_counter(), run.start, "FAILED"
     try:
         for it in range(run.start, tp.iterations):
-            g, dphase = train_step(t, to_real_images(next(data), device, tp.channels_last), it,
-                                   tp.precision, guard, group)
-            done = it + 1
+            real = to_real_images(next(data), device, tp.channels_last)
+            g, dphase = train_step(t, real, it, tp.precision, guard, group)
+            done, last = it + 1, it + 1 == tp.iterations
             bar.update(1)
-            last = done == tp.iterations
             if done % tp.log_every == 0 or last:
                 guard.check()
-                values = {k: v.item() for k, v in {**g.terms, **dphase.terms}.items()}
-                values |= {"lr/G": t.opt_g.param_groups[0]["lr"], "lr/D": t.opt_d.param_groups[0]["lr"]}
+                values = step_values(t, g, dphase)
                 log.add(done, values)
-                bar.set_postfix(G=f"{values['loss/G/total']:.3f}", D=f"{values['loss/D/total']:.3f}")
+                bar.set_postfix(
+                    G=f"{values['loss/G/total']:.3f}", D=f"{values['loss/D/total']:.3f}"
+                )
             if group.main and (done % tp.sample_every == 0 or last):
-                grid = tile([[translation_grid(t.nets, inputs[k], k, styles)] for k in ("ab", "ba")], pad=8)
-                log.image(grid, f"samples/{done:08d}.png")
+                rows = [[translation_grid(t.nets, inputs[k], k, styles)] for k in ("ab", "ba")]
+                log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
             if done % tp.checkpoint_every == 0 or last:
                 guard.check()
                 save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group)
@@ -252,15 +285,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             log.end(status)
             distributed.teardown(group)
 
-    seconds = time.perf_counter() - began
-    steps = done - run.start
-    summary = {
-        "iterations": tp.iterations, "resumed_from": run.start, "seconds": round(seconds, 2),
-        "iterations_per_second": round(steps / seconds, 3) if seconds > 0 and steps else None,
-        "device": str(device), "precision": tp.precision, "world_size": group.world,
-        "backbones": backbones,  # {"vgg16": sha256 | "random"} when the perceptual loss is on
-        "final": {k: round(log.last()[k], 6) for k in ("loss/G/total", "loss/D/total") if k in log.last()},
-    }
+    summary = summarize(params, run.start, done, time.perf_counter() - began, device, group,
+                        backbones, log.last())  # fmt: skip
     if group.main:
         export(t.nets, params, paths, done, run_id, data_hash, log)
         write_json(paths.reports / "summary.json", summary)
@@ -270,35 +296,97 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     return summary
 
 
-def save_checkpoint(t: Trainables, run: checkpoint.Resume, done: int, params: Params, data_hash: str,
-                    backbones: dict[str, str], run_id: str | None, log: TrainingLog,
-                    group: distributed.Dist) -> None:
+def step_values(t: Trainables, g: PhaseOutput, dphase: PhaseOutput) -> dict[str, float]:
+    """What is logged of an iteration: every loss term and both learning rates."""
+    values = {k: v.item() for k, v in {**g.terms, **dphase.terms}.items()}
+    return values | {"lr/G": t.opt_g.param_groups[0]["lr"], "lr/D": t.opt_d.param_groups[0]["lr"]}
+
+
+def summarize(params: Params, start: int, done: int, seconds: float, device: torch.device,
+              group: distributed.Dist, backbones: dict[str, str],
+              last: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """summary.json: lean, since `dvc exp show` lists it beside the scores."""
+    steps = done - start
+    return {
+        "iterations": params.train.iterations, "resumed_from": start, "seconds": round(seconds, 2),
+        "iterations_per_second": round(steps / seconds, 3) if seconds > 0 and steps else None,
+        "device": str(device), "precision": params.train.precision, "world_size": group.world,
+        "backbones": backbones,  # {"vgg16": sha256 | "random"} when the perceptual loss is on
+        "final": {k: round(last[k], 6) for k in ("loss/G/total", "loss/D/total") if k in last},
+    }  # fmt: skip
+
+
+def save_checkpoint(
+    t: Trainables,
+    run: checkpoint.Resume,
+    done: int,
+    params: Params,
+    data_hash: str,
+    backbones: dict[str, str],
+    run_id: str | None,
+    log: TrainingLog,
+    group: distributed.Dist,
+) -> None:
     """Gather every rank's random state; rank 0 writes the checkpoint, then flushes the log."""
     ranks = distributed.gather_to_main(t.rank_state(), group)
     if group.main:
         if not all(torch.isfinite(p).all() for p in t.nets.parameters()):
-            raise NonFiniteLossError(f"non-finite weights at iteration {done}; the last good "
-                                     f"checkpoint is kept")
-        checkpoint.save(run.folder, done, {
-            "config": to_dict(params), "data_hash": data_hash, "code": run.code,
-            "torch": str(torch.__version__), "run_id": run_id, "backbones": backbones,
-            "rows": log.to_save(), "ranks": ranks, **t.state_dict(),
-        }, params.train.keep_checkpoints)
+            raise NonFiniteLossError(
+                f"non-finite weights at iteration {done}; the last good checkpoint is kept"
+            )
+        checkpoint.save(
+            run.folder,
+            done,
+            {
+                "config": to_dict(params),
+                "data_hash": data_hash,
+                "code": run.code,
+                "torch": str(torch.__version__),
+                "run_id": run_id,
+                "backbones": backbones,
+                "rows": log.to_save(),
+                "ranks": ranks,
+                **t.state_dict(),
+            },
+            params.train.keep_checkpoints,
+        )
         if quiet():
             last = log.pending[-1][1] if log.pending else {}
-            print(f"iteration {done}/{params.train.iterations}: "
-                  f"G {last.get('loss/G/total', float('nan')):.4f} "
-                  f"D {last.get('loss/D/total', float('nan')):.4f}", file=sys.stderr, flush=True)
+            print(
+                f"iteration {done}/{params.train.iterations}: "
+                f"G {last.get('loss/G/total', float('nan')):.4f} "
+                f"D {last.get('loss/D/total', float('nan')):.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     log.saved()
 
 
-def export(nets: Networks, params: Params, paths: TrainPaths, done: int, run_id: str | None,
-           data_hash: str, log: TrainingLog) -> None:
+def export(
+    nets: Networks,
+    params: Params,
+    paths: TrainPaths,
+    done: int,
+    run_id: str | None,
+    data_hash: str,
+    log: TrainingLog,
+) -> None:
     """The generators (``models/generator.pt``, logged to the run) and the run's id."""
     model_file = paths.models / "generator.pt"
-    checkpoint.export_generators(model_file, params.model.name, to_dict(params.model), nets.G,
-                                 {"iterations": done, "run_id": run_id, "data_hash": data_hash})
+    checkpoint.export_generators(
+        model_file,
+        params.model.name,
+        to_dict(params.model),
+        nets.G,
+        {"iterations": done, "run_id": run_id, "data_hash": data_hash},
+    )
     log.artifact(model_file, "model")
-    write_json(paths.models / "run.json", {"run_id": run_id, "tracking_uri": log.tracker.uri,
-                                           "experiment_id": log.tracker.experiment_id,
-                                           "iterations": done})
+    write_json(
+        paths.models / "run.json",
+        {
+            "run_id": run_id,
+            "tracking_uri": log.tracker.uri,
+            "experiment_id": log.tracker.experiment_id,
+            "iterations": done,
+        },
+    )

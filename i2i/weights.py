@@ -62,8 +62,12 @@ WEIGHTS = {
         WeightFile("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth", "b8a52dc0"),
         WeightFile("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd"),
         # The TensorFlow FID Inception graph's weights, as pytorch-fid publishes them.
-        WeightFile("inception_fid", "pt_inception-2015-12-05-6726825d.pth", "6726825d",
-                   "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"),
+        WeightFile(
+            "inception_fid",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "6726825d",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/",
+        ),
     )
 }
 LPIPS_BACKBONE = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}

@@ -1,7 +1,9 @@
-"""DVC stage `backbones`: get the pretrained backbones the params need and record what each stage will load (runs on every repro).
+"""DVC stage `backbones`: get the pretrained backbones the params need and record what each
+stage will load (runs on every `dvc repro`).
 
-dvc.yaml runs: python stages/backbones.py --params params.yaml --out reports/backbones
+The command line is dvc.yaml's; `python stages/backbones.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

@@ -1,7 +1,9 @@
-"""DVC stage `classify`: train a classifier of each labelled domain's classes (IS, CIS, mode coverage).
+"""DVC stage `classify`: train a classifier of each labelled domain's classes (for IS, CIS and
+mode coverage).
 
-dvc.yaml runs: python stages/classify.py --params params.yaml --data data/prepared --out classifiers --report reports/classifiers.json
+The command line is dvc.yaml's; `python stages/classify.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

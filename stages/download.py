@@ -1,7 +1,8 @@
 """DVC stage `download`: fetch or generate the dataset named by `data.dataset`.
 
-dvc.yaml runs: python stages/download.py --params params.yaml --out data/raw
+The command line is dvc.yaml's; `python stages/download.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

@@ -1,7 +1,9 @@
-"""DVC stage `evaluate`: score the trained model (evaluate.metrics) into reports/metrics.json and MLflow.
+"""DVC stage `evaluate`: score the trained model (`evaluate.metrics`) into reports/metrics.json
+and MLflow.
 
-dvc.yaml runs: python stages/evaluate.py --params params.yaml --data data/prepared --models models --classifiers classifiers --real-features real_features --metrics reports/metrics.json --details reports/evaluate.json
+The command line is dvc.yaml's; `python stages/evaluate.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

@@ -1,7 +1,8 @@
 """DVC stage `params`: check the whole params file on every `dvc repro`, before any stage runs.
 
-dvc.yaml runs: python stages/params.py --params params.yaml --ok reports/params.ok
+The command line is dvc.yaml's; `python stages/params.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

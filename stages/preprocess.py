@@ -1,7 +1,8 @@
 """DVC stage `preprocess`: decode, convert and resize raw images into the training cache.
 
-dvc.yaml runs: python stages/preprocess.py --params params.yaml --raw data/raw --out data/prepared --report reports/preprocess.json
+The command line is dvc.yaml's; `python stages/preprocess.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

@@ -1,7 +1,9 @@
-"""DVC stage `real_features`: Inception features of the real test images, shared by every experiment's evaluation.
+"""DVC stage `real_features`: Inception features of the real test images, shared by every
+experiment's evaluation.
 
-dvc.yaml runs: python stages/real_features.py --params params.yaml --data data/prepared --out real_features
+The command line is dvc.yaml's; `python stages/real_features.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

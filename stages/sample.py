@@ -1,7 +1,9 @@
-"""DVC stage `sample`: translate the test split both ways; images, grids and reports/samples/index.html.
+"""DVC stage `sample`: translate the test split both ways: images, grids and
+reports/samples/index.html.
 
-dvc.yaml runs: python stages/sample.py --params params.yaml --data data/prepared --models models --out reports/samples
+The command line is dvc.yaml's; `python stages/sample.py --help` lists the options.
 """
+
 import sys
 from pathlib import Path
 

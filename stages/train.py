@@ -1,8 +1,9 @@
 """DVC stage `train`: train the model named by `model.name`, resuming from the last checkpoint.
 
-dvc.yaml runs: python stages/train.py --params params.yaml --data data/prepared --checkpoints checkpoints --out models --reports reports/train
-Several devices: torchrun --nproc_per_node=N stages/train.py ...
+The command line is dvc.yaml's; `python stages/train.py --help` lists the options.
+Several devices: torchrun --nproc_per_node=N stages/train.py --params params.yaml ...
 """
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a real HTTP server on 127.0.0.1, tiny params files, small image helpers."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-# pytest-xdist (pyproject's -n 2) runs two workers: OMP_NUM_THREADS=1, which PyTorch's, OpenMP's
+# pytest-xdist (make test's -n 2) runs two workers: OMP_NUM_THREADS=1, which PyTorch's, OpenMP's
 # and MKL's thread pools follow, here and in the processes the tests start, so the two workers'
 # threads do not contend for the same cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -76,7 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
         if cuts:
             body = body[: cuts.pop(0)]
             self.close_connection = True
-        entry["sent"] = len(body)  # before writing: the client may finish before this thread resumes
+        entry["sent"] = len(
+            body
+        )  # before writing: the client may finish before this thread resumes
         self.wfile.write(body)
         self.wfile.flush()
 

@@ -1,4 +1,5 @@
 """Archives extract whole or not at all, and never write outside their destination."""
+
 from __future__ import annotations
 
 import io
@@ -24,7 +25,9 @@ def make_zip(path: Path, entries: dict[str, bytes], links: dict[str, str] | None
     return path
 
 
-def make_tar(path: Path, entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None) -> Path:
+def make_tar(
+    path: Path, entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None
+) -> Path:
     with tarfile.open(path, "w:gz") as tf:
         for name, data in entries.items():
             info = tarfile.TarInfo(name)
@@ -47,7 +50,9 @@ def test_zip_and_tar_extract_all_entries(tmp_path: Path):
         assert (dest / "ds/testB/2.png").read_bytes() == b"b"
 
 
-@pytest.mark.parametrize("bad_name", ["../evil.txt", "ds/../../evil.txt", "/tmp/evil.txt", "C:/evil.txt"])
+@pytest.mark.parametrize(
+    "bad_name", ["../evil.txt", "ds/../../evil.txt", "/tmp/evil.txt", "C:/evil.txt"]
+)
 def test_path_traversal_entries_are_refused_and_nothing_is_written(tmp_path: Path, bad_name: str):
     for maker, suffix in ((make_zip, ".zip"), (make_tar, ".tar.gz")):
         archive = maker(tmp_path / f"evil{suffix}", {**GOOD, bad_name: b"pwned"})
@@ -64,7 +69,9 @@ def test_path_traversal_entries_are_refused_and_nothing_is_written(tmp_path: Pat
 def test_symlink_out_of_the_destination_is_refused(tmp_path: Path):
     archives = [
         make_zip(tmp_path / "l.zip", GOOD, links={"ds/passwd": "../../../etc/passwd"}),
-        make_tar(tmp_path / "s.tar.gz", GOOD, links={"ds/passwd": (tarfile.SYMTYPE, "/etc/passwd")}),
+        make_tar(
+            tmp_path / "s.tar.gz", GOOD, links={"ds/passwd": (tarfile.SYMTYPE, "/etc/passwd")}
+        ),
         make_tar(tmp_path / "h.tar.gz", GOOD, links={"ds/hard": (tarfile.LNKTYPE, "../outside")}),
     ]
     for archive in archives:
@@ -75,7 +82,9 @@ def test_symlink_out_of_the_destination_is_refused(tmp_path: Path):
 
 
 def test_symlink_inside_the_destination_is_kept(tmp_path: Path):
-    archive = make_tar(tmp_path / "ok.tar.gz", GOOD, links={"ds/alias.png": (tarfile.SYMTYPE, "trainA/1.png")})
+    archive = make_tar(
+        tmp_path / "ok.tar.gz", GOOD, links={"ds/alias.png": (tarfile.SYMTYPE, "trainA/1.png")}
+    )
     dest = extract(archive, tmp_path / "dest")
     assert (dest / "ds/alias.png").read_bytes() == b"a"
 
@@ -88,7 +97,9 @@ def test_device_entries_are_refused(tmp_path: Path):
 
 def test_corrupt_archive_keeps_the_previous_extraction(tmp_path: Path):
     dest = extract(make_zip(tmp_path / "x.zip", GOOD), tmp_path / "dest")
-    data = make_zip(tmp_path / "big.zip", {f"f{i}": os.urandom(5000) for i in range(20)}).read_bytes()
+    data = make_zip(
+        tmp_path / "big.zip", {f"f{i}": os.urandom(5000) for i in range(20)}
+    ).read_bytes()
     corrupt = tmp_path / "corrupt.zip"
     # Keep the central directory (so it still looks like a zip) but scramble members' data: the
     # first entries extract fine, then a CRC check fails half way through.

@@ -280,6 +280,7 @@ def test_backbones_stage_never_imports_torch(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_real_features_of_the_stage_give_the_same_scores_and_stale_ones_are_ignored(tmp_path):
     from i2i.data.loader import DomainImages
     from i2i.metrics.context import MetricNetworks
@@ -301,10 +302,17 @@ def test_real_features_of_the_stage_give_the_same_scores_and_stale_ones_are_igno
     other = MetricNetworks(params.evaluate, tmp_path, cpu, real_features=tmp_path / "real")
     assert not np.array_equal(other.real_inception(part, 24)[0][:, :4], fresh[0][:, :4])
     assert other.real_from == {"test_b": "computed"}
-    calibrated = MetricNetworks(params.evaluate, tmp_path, cpu, {"inception_fid": "ab" * 32},
-                                real_features=tmp_path / "real")
-    calibrated.__dict__["inception"] = lambda x: (torch.zeros(len(x), 2048),
-                                                  torch.zeros(len(x), 1008))
+    calibrated = MetricNetworks(
+        params.evaluate,
+        tmp_path,
+        cpu,
+        {"inception_fid": "ab" * 32},
+        real_features=tmp_path / "real",
+    )
+    calibrated.__dict__["inception"] = lambda x: (
+        torch.zeros(len(x), 2048),
+        torch.zeros(len(x), 1008),
+    )
     assert not calibrated.real_inception(part, 32)[0].any()
     assert calibrated.real_from == {"test_b": "computed"}
 
@@ -325,7 +333,7 @@ def scratch_repo(root: Path, standins: dict[str, tuple[Path, str]], params: dict
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     table = (root / "i2i" / "weights.py").read_text()
     for name, (_, prefix8) in standins.items():
-        table = table.replace(f', "{weights.WEIGHTS[name].sha256_prefix}"', f', "{prefix8}"')
+        table = table.replace(f'"{weights.WEIGHTS[name].sha256_prefix}"', f'"{prefix8}"')
     (root / "i2i" / "weights.py").write_text(table)
     write_params(root / "params.yaml", params)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
@@ -338,6 +346,7 @@ def _run(root: Path, cmd: list[str], env: dict) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_change(
     server: FileServer, standins, tmp_path: Path
 ):
@@ -398,6 +407,7 @@ def test_stages_fetch_what_they_need_and_repro_reruns_exactly_what_the_weights_c
     assert summary["resumed_from"] == 0
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_fetch_their_backbones_themselves(
     server: FileServer, standins, tmp_path: Path
 ):

@@ -1,5 +1,6 @@
 """Bad input through the command line: one clear line naming the file, key or value and what
 would be accepted, exit code 1, no traceback, and nothing already written lost."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,6 @@
-"""params.yaml is loaded into typed, frozen dataclasses; bad params fail fast with a clear message."""
+"""params.yaml is loaded into typed, frozen dataclasses; bad params fail fast with a clear
+message."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +29,12 @@ def test_params_are_frozen():
 
 def test_every_key_in_params_yaml_has_a_comment():
     for n, line in enumerate((REPO / "params.yaml").read_text().splitlines(), 1):
-        if line.strip() and not line.lstrip().startswith("#") and ":" in line and not line.endswith(":"):
+        if (
+            line.strip()
+            and not line.lstrip().startswith("#")
+            and ":" in line
+            and not line.endswith(":")
+        ):
             assert "#" in line, f"params.yaml line {n} has no comment: {line!r}"
 
 
@@ -56,19 +63,22 @@ def test_missing_key_is_named():
     assert "missing key 'train.seed'" in _error(p)
 
 
-@pytest.mark.parametrize("section,key,value,expected", [
-    ("data", "load_size", "big", "data.load_size = 'big': expected an integer"),
-    ("data", "load_size", True, "data.load_size = True: expected an integer"),
-    ("data", "load_size", 3, "data.load_size = 3: must be >= 8"),
-    ("data", "flip", "yes", "data.flip = 'yes': expected true or false"),
-    ("data", "crop_size", 128, "data.crop_size = 128: must be <= data.load_size (64)"),
-    ("data", "dataset", "imagenet", "data.dataset = 'imagenet': expected one of"),
-    ("data", "mirror", "ftp://x", "data.mirror = 'ftp://x': expected an http://"),
-    ("model", "name", "pix2pix", "model.name = 'pix2pix': expected one of cyclegan, munit"),
-    ("loss", "vgg_w", -1, "loss.vgg_w = -1.0: must be >= 0"),
-    ("evaluate", "metrics", ["fid", "psnr"], "evaluate.metrics = 'psnr': unknown metric"),
-    ("evaluate", "metrics", "fid", "evaluate.metrics = 'fid': expected a list"),
-])
+@pytest.mark.parametrize(
+    "section,key,value,expected",
+    [
+        ("data", "load_size", "big", "data.load_size = 'big': expected an integer"),
+        ("data", "load_size", True, "data.load_size = True: expected an integer"),
+        ("data", "load_size", 3, "data.load_size = 3: must be >= 8"),
+        ("data", "flip", "yes", "data.flip = 'yes': expected true or false"),
+        ("data", "crop_size", 128, "data.crop_size = 128: must be <= data.load_size (64)"),
+        ("data", "dataset", "imagenet", "data.dataset = 'imagenet': expected one of"),
+        ("data", "mirror", "ftp://x", "data.mirror = 'ftp://x': expected an http://"),
+        ("model", "name", "pix2pix", "model.name = 'pix2pix': expected one of cyclegan, munit"),
+        ("loss", "vgg_w", -1, "loss.vgg_w = -1.0: must be >= 0"),
+        ("evaluate", "metrics", ["fid", "psnr"], "evaluate.metrics = 'psnr': unknown metric"),
+        ("evaluate", "metrics", "fid", "evaluate.metrics = 'fid': expected a list"),
+    ],
+)
 def test_bad_value_names_key_value_and_what_is_allowed(section, key, value, expected):
     p = default_params()
     p[section][key] = value
@@ -93,7 +103,9 @@ def test_int_is_accepted_where_a_float_is_expected():
     assert params_from_dict(p).loss.vgg_w == 1.0
 
 
-@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("1e+30", 1e30), ("2.5E3", 2500.0), (".5e-2", 0.005)])
+@pytest.mark.parametrize(
+    "text, value", [("1e-4", 1e-4), ("1e+30", 1e30), ("2.5E3", 2500.0), (".5e-2", 0.005)]
+)
 def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path: Path, text: str, value: float):
     """`dvc exp run -S train.lr=1e30` writes `lr: 1e+30`, a string under PyYAML's YAML 1.1 rules."""
     path = tmp_path / "params.yaml"
@@ -121,8 +133,18 @@ def test_stage_with_bad_params_stops_before_any_work(tmp_path: Path):
     p["data"]["load_size"] = -3
     params = write_params(tmp_path / "bad.yaml", p)
     out = tmp_path / "raw"
-    proc = subprocess.run([sys.executable, str(REPO / "stages/download.py"), "--params", str(params),
-                           "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages/download.py"),
+            "--params",
+            str(params),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert "data.load_size = -3: must be >= 8" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -131,7 +153,11 @@ def test_stage_with_bad_params_stops_before_any_work(tmp_path: Path):
 
 def test_any_stage_can_read_another_params_file(tmp_path: Path):
     params = write_params(tmp_path / "other.yaml", tiny_params(seed=7))
-    proc = subprocess.run([sys.executable, "-m", "i2i.cli", "params", "--params", str(params)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "i2i.cli", "params", "--params", str(params)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["data"]["seed"] == 7

@@ -1,4 +1,5 @@
 """The download stage for every kind of source, end to end into the preprocessed cache."""
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,13 @@ def test_cyclegan_zip_is_downloaded_extracted_and_preprocessed(server, tmp_path:
     c = cfg(dataset="horse2zebra", mirror=server.url)
     info = download(c, tmp_path / "raw")
     assert info["origin"] == server.url + "horse2zebra.zip"
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["dataset.json", "testA", "testB", "trainA", "trainB"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+        "dataset.json",
+        "testA",
+        "testB",
+        "trainA",
+        "trainB",
+    ]
     report = preprocess(tmp_path / "raw", tmp_path / "prepared", c)
     assert report["counts"] == {"train_a": 3, "test_a": 1, "train_b": 2, "test_b": 2}
     # The archive is cached: a second download stage run makes no request.
@@ -75,7 +82,9 @@ def test_archive_without_the_layout_is_a_clear_error(server, tmp_path: Path):
 def test_dead_host_error_says_where_to_place_the_archive(server, tmp_path: Path):
     with pytest.raises(DownloadError) as e:
         download(cfg(dataset="monet2photo", mirror=server.url), tmp_path / "raw")
-    assert "monet2photo.zip" in str(e.value) and "i2i-cache/datasets/monet2photo.zip" in str(e.value)
+    assert "monet2photo.zip" in str(e.value) and "i2i-cache/datasets/monet2photo.zip" in str(
+        e.value
+    )
 
 
 def test_user_folder_is_copied_with_masks(tmp_path: Path):
@@ -160,7 +169,9 @@ def test_shapes_download_writes_labelled_layout(tmp_path: Path):
     assert b.has_masks and b.classes == [m.name for m in shapes.MODES[:4]]
     for i in range(len(b)):
         _, mask, label = shapes.render(0, "train", "b", int(b.names[i].split("/")[1][:5]), c.shapes)
-        assert np.array_equal(b.mask(i), mask) and b.classes[b.labels[i]] == shapes.MODES[label].name
+        assert (
+            np.array_equal(b.mask(i), mask) and b.classes[b.labels[i]] == shapes.MODES[label].name
+        )
 
 
 def test_malicious_dataset_archive_from_the_server_is_refused(server, tmp_path: Path):

@@ -1,4 +1,5 @@
 """Score estimators against their closed forms and defining properties."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,11 @@ import pytest
 import torch
 
 from i2i.metrics.estimators import (
-    conditional_inception_score, frechet_distance, inception_score, kernel_distance, mode_coverage,
+    conditional_inception_score,
+    frechet_distance,
+    inception_score,
+    kernel_distance,
+    mode_coverage,
 )
 
 
@@ -53,7 +58,9 @@ def test_conditional_inception_score_compares_each_output_with_its_own_inputs_me
 
 def test_conditional_inception_score_of_outputs_covering_k_classes_is_k():
     k = 4
-    probs = torch.eye(k).repeat(3, 1).view(1, 3 * k, k).expand(5, 3 * k, k)  # each input reaches all k
+    probs = (
+        torch.eye(k).repeat(3, 1).view(1, 3 * k, k).expand(5, 3 * k, k)
+    )  # each input reaches all k
     assert conditional_inception_score(probs) == pytest.approx(k, rel=1e-9)
 
 
@@ -68,7 +75,7 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
     mu = np.array([1.0, -2.0, 0.5])
     a = rng.normal(size=(200_000, 3)) * np.sqrt(s1)
     b = rng.normal(size=(200_000, 3)) * np.sqrt(s2) + mu
-    expected = (mu ** 2).sum() + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    expected = (mu**2).sum() + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
     assert frechet_distance(a, b) == pytest.approx(expected, rel=0.02)
 
 
@@ -76,8 +83,10 @@ def test_kernel_distance_is_unbiased_on_two_samples_of_one_distribution():
     rng = np.random.default_rng(2)
     # Many independent small pairs: a biased estimator (one keeping the diagonal) would average
     # visibly above zero at this sample size.
-    estimates = [kernel_distance(rng.normal(size=(20, 8)), rng.normal(size=(20, 8)), subsets=1)[0]
-                 for _ in range(400)]
+    estimates = [
+        kernel_distance(rng.normal(size=(20, 8)), rng.normal(size=(20, 8)), subsets=1)[0]
+        for _ in range(400)
+    ]
     mean, stderr = np.mean(estimates), np.std(estimates) / np.sqrt(len(estimates))
     assert abs(mean) < 4 * stderr
     x, y = rng.normal(size=(20, 8)), rng.normal(size=(20, 8))
@@ -89,8 +98,12 @@ def test_kernel_distance_is_unbiased_on_two_samples_of_one_distribution():
 
 def test_kernel_distance_separates_different_distributions():
     rng = np.random.default_rng(3)
-    same = kernel_distance(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), subsets=20, subset_size=100)
-    shifted = kernel_distance(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) + 1, subsets=20, subset_size=100)
+    same = kernel_distance(
+        rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), subsets=20, subset_size=100
+    )
+    shifted = kernel_distance(
+        rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) + 1, subsets=20, subset_size=100
+    )
     assert shifted[0] > 10 * max(abs(same[0]), same[1])
 
 
@@ -103,7 +116,9 @@ def test_shape_errors_are_clear():
 
 def test_mode_coverage_counts_the_distinct_classes_each_input_reaches():
     k = 4
-    one_mode = torch.eye(k)[torch.tensor([2] * 6)].view(1, 6, k)  # every output classified as class 2
+    one_mode = torch.eye(k)[torch.tensor([2] * 6)].view(
+        1, 6, k
+    )  # every output classified as class 2
     all_modes = torch.eye(k).repeat(2, 1).view(1, 2 * k, k)
     two_modes = torch.eye(k)[torch.tensor([0, 3, 0, 3, 3, 0])].view(1, 6, k)
     assert mode_coverage(one_mode) == 1.0

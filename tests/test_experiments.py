@@ -1,6 +1,7 @@
 """The baseline's `dvc repro`, then ablations as DVC experiments: a queue run by two workers (in
 copies under .dvc/tmp/exps, as `dvc exp run --temp`), every result in `dvc exp show` and in the
 root MLflow store once, a diverging one marked failed, and `i2i compare` on the results."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,8 @@ from PIL import Image
 from tests.conftest import REPO, write_params
 from tests.train_helpers import tiny_train_params
 
+pytestmark = pytest.mark.slow  # DVC experiments and MLflow
+
 BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 # Ablations of the README's recipes, on the tiny config.
@@ -28,15 +31,30 @@ QUEUE = {
 }
 # And one run in the workspace, as `dvc exp run -S ...` without --queue: two ablations at once.
 WORKSPACE = {"no-identity": ["-S", "loss.identity_w=0", "-S", "loss.vgg_w=1"]}
-STAGES = ("params", "backbones", "download", "preprocess", "train", "classify", "real_features",
-          "sample", "evaluate")
+STAGES = (
+    "params",
+    "backbones",
+    "download",
+    "preprocess",
+    "train",
+    "classify",
+    "real_features",
+    "sample",
+    "evaluate",
+)
 # The weights host as seen from a machine without network: nothing listens on this port.
 OFFLINE_MIRROR = "http://127.0.0.1:9/"
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -60,7 +78,9 @@ def _experiments(root: Path) -> Path:
     params = tiny_train_params()
     params["backbones"].update(policy="fallback", mirror=OFFLINE_MIRROR)
     write_params(root / "params.yaml", params)
-    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n.mlflow.lock\ncheckpoints/\n__pycache__/\n")
+    (root / ".gitignore").write_text(
+        "mlflow.db\nmlartifacts/\n.mlflow.lock\ncheckpoints/\n__pycache__/\n"
+    )
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
     # The project's DVC config: analytics off, the offline plot page.
@@ -74,7 +94,8 @@ def _experiments(root: Path) -> Path:
     run(GIT + ["commit", "-qm", "baseline"], root)
     for name, overrides in QUEUE.items():
         run([str(BIN / "dvc"), "exp", "run", "--queue", "-n", name, *overrides], root)
-    # --run-all starts the queue's workers and waits for them (dvc queue start -j 2 returns at once).
+    # --run-all starts the queue's workers and waits for them (dvc queue start -j 2 returns at
+    # once).
     run([str(BIN / "dvc"), "exp", "run", "--run-all", "-j", "2"], root, check=False)
     for name, overrides in WORKSPACE.items():
         run([str(BIN / "dvc"), "exp", "run", "-n", name, *overrides], root)
@@ -94,8 +115,12 @@ def test_baseline_repro_runs_every_stage_then_only_the_two_checks(experiments: P
     assert all(f"Stage '{s}' didn't change" in again for s in STAGES[2:])
     shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], experiments).stdout)
     scores = shown[""]["data"]["reports/metrics.json"]["data"]
-    assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(scores["metric/cis/ab"], float)
-    assert "metric/cis/ba" not in scores  # skipped (null): DVC leaves it out, `dvc exp show` prints -
+    assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(
+        scores["metric/cis/ab"], float
+    )
+    assert (
+        "metric/cis/ba" not in scores
+    )  # skipped (null): DVC leaves it out, `dvc exp show` prints -
     # Offline: backbones, real_features and evaluate each say it once, with the fix (train loads
     # no backbone at vgg_w = 0), and the run goes on.
     assert out.count("WARNING: pretrained weights not available: ") == 3
@@ -119,9 +144,13 @@ def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiment
     assert set(found) == {"no-identity", "munit"} and failed == ["diverges"]
     queue = run([str(BIN / "dvc"), "queue", "status"], experiments).stdout
     assert [line.split()[-1] for line in queue.splitlines() if "diverges" in line] == ["Failed"]
-    summary = next(rev["data"]["metrics"]["reports/train/summary.json"]["data"]
-                   for b in shown for exp in b.get("experiments") or [] for rev in exp["revs"]
-                   if rev.get("name") == "no-identity")
+    summary = next(
+        rev["data"]["metrics"]["reports/train/summary.json"]["data"]
+        for b in shown
+        for exp in b.get("experiments") or []
+        for rev in exp["revs"]
+        if rev.get("name") == "no-identity"
+    )
     assert summary["backbones"] == {"vgg16": "random"}
     for scores in found.values():
         assert isinstance(scores["metric/content_iou/ab"], float)
@@ -137,16 +166,24 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     kind = client.get_experiment_by_name("i2i").tags.get("mlflow.experimentKind")
     assert kind == "custom_model_development"
     names = [r.data.tags.get("dvc_exp_name") for r in runs if r.data.tags.get("dvc_exp_name")]
-    assert sorted(names) == sorted([*QUEUE, *WORKSPACE])  # one run each: nothing lost, nothing duplicated
+    assert sorted(names) == sorted(
+        [*QUEUE, *WORKSPACE]
+    )  # one run each: nothing lost, nothing duplicated
     assert len(runs) == len(QUEUE) + len(WORKSPACE) + 1  # and the baseline's `dvc repro`
     by_name = {r.data.tags.get("dvc_exp_name", "baseline"): r for r in runs}
     assert by_name["diverges"].info.status == "FAILED"
-    assert by_name["baseline"].info.run_name == "cyclegan"  # not a random name (repro ran before any commit)
+    assert (
+        by_name["baseline"].info.run_name == "cyclegan"
+    )  # not a random name (repro ran before any commit)
     for name in ("no-identity", "munit", "baseline"):
         r = by_name[name]
         assert r.info.status == "FINISHED" and "metric/content_iou/ab" in r.data.metrics, name
-        assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} >= {"samples/index.html"}
-        assert [a.path for a in client.list_artifacts(r.info.run_id, "model")] == ["model/generator.pt"], name
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} >= {
+            "samples/index.html"
+        }
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "model")] == [
+            "model/generator.pt"
+        ], name
     assert by_name["no-identity"].data.params["loss.identity_w"] == "0.0"
     assert by_name["no-identity"].data.params["loss.vgg_w"] == "1.0"
     # Offline: the perceptual loss ran on a random VGG16, and the run says so.
@@ -159,7 +196,9 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
     head = run(["git", "rev-parse", "HEAD"], experiments).stdout.strip()
     for name in ("no-identity", "munit"):  # in the workspace, and in a copy under .dvc/tmp/exps
         assert by_name[name].data.tags["dvc_exp_baseline"] == head, name
-    assert not list((experiments / ".dvc" / "tmp").rglob("mlflow.db"))  # the copies' runs reached the root
+    assert not list(
+        (experiments / ".dvc" / "tmp").rglob("mlflow.db")
+    )  # the copies' runs reached the root
 
 
 def test_dvc_exp_show_leads_with_the_scores(experiments: Path):
@@ -170,9 +209,12 @@ def test_dvc_exp_show_leads_with_the_scores(experiments: Path):
     meta = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
     first = next(i for i, c in enumerate(columns) if c not in meta)
     scores = [c for c in columns[first:] if c.startswith(("metric/", "uncalibrated/"))]
-    assert columns[first:first + 4] == scores[:4]
-    is_reference = [c.split("/")[1].endswith("_real") or c.split("/")[1] in
-                    ("classifier_accuracy", "num_modes", "kid_std") for c in scores]
+    assert columns[first : first + 4] == scores[:4]
+    is_reference = [
+        c.split("/")[1].endswith("_real")
+        or c.split("/")[1] in ("classifier_accuracy", "num_modes", "kid_std")
+        for c in scores
+    ]
     assert is_reference == sorted(is_reference)  # every score before every reference value
     assert columns.index("iterations_per_second") > columns.index(scores[-1])
     assert not any(c.startswith("loss/G/cycle") for c in columns)  # the summary keeps the totals
@@ -186,7 +228,9 @@ def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experimen
     for param in ("loss.identity_w", "loss.vgg_w", "model.name"):
         assert param in columns
     assert "train.iterations" not in columns  # the same in every run: not a difference
-    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| run")]
+    rows = [
+        line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| run")
+    ]
     assert len(rows) == 3 and "diverges" not in md  # finished runs only, by default
     iou = [float(r.strip("|").split("|")[columns.index("metric/content_iou/ab")]) for r in rows]
     assert iou == sorted(iou, reverse=True)  # higher is better: best first
@@ -194,8 +238,20 @@ def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experimen
     image = Image.open(experiments / "reports" / "compare.png")
     assert image.format == "PNG" and image.width > 400
 
-    failed = run([str(BIN / "i2i"), "compare", "--all", "--tag", "dvc_exp_name=diverges", "--out", "one.md",
-                  "--plot", "one.png"], experiments).stdout
+    failed = run(
+        [
+            str(BIN / "i2i"),
+            "compare",
+            "--all",
+            "--tag",
+            "dvc_exp_name=diverges",
+            "--out",
+            "one.md",
+            "--plot",
+            "one.png",
+        ],
+        experiments,
+    ).stdout
     assert "FAILED" in failed and "diverges" in failed
 
 
@@ -211,8 +267,14 @@ def test_comparison_table_keeps_only_differing_params():
     from i2i.compare import comparison
     from i2i.tracking import RunRecord
 
-    runs = [RunRecord("a" * 32, "x", "FINISHED", 1, {"p": "1", "q": "same"}, {"metric/fid/ab": 3.0}, {}),
-            RunRecord("b" * 32, "y", "FINISHED", 2, {"p": "2", "q": "same"}, {"metric/fid/ab": 1.0}, {})]
+    runs = [
+        RunRecord(
+            "a" * 32, "x", "FINISHED", 1, {"p": "1", "q": "same"}, {"metric/fid/ab": 3.0}, {}
+        ),
+        RunRecord(
+            "b" * 32, "y", "FINISHED", 2, {"p": "2", "q": "same"}, {"metric/fid/ab": 1.0}, {}
+        ),
+    ]
     table = comparison(runs, sort="metric/fid/ab")
     assert list(table.columns) == ["run", "status", "run_id", "p", "metric/fid/ab"]
     assert table["run"].tolist() == ["y", "x"]  # FID: lower is better
@@ -225,11 +287,17 @@ def test_compare_ranks_scores_and_puts_reference_values_in_the_caption(tmp_path:
     from i2i.tracking import RunRecord
 
     def scores(cis: float, kid_std: float) -> dict[str, float]:
-        return {"metric/cis/ab": cis, "metric/inception_score_real/ab": 3.78,
-                "metric/num_modes/ab": 4.0, "metric/kid_std/ab": kid_std}
+        return {
+            "metric/cis/ab": cis,
+            "metric/inception_score_real/ab": 3.78,
+            "metric/num_modes/ab": 4.0,
+            "metric/kid_std/ab": kid_std,
+        }
 
-    runs = [RunRecord("a" * 32, "x", "FINISHED", 1, {"p": "1"}, scores(1.5, 0.2), {}),
-            RunRecord("b" * 32, "y", "FINISHED", 2, {"p": "2"}, scores(2.5, 0.1), {})]
+    runs = [
+        RunRecord("a" * 32, "x", "FINISHED", 1, {"p": "1"}, scores(1.5, 0.2), {}),
+        RunRecord("b" * 32, "y", "FINISHED", 2, {"p": "2"}, scores(2.5, 0.1), {}),
+    ]
     table = compare(runs, tmp_path / "c.md", tmp_path / "c.png", sort="metric/cis/ab")
     assert list(table.columns) == ["run", "status", "run_id", "p", "metric/cis/ab"]
     assert table["run"].tolist() == ["y", "x"]  # CIS: higher is better
@@ -244,24 +312,38 @@ def test_scores_of_random_backbones_get_their_own_columns_and_are_never_ranked_w
     from i2i.compare import comparison
     from i2i.tracking import RunRecord
 
-    runs = [RunRecord("a" * 32, "online", "FINISHED", 1, {}, {"metric/fid/ab": 30.0}, {}),
-            RunRecord("b" * 32, "offline", "FINISHED", 2, {}, {"uncalibrated/fid/ab": 1.0}, {}),
-            RunRecord("c" * 32, "online2", "FINISHED", 3, {}, {"metric/fid/ab": 20.0}, {})]
+    runs = [
+        RunRecord("a" * 32, "online", "FINISHED", 1, {}, {"metric/fid/ab": 30.0}, {}),
+        RunRecord("b" * 32, "offline", "FINISHED", 2, {}, {"uncalibrated/fid/ab": 1.0}, {}),
+        RunRecord("c" * 32, "online2", "FINISHED", 3, {}, {"metric/fid/ab": 20.0}, {}),
+    ]
     table = comparison(runs, sort="metric/fid/ab")
-    assert list(table.columns) == ["run", "status", "run_id", "metric/fid/ab", "uncalibrated/fid/ab"]
+    assert list(table.columns) == [
+        "run",
+        "status",
+        "run_id",
+        "metric/fid/ab",
+        "uncalibrated/fid/ab",
+    ]
     assert table["run"].tolist() == ["online2", "online", "offline"]  # no calibrated FID: last
     assert comparison(runs, sort="uncalibrated/fid/ab")["run"].tolist()[0] == "offline"
 
 
 def test_dvc_plots_diff_draws_two_experiments_loss_curves_together(experiments: Path):
-    out = run([str(BIN / "dvc"), "plots", "diff", "no-identity", "munit", "--json"], experiments).stdout
+    out = run(
+        [str(BIN / "dvc"), "plots", "diff", "no-identity", "munit", "--json"], experiments
+    ).stdout
     plots = json.loads(out)["data"]["Training losses"]
     assert [p["revisions"] for p in plots] == [["no-identity", "munit"]]
     points = plots[0]["content"]["data"]["values"]
     for field in ("loss/G/total", "loss/D/total"):
-        steps = {rev: [int(v["step"]) for v in points if v["rev"] == rev and v["field"] == field]
-                 for rev in ("no-identity", "munit")}
-        assert steps["no-identity"] == steps["munit"] == list(range(1, 7)), field  # every logged step
+        steps = {
+            rev: [int(v["step"]) for v in points if v["rev"] == rev and v["field"] == field]
+            for rev in ("no-identity", "munit")
+        }
+        assert steps["no-identity"] == steps["munit"] == list(range(1, 7)), (
+            field
+        )  # every logged step
 
 
 def test_dvc_plots_show_writes_a_page_that_draws_offline(experiments: Path):
@@ -270,13 +352,24 @@ def test_dvc_plots_show_writes_a_page_that_draws_offline(experiments: Path):
     html = page.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing to fetch: Vega is in the page
     assert "vegaEmbed(" in html and "loss/G/total" in html
-    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
-                   None)
+    browser = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
     if browser is None:
         pytest.skip("no headless Chromium to draw the page with")
     # Every host name resolves to nothing: the page has no network, as on an offline machine.
-    proc = run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000", "--dump-dom",
-                page.as_uri()], experiments)
+    proc = run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        experiments,
+    )
     drawn = re.findall(r'<div id="[^"]*">\s*<canvas|class="vega-embed', proc.stdout)
     assert drawn, proc.stdout[-2000:]

@@ -1,4 +1,5 @@
 """Downloads over real HTTP on 127.0.0.1: normal, resumed, corrupt, missing, offline; weights."""
+
 from __future__ import annotations
 
 import hashlib
@@ -107,7 +108,9 @@ def test_no_network_error_names_the_url_and_where_to_put_the_file(tmp_path: Path
     assert f"cannot reach {url}" in str(e.value) and f"place it at {dest.resolve()}" in str(e.value)
 
 
-def test_weights_are_fetched_into_torchvision_cache_and_checked(server, monkeypatch, tmp_path: Path):
+def test_weights_are_fetched_into_torchvision_cache_and_checked(
+    server, monkeypatch, tmp_path: Path
+):
     data = b"pretend these are VGG16 weights"
     prefix = hashlib.sha256(data).hexdigest()[:8]
     fake = weights.WeightFile("vgg16", f"vgg16-{prefix}.pth", prefix)
@@ -137,8 +140,9 @@ def test_only_the_weights_the_params_need_are_required():
     assert weights.required(params_from_dict(p)) == []
     p["loss"]["vgg_w"] = 1.0
     assert weights.required(params_from_dict(p)) == ["vgg16"]
-    p["evaluate"].update(metrics=["lpips_diversity", "cis"], classifier="inception",
-                         lpips_net="vgg")
+    p["evaluate"].update(
+        metrics=["lpips_diversity", "cis"], classifier="inception", lpips_net="vgg"
+    )
     assert weights.required(params_from_dict(p)) == ["vgg16", "inception_fid"]
     assert weights.for_training(params_from_dict(p).loss) == ["vgg16"]
     assert weights.for_real_features(params_from_dict(p).evaluate) == ["inception_fid"]

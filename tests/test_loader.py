@@ -1,4 +1,6 @@
-"""The training loader: unpaired sampling, crops and flips, determinism, device-side normalisation."""
+"""The training loader: unpaired sampling, crops and flips, determinism, device-side
+normalisation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +11,15 @@ import torch
 
 from i2i.config import params_from_dict
 from i2i.data.download import download
-from i2i.data.loader import (DomainImages, EvalImages, IterationBatches, UnpairedDataset, crop_flip, to_model_input,
-                             train_loader)
+from i2i.data.loader import (
+    DomainImages,
+    EvalImages,
+    IterationBatches,
+    UnpairedDataset,
+    centre_crop,
+    to_model_input,
+    train_loader,
+)
 from i2i.data.preprocess import preprocess
 from tests.conftest import tiny_params
 
@@ -56,7 +65,7 @@ def test_crops_come_from_the_image_and_flips_happen(prepared: Path):
         a = item["a"].numpy()
         full = ds.a.image(0)
         assert a.shape == (32, 32, 3) and a.dtype == np.uint8
-        windows = [full[t:t + 32, l:l + 32] for t in range(5) for l in range(5)]
+        windows = [full[t : t + 32, x : x + 32] for t in range(5) for x in range(5)]
         if any(np.array_equal(a, w) for w in windows):
             continue
         assert any(np.array_equal(a[:, ::-1], w) for w in windows)
@@ -67,20 +76,24 @@ def test_crops_come_from_the_image_and_flips_happen(prepared: Path):
 def test_no_flip_when_disabled_and_centre_crop_for_test(prepared: Path):
     ds = dataset(prepared, flip=False)
     full = ds.a.image(0)
-    windows = [full[t:t + 32, l:l + 32] for t in range(5) for l in range(5)]
+    windows = [full[t : t + 32, x : x + 32] for t in range(5) for x in range(5)]
     for epoch in range(5):
         assert any(np.array_equal(ds[epoch * 10]["a"].numpy(), w) for w in windows)
     test = EvalImages(DomainImages(prepared / "test_a"), 32)
-    assert np.array_equal(test[1]["x"].numpy(), DomainImages(prepared / "test_a").image(1)[2:34, 2:34])
-    assert np.array_equal(crop_flip(full, 32, None, True), full[2:34, 2:34])
+    assert np.array_equal(
+        test[1]["x"].numpy(), DomainImages(prepared / "test_a").image(1)[2:34, 2:34]
+    )
+    assert np.array_equal(centre_crop(full, 32), full[2:34, 2:34])
 
 
 def test_same_seed_same_batches_whatever_the_worker_count(prepared: Path):
     cfg0 = params_from_dict(tiny_params(load_size=36, crop_size=32, num_workers=0)).data
     cfg2 = params_from_dict(tiny_params(load_size=36, crop_size=32, num_workers=2)).data
+
     def batches(cfg, seed):
         loader = iter(train_loader(prepared, cfg, batch_size=2, seed=seed))
         return [torch.cat([b["a"], b["b"]]) for b in (next(loader) for _ in range(12))]
+
     reference = batches(cfg0, 3)
     assert reference[0].shape == (4, 32, 32, 3)
     assert all(torch.equal(x, y) for x, y in zip(reference, batches(cfg2, 3)))
@@ -115,7 +128,7 @@ def test_iteration_batches_resume_exactly_where_a_run_stopped():
     full = take(IterationBatches(10, 3, seed=1), 9)  # 3 iterations per epoch, 3 epochs
     assert take(IterationBatches(10, 3, seed=1, start=4), 5) == full[4:]
     for e in range(3):  # each epoch is a permutation of its own global indices (one left over)
-        epoch = sum(full[3 * e: 3 * e + 3], [])
+        epoch = sum(full[3 * e : 3 * e + 3], [])
         assert len(set(epoch)) == 9 and all(e * 10 <= g < (e + 1) * 10 for g in epoch)
     assert full[:3] != [[g - 10 for g in b] for b in full[3:6]]  # a new order every epoch
 

@@ -1,5 +1,6 @@
 """Objectives: each term against a hand computation, penalties against finite differences,
 the ImagePool's semantics, and which networks each phase sends gradient to."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,15 @@ import torch
 from torch import nn
 
 from i2i.config import LossConfig, params_from_dict
-from i2i.losses import (CycleGANObjective, GANLoss, ImagePool, MunitObjective, build_objective,
-                        gradient_penalty, r1_penalty)
+from i2i.losses import (
+    CycleGANObjective,
+    GANLoss,
+    ImagePool,
+    MunitObjective,
+    build_objective,
+    gradient_penalty,
+    r1_penalty,
+)
 from i2i.models import Networks, build_networks
 from i2i.weights import MissingWeightsError
 from tests.conftest import default_params
@@ -31,22 +39,43 @@ def sig(x: float) -> float:
 R, FK = [0.5, 2.0], [-1.0, 0.3]  # real and fake logits
 
 
-@pytest.mark.parametrize("mode,d_expected,g_expected", [
-    ("lsgan", ((0.5 - 1) ** 2 + (2 - 1) ** 2) / 2 + (1 + 0.09) / 2, ((-1 - 1) ** 2 + (0.3 - 1) ** 2) / 2),
-    ("vanilla", -(math.log(sig(0.5)) + math.log(sig(2.0))) / 2 - (math.log(1 - sig(-1)) + math.log(1 - sig(0.3))) / 2,
-     -(math.log(sig(-1)) + math.log(sig(0.3))) / 2),
-    ("wgangp", (-1 + 0.3) / 2 - (0.5 + 2) / 2, -(-1 + 0.3) / 2),
-    ("hinge", (max(0, 1 - 0.5) + max(0, 1 - 2)) / 2 + (max(0, 1 - 1) + max(0, 1 + 0.3)) / 2, -(-1 + 0.3) / 2),
-    ("logistic", (math.log1p(math.exp(-1)) + math.log1p(math.exp(0.3))) / 2 + (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(-2))) / 2,
-     (math.log1p(math.exp(1)) + math.log1p(math.exp(-0.3))) / 2),
-])
+@pytest.mark.parametrize(
+    "mode,d_expected,g_expected",
+    [
+        (
+            "lsgan",
+            ((0.5 - 1) ** 2 + (2 - 1) ** 2) / 2 + (1 + 0.09) / 2,
+            ((-1 - 1) ** 2 + (0.3 - 1) ** 2) / 2,
+        ),
+        (
+            "vanilla",
+            -(math.log(sig(0.5)) + math.log(sig(2.0))) / 2
+            - (math.log(1 - sig(-1)) + math.log(1 - sig(0.3))) / 2,
+            -(math.log(sig(-1)) + math.log(sig(0.3))) / 2,
+        ),
+        ("wgangp", (-1 + 0.3) / 2 - (0.5 + 2) / 2, -(-1 + 0.3) / 2),
+        (
+            "hinge",
+            (max(0, 1 - 0.5) + max(0, 1 - 2)) / 2 + (max(0, 1 - 1) + max(0, 1 + 0.3)) / 2,
+            -(-1 + 0.3) / 2,
+        ),
+        (
+            "logistic",
+            (math.log1p(math.exp(-1)) + math.log1p(math.exp(0.3))) / 2
+            + (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(-2))) / 2,
+            (math.log1p(math.exp(1)) + math.log1p(math.exp(-0.3))) / 2,
+        ),
+    ],
+)
 def test_gan_losses_against_hand_computation(mode: str, d_expected: float, g_expected: float):
     gan = GANLoss(mode)
     r, f = torch.tensor(R), torch.tensor(FK)
     assert gan.discriminator(r, f).item() == pytest.approx(d_expected, rel=1e-6)
     assert gan.generator(f).item() == pytest.approx(g_expected, rel=1e-6)
     # A multi-scale discriminator's scales are summed.
-    assert gan.generator([f, f * 2]).item() == pytest.approx(g_expected + gan.generator(f * 2).item(), rel=1e-6)
+    assert gan.generator([f, f * 2]).item() == pytest.approx(
+        g_expected + gan.generator(f * 2).item(), rel=1e-6
+    )
 
 
 class TinyD(nn.Module):
@@ -115,7 +144,7 @@ def test_image_pool_fills_first_then_swaps_half_the_time():
         if torch.rand((), generator=g) < 0.5:
             i = int(torch.randint(3, (), generator=g))
             swaps += 1
-            assert out == before[i] and after == before[:i] + [v] + before[i + 1:]
+            assert out == before[i] and after == before[:i] + [v] + before[i + 1 :]
         else:
             assert out == v and after == before  # returned as is, pool unchanged
     assert 180 <= swaps <= 220  # and the draws themselves are fair
@@ -144,11 +173,15 @@ class Scale(nn.Module):
 
 def toy_cyclegan() -> Networks:
     """Generators that scale, discriminators that scale: every term has a closed form."""
-    return Networks("cyclegan", {"ab": Scale(0.5), "ba": Scale(3.0)}, {"a": Scale(2.0), "b": Scale(-1.0)})
+    return Networks(
+        "cyclegan", {"ab": Scale(0.5), "ba": Scale(3.0)}, {"a": Scale(2.0), "b": Scale(-1.0)}
+    )
 
 
 def test_cyclegan_terms_against_hand_computation():
-    cfg = loss_cfg(gan_mode="lsgan", lambda_a=10.0, lambda_b=7.0, identity_w=0.5, gan_w=2.0, pool_size=0)
+    cfg = loss_cfg(
+        gan_mode="lsgan", lambda_a=10.0, lambda_b=7.0, identity_w=0.5, gan_w=2.0, pool_size=0
+    )
     obj = CycleGANObjective(toy_cyclegan(), cfg)
     a, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 4.0]])
     g = obj.generator_phase({"a": a, "b": b})
@@ -161,7 +194,9 @@ def test_cyclegan_terms_against_hand_computation():
     assert t["loss/G/idt_b"].item() == pytest.approx(0.5 * 7 * (0.5 * b - b).abs().mean().item())
     assert t["loss/G/idt_a"].item() == pytest.approx(0.5 * 10 * (3.0 * a - a).abs().mean().item())
     parts = [v for k, v in t.items() if k != "loss/G/total"]
-    assert g.loss.item() == pytest.approx(sum(parts).item()) == pytest.approx(t["loss/G/total"].item())
+    assert (
+        g.loss.item() == pytest.approx(sum(parts).item()) == pytest.approx(t["loss/G/total"].item())
+    )
     d = obj.discriminator_phase({"a": a, "b": b}, g.fakes)
     # Halved, times gan_w, D_b judges fake_b = G_ab(a) against real b.
     d_b = 0.5 * 2 * (((-1 * b - 1) ** 2).mean() + ((-1 * fake_b) ** 2).mean())
@@ -227,7 +262,7 @@ def test_munit_terms_against_explicit_computation():
         assert g.terms[f"loss/G/{k}"].item() == pytest.approx(v.item(), rel=1e-5), k
     assert torch.allclose(g.fakes["ab"], x_ab) and torch.allclose(g.fakes["ba"], x_ba)
     d = obj.discriminator_phase({"a": x_a, "b": x_b}, g.fakes)
-    d_a = 2 * sum(((r - 1) ** 2).mean() + (f ** 2).mean() for r, f in zip(D["a"](x_a), D["a"](x_ba)))
+    d_a = 2 * sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(D["a"](x_a), D["a"](x_ba)))
     assert d.terms["loss/D/a"].item() == pytest.approx(d_a.item(), rel=1e-5)
 
 
@@ -236,7 +271,9 @@ def test_munit_cycle_weight_zero_skips_its_decodes():
         nets = small_nets("munit")
         calls = count_calls(nets.G["a"].dec)
         calls_b = count_calls(nets.G["b"].dec)
-        MunitObjective(nets, loss_cfg(recon_x_cyc_w=w)).generator_phase({"a": torch.randn(1, 3, 32, 32), "b": torch.randn(1, 3, 32, 32)})
+        MunitObjective(nets, loss_cfg(recon_x_cyc_w=w)).generator_phase(
+            {"a": torch.randn(1, 3, 32, 32), "b": torch.randn(1, 3, 32, 32)}
+        )
         assert calls[0] + calls_b[0] == decodes
 
 
@@ -253,15 +290,21 @@ def test_each_phase_trains_only_its_networks(name: str, mode: str):
     real = {"a": torch.randn(2, 3, size, size).tanh(), "b": torch.randn(2, 3, size, size).tanh()}
     g = obj.generator_phase(real, step=0)
     g.loss.backward()
-    assert all(x is not None and torch.isfinite(x).all() for x in grads(nets.G)), "a generator weight got no gradient"
+    assert all(x is not None and torch.isfinite(x).all() for x in grads(nets.G)), (
+        "a generator weight got no gradient"
+    )
     assert sum(x.abs().sum() for x in grads(nets.G)) > 0
-    assert all(x is None for x in grads(nets.D)), "the generator phase leaked gradient into a discriminator"
+    assert all(x is None for x in grads(nets.D)), (
+        "the generator phase leaked gradient into a discriminator"
+    )
     assert all(p.requires_grad for p in nets.D.parameters())  # unfrozen again afterwards
     nets.zero_grad(set_to_none=True)
     d = obj.discriminator_phase(real, g.fakes, step=0)
     d.loss.backward()
     assert all(x is not None and torch.isfinite(x).all() for x in grads(nets.D))
-    assert all(x is None for x in grads(nets.G)), "the discriminator phase leaked gradient into a generator"
+    assert all(x is None for x in grads(nets.G)), (
+        "the discriminator phase leaked gradient into a generator"
+    )
     if mode == "wgangp":
         assert {"loss/D/gp_a", "loss/D/gp_b"} <= set(d.terms)
     if mode == "logistic":
@@ -272,10 +315,14 @@ def test_r1_is_lazy_and_scaled_by_its_interval():
     nets = small_nets("cyclegan")
     real = {"a": torch.randn(1, 3, 32, 32), "b": torch.randn(1, 3, 32, 32)}
     fakes = {"ab": torch.randn(1, 3, 32, 32), "ba": torch.randn(1, 3, 32, 32)}
-    obj = CycleGANObjective(nets, loss_cfg(gan_mode="logistic", r1_gamma=4.0, r1_every=8, pool_size=0))
+    obj = CycleGANObjective(
+        nets, loss_cfg(gan_mode="logistic", r1_gamma=4.0, r1_every=8, pool_size=0)
+    )
     assert "loss/D/r1_a" not in obj.discriminator_phase(real, fakes, step=3).terms
     terms = obj.discriminator_phase(real, fakes, step=16).terms
-    assert terms["loss/D/r1_a"].item() == pytest.approx(4.0 / 2 * 8 * r1_penalty(nets.D["a"], real["a"]).item(), rel=1e-5)
+    assert terms["loss/D/r1_a"].item() == pytest.approx(
+        4.0 / 2 * 8 * r1_penalty(nets.D["a"], real["a"]).item(), rel=1e-5
+    )
 
 
 def test_same_seed_gives_the_same_losses():
@@ -285,7 +332,11 @@ def test_same_seed_gives_the_same_losses():
         torch.manual_seed(2)
         real = {"a": torch.randn(2, 3, 64, 64), "b": torch.randn(2, 3, 64, 64)}
         g = obj.generator_phase(real)
-        return {k: v.item() for k, v in {**g.terms, **obj.discriminator_phase(real, g.fakes).terms}.items()}
+        return {
+            k: v.item()
+            for k, v in {**g.terms, **obj.discriminator_phase(real, g.fakes).terms}.items()
+        }
+
     assert run() == run()
 
 
@@ -294,6 +345,7 @@ def test_no_vgg_is_built_when_its_weight_is_zero(monkeypatch):
 
     def forbidden(*args, **kwargs):
         raise AssertionError("VGG16 built although loss.vgg_w is 0")
+
     monkeypatch.setattr(torchvision.models, "vgg16", forbidden)
     obj = build_objective(small_nets("cyclegan"), loss_cfg(vgg_w=0.0))
     assert obj.perceptual is None

@@ -1,4 +1,5 @@
 """LPIPS distance: zero on identical images, equal to the lpips package's, the pair protocol."""
+
 from __future__ import annotations
 
 import lpips
@@ -33,8 +34,13 @@ def test_distance_equals_the_lpips_package_on_the_same_backbone(distance):
 def test_pair_diversity_averages_the_distance_of_each_pair(distance):
     torch.manual_seed(1)
     outputs = torch.rand(3, 4, 3, 32, 32) * 2 - 1  # 3 inputs x 2 pairs
-    expected = torch.stack([distance(outputs[i, 2 * p:2 * p + 1], outputs[i, 2 * p + 1:2 * p + 2])
-                            for i in range(3) for p in range(2)]).mean()
+    expected = torch.stack(
+        [
+            distance(outputs[i, 2 * p : 2 * p + 1], outputs[i, 2 * p + 1 : 2 * p + 2])
+            for i in range(3)
+            for p in range(2)
+        ]
+    ).mean()
     assert pair_diversity(distance, outputs) == pytest.approx(expected.item(), rel=1e-5)
     same = outputs[:, :1].expand(3, 4, 3, 32, 32)  # a deterministic model: no diversity
     assert pair_diversity(distance, same) == pytest.approx(0.0, abs=1e-7)

@@ -1,5 +1,6 @@
 """The metric networks and ground-truth scores: Inception features, the domain classifier,
 content IoU on the synthetic renderings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,9 @@ def _renders(domain: str, n: int = 30, size: int = 32):
 @pytest.mark.parametrize("domain", ["a", "b"])
 def test_content_iou_is_one_for_the_ground_truth_rendering_and_low_otherwise(domain: str):
     images, masks = _renders(domain)
-    assert content_iou(images, masks) == pytest.approx(1.0)  # outlines (A) are filled before comparing
+    assert content_iou(images, masks) == pytest.approx(
+        1.0
+    )  # outlines (A) are filled before comparing
     assert content_iou(np.full_like(images, 255), masks) == 0.0  # blank
     assert content_iou(np.zeros_like(images), masks) < 0.3  # paints everything
     assert content_iou(images[::-1], masks) < 0.4  # another image's geometry
@@ -68,13 +71,18 @@ def test_domain_classifier_learns_the_synthetic_modes_and_round_trips(tmp_path):
     params = tiny_params()
     params["data"]["shapes"].update(num_train=48, num_test=24)
     prepared = prepare(tmp_path, params)
-    report = classifier.classify(prepared, tmp_path / "classifiers", 32, steps=60, seed=0, device=torch.device("cpu"))
+    report = classifier.classify(
+        prepared, tmp_path / "classifiers", 32, steps=60, seed=0, device=torch.device("cpu")
+    )
     assert report["a"]["trained"] is False and "classes" in report["a"]["reason"]
     assert report["b"]["classes"] == 4 and report["b"]["test_accuracy"] >= 0.9
     assert sorted(p.name for p in (tmp_path / "classifiers").iterdir()) == ["b.pt"]
     loaded = classifier.load(tmp_path / "classifiers" / "b.pt")
     test = DomainImages(prepared / "test_b")
-    assert classifier.accuracy(loaded.model, test, 32, torch.device("cpu")) == report["b"]["test_accuracy"]
+    assert (
+        classifier.accuracy(loaded.model, test, 32, torch.device("cpu"))
+        == report["b"]["test_accuracy"]
+    )
     assert loaded.classes == test.classes
 
 

@@ -1,4 +1,5 @@
 """Networks: fidelity to the references, output shapes, size errors, norms, init, determinism."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,12 @@ from torch import nn
 
 from i2i.config import params_from_dict
 from i2i.models import build_networks
-from i2i.models.cyclegan import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
+from i2i.models.cyclegan import (
+    NLayerDiscriminator,
+    PixelDiscriminator,
+    ResnetGenerator,
+    UnetGenerator,
+)
 from i2i.models.layers import InputSizeError, init_weights
 from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 from tests.conftest import default_params
@@ -38,17 +44,36 @@ def convT(cin: int, cout: int, k: int) -> list[tuple[int, ...]]:
 # MUNIT edges2shoes: dim 64, style_dim 8, n_downsample 2, n_res 4, mlp_dim 256, dis n_layer 4,
 # 3 scales). Neither paper states parameter counts: the counts below are the sums of these
 # shapes, so they check our modules against this transcription, shape by shape.
-RESNET_9 = (conv(64, 3, 7) + conv(128, 64, 3) + conv(256, 128, 3) + conv(256, 256, 3) * 18
-            + convT(256, 128, 3) + convT(128, 64, 3) + conv(3, 64, 7))
-BASIC_D = conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 4)
-MUNIT_STYLE = conv(64, 3, 7) + conv(128, 64, 4) + conv(256, 128, 4) + conv(256, 256, 4) * 2 + conv(8, 256, 1)
+RESNET_9 = (
+    conv(64, 3, 7)
+    + conv(128, 64, 3)
+    + conv(256, 128, 3)
+    + conv(256, 256, 3) * 18
+    + convT(256, 128, 3)
+    + convT(128, 64, 3)
+    + conv(3, 64, 7)
+)
+BASIC_D = (
+    conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 4)
+)
+MUNIT_STYLE = (
+    conv(64, 3, 7) + conv(128, 64, 4) + conv(256, 128, 4) + conv(256, 256, 4) * 2 + conv(8, 256, 1)
+)
 MUNIT_CONTENT = conv(64, 3, 7) + conv(128, 64, 4) + conv(256, 128, 4) + conv(256, 256, 3) * 8
 # The decoder's LayerNorm scale and shift follow each upsampling conv here; NVlabs/MUNIT's
 # Conv2dBlock registers them before it (same shapes, another order).
-MUNIT_DECODER = (conv(256, 256, 3) * 8 + conv(128, 256, 5) + [(128,), (128,)] + conv(64, 128, 5)
-                 + [(64,), (64,)] + conv(3, 64, 7))
+MUNIT_DECODER = (
+    conv(256, 256, 3) * 8
+    + conv(128, 256, 5)
+    + [(128,), (128,)]
+    + conv(64, 128, 5)
+    + [(64,), (64,)]
+    + conv(3, 64, 7)
+)
 MUNIT_MLP = [(256, 8), (256,), (256, 256), (256,), (4096, 256), (4096,)]
-MUNIT_D_SCALE = conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 1)
+MUNIT_D_SCALE = (
+    conv(64, 3, 4) + conv(128, 64, 4) + conv(256, 128, 4) + conv(512, 256, 4) + conv(1, 512, 1)
+)
 
 
 def test_cyclegan_resnet9_generator_matches_the_reference():
@@ -68,13 +93,17 @@ def test_cyclegan_basic_discriminator_matches_the_reference():
 
 
 def test_unet_generators_match_the_reference_counts():
-    assert count(UnetGenerator(8, 64, norm="batch")) == 54_413_955  # pix2pix's unet_256 (batch norm)
+    assert (
+        count(UnetGenerator(8, 64, norm="batch")) == 54_413_955
+    )  # pix2pix's unet_256 (batch norm)
     assert count(UnetGenerator(8, 64, norm="instance")) == 54_409_603
     assert count(UnetGenerator(7, 64, norm="instance")) == 41_825_667
 
 
 def test_munit_edges2shoes_networks_match_the_reference():
-    g = MunitGenerator(dim=64, style_dim=8, n_downsample=2, n_res=4, mlp_dim=256, act="relu", pad_type="reflect")
+    g = MunitGenerator(
+        dim=64, style_dim=8, n_downsample=2, n_res=4, mlp_dim=256, act="relu", pad_type="reflect"
+    )
     assert shapes(g) == MUNIT_STYLE + MUNIT_CONTENT + MUNIT_DECODER + MUNIT_MLP
     assert count(g) == 15_026_187
     d = MultiScaleDiscriminator(dim=64, n_layer=4, num_scales=3, norm="none")
@@ -109,7 +138,10 @@ def test_munit_shapes(size: int):
     assert g.random_style(3).shape == (3, 5, 1, 1)
     assert g.decode(c, g.random_style(3)).shape == (3, 3, size, size)
     d = MultiScaleDiscriminator(dim=8, n_layer=3, num_scales=2)
-    assert [o.shape for o in d(torch.randn(2, 3, size, size))] == [(2, 1, size // 8, size // 8), (2, 1, size // 16, size // 16)]
+    assert [o.shape for o in d(torch.randn(2, 3, size, size))] == [
+        (2, 1, size // 8, size // 8),
+        (2, 1, size // 16, size // 16),
+    ]
 
 
 def test_munit_style_changes_the_output_and_content_is_kept_by_shape():
@@ -122,15 +154,38 @@ def test_munit_style_changes_the_output_and_content_is_kept_by_shape():
         g.decode(c, torch.randn(1, 4))
 
 
-@pytest.mark.parametrize("net,x,expected", [
-    (ResnetGenerator(ngf=4, n_blocks=1), torch.randn(1, 3, 30, 30), "cannot process 30x30 images; height and width must be multiples of 4 (e.g. 4, 8"),
-    (UnetGenerator(8, ngf=2), torch.randn(1, 3, 128, 128), "multiples of 256"),
-    (NLayerDiscriminator(ndf=4), torch.randn(1, 3, 16, 16), "must be at least 24"),
-    (MultiScaleDiscriminator(dim=4, n_layer=4, num_scales=3), torch.randn(1, 3, 32, 32), "must be at least 64"),
-    (MunitGenerator(dim=4, n_res=1, mlp_dim=8).encode, torch.randn(1, 3, 34, 34), "multiples of 4"),
-    (ResnetGenerator(ngf=4, n_blocks=1), torch.randn(1, 1, 32, 32), "expected 3 channels, got 1"),
-    (ResnetGenerator(ngf=4, n_blocks=1), torch.randn(3, 32, 32), "expected a batch of images [N, C, H, W]"),
-])
+@pytest.mark.parametrize(
+    "net,x,expected",
+    [
+        (
+            ResnetGenerator(ngf=4, n_blocks=1),
+            torch.randn(1, 3, 30, 30),
+            "cannot process 30x30 images; height and width must be multiples of 4 (e.g. 4, 8",
+        ),
+        (UnetGenerator(8, ngf=2), torch.randn(1, 3, 128, 128), "multiples of 256"),
+        (NLayerDiscriminator(ndf=4), torch.randn(1, 3, 16, 16), "must be at least 24"),
+        (
+            MultiScaleDiscriminator(dim=4, n_layer=4, num_scales=3),
+            torch.randn(1, 3, 32, 32),
+            "must be at least 64",
+        ),
+        (
+            MunitGenerator(dim=4, n_res=1, mlp_dim=8).encode,
+            torch.randn(1, 3, 34, 34),
+            "multiples of 4",
+        ),
+        (
+            ResnetGenerator(ngf=4, n_blocks=1),
+            torch.randn(1, 1, 32, 32),
+            "expected 3 channels, got 1",
+        ),
+        (
+            ResnetGenerator(ngf=4, n_blocks=1),
+            torch.randn(3, 32, 32),
+            "expected a batch of images [N, C, H, W]",
+        ),
+    ],
+)
 def test_unsupported_input_sizes_are_clear_errors(net, x: torch.Tensor, expected: str):
     with pytest.raises(InputSizeError) as e:
         net(x)
@@ -138,22 +193,42 @@ def test_unsupported_input_sizes_are_clear_errors(net, x: torch.Tensor, expected
 
 
 def test_norm_options_and_the_reference_bias_rule():
-    inst, batch = ResnetGenerator(ngf=8, n_blocks=1, norm="instance"), ResnetGenerator(ngf=8, n_blocks=1, norm="batch")
+    inst, batch = (
+        ResnetGenerator(ngf=8, n_blocks=1, norm="instance"),
+        ResnetGenerator(ngf=8, n_blocks=1, norm="batch"),
+    )
     none = ResnetGenerator(ngf=8, n_blocks=1, norm="none")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in inst.modules())
-    assert all(not m.affine and not m.track_running_stats for m in inst.modules() if isinstance(m, nn.InstanceNorm2d))
+    assert all(
+        not m.affine and not m.track_running_stats
+        for m in inst.modules()
+        if isinstance(m, nn.InstanceNorm2d)
+    )
     assert sum(isinstance(m, nn.BatchNorm2d) for m in batch.modules()) == 7
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) for m in none.modules())
     convs = [m for m in batch.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    assert [m.bias is not None for m in convs] == [False] * (len(convs) - 1) + [True]  # output conv keeps its bias
+    assert [m.bias is not None for m in convs] == [False] * (len(convs) - 1) + [
+        True
+    ]  # output conv keeps its bias
     d = NLayerDiscriminator(ndf=8, norm="batch")
-    assert [m.bias is not None for m in d.modules() if isinstance(m, nn.Conv2d)] == [True, False, False, False, True]
+    assert [m.bias is not None for m in d.modules() if isinstance(m, nn.Conv2d)] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_dropout_option():
-    assert any(isinstance(m, nn.Dropout) for m in ResnetGenerator(ngf=4, n_blocks=2, dropout=True).modules())
+    assert any(
+        isinstance(m, nn.Dropout)
+        for m in ResnetGenerator(ngf=4, n_blocks=2, dropout=True).modules()
+    )
     assert not any(isinstance(m, nn.Dropout) for m in ResnetGenerator(ngf=4, n_blocks=2).modules())
-    assert sum(isinstance(m, nn.Dropout) for m in UnetGenerator(8, ngf=2, dropout=True).modules()) == 3
+    assert (
+        sum(isinstance(m, nn.Dropout) for m in UnetGenerator(8, ngf=2, dropout=True).modules()) == 3
+    )
 
 
 def test_init_schemes():
@@ -181,13 +256,13 @@ def test_orthogonal_and_xavier_gains_follow_each_reference(name: str):
     section["init"] = "orthogonal"
     if name == "munit":
         section["dis_init"] = "orthogonal"
-    gain = 0.02 if name == "cyclegan" else 2 ** 0.5
+    gain = 0.02 if name == "cyclegan" else 2**0.5
     torch.manual_seed(0)
     nets = build_networks(params_from_dict(p).model)
     convs = [m for m in nets.G.modules() if isinstance(m, nn.Conv2d)]
     w = convs[1].weight.flatten(1)  # rows orthogonal with norm = gain when rows <= columns
     assert w.shape[0] <= w.shape[1]
-    assert torch.allclose(w @ w.T, gain ** 2 * torch.eye(w.shape[0]), atol=1e-5)
+    assert torch.allclose(w @ w.T, gain**2 * torch.eye(w.shape[0]), atol=1e-5)
 
 
 def test_build_from_params_is_seeded_and_translates_both_ways():
@@ -199,13 +274,18 @@ def test_build_from_params_is_seeded_and_translates_both_ways():
         first = build_networks(cfg)
         torch.manual_seed(3)
         second = build_networks(cfg)
-        assert all(torch.equal(x, y) for x, y in zip(first.state_dict().values(), second.state_dict().values()))
+        assert all(
+            torch.equal(x, y)
+            for x, y in zip(first.state_dict().values(), second.state_dict().values())
+        )
         assert sorted(first.D) == ["a", "b"]
         x = torch.randn(2, 3, 64, 64)
         style = torch.randn(2, 1, 8, 1, 1) if name == "munit" else None
         for direction in ("ab", "ba"):
             y = first.translate(x, direction, style)[:, 0]
-            assert y.shape == x.shape and torch.equal(y, second.translate(x, direction, style)[:, 0])
+            assert y.shape == x.shape and torch.equal(
+                y, second.translate(x, direction, style)[:, 0]
+            )
 
 
 def test_cyclegan_takes_no_style_and_directions_are_checked():

@@ -1,4 +1,5 @@
 """The real DVC pipeline and the CLI, run as a user runs them, in a scratch copy of the repo."""
+
 from __future__ import annotations
 
 import os
@@ -12,6 +13,8 @@ import yaml
 
 from tests.conftest import REPO, write_params
 from tests.train_helpers import tiny_train_params
+
+pytestmark = pytest.mark.slow  # real DVC processes
 
 BIN = Path(sys.executable).parent
 
@@ -44,7 +47,10 @@ def test_a_changed_param_reruns_the_stage_that_reads_it_not_the_ones_before(repo
     out = run([dvc, "repro", "preprocess"], repo)
     assert "Running stage 'download'" in out and "Running stage 'preprocess'" in out
     assert "Running stage 'train'" not in out  # a target's downstream stages do not run
-    assert yaml.safe_load((repo / "data" / "prepared" / "manifest.json").read_text())["load_size"] == 32
+    assert (
+        yaml.safe_load((repo / "data" / "prepared" / "manifest.json").read_text())["load_size"]
+        == 32
+    )
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["load_size"] = 40
@@ -65,8 +71,9 @@ def test_a_typo_anywhere_in_params_stops_dvc_repro_before_any_stage(repo: Path):
     params["data"]["load_sizee"] = 3
     write_params(repo / "params.yaml", params)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([dvc, "repro", "preprocess"], cwd=repo, env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [dvc, "repro", "preprocess"], cwd=repo, env=env, capture_output=True, text=True
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "unknown key 'data.load_sizee' (did you mean 'data.load_size'?)" in out
@@ -90,18 +97,26 @@ def test_every_i2i_module_a_stage_runs_is_a_dvc_dependency(repo: Path):
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():  # in pipeline order, so each stage has its inputs
         assert stage["cmd"].startswith("python ")
-        run([sys.executable, "-c", RECORD_IMPORTS, stage["cmd"][len("python "):]], repo)
+        run([sys.executable, "-c", RECORD_IMPORTS, stage["cmd"][len("python ") :]], repo)
         modules = yaml.safe_load((repo / "imports.json").read_text())
-        needed = {str(Path(m).relative_to(repo)) for m in modules
-                  if not m.endswith("__init__.py") or Path(m).stat().st_size > 200}  # non-trivial packages count
+        needed = {
+            str(Path(m).relative_to(repo))
+            for m in modules
+            if not m.endswith("__init__.py") or Path(m).stat().st_size > 200
+        }  # non-trivial packages count
         listed = {d for d in stage["deps"] if d.startswith("i2i/") and d.endswith(".py")}
-        assert needed == listed, f"stage {name}: missing deps {needed - listed}, needless deps {listed - needed}"
+        assert needed == listed, (
+            f"stage {name}: missing deps {needed - listed}, needless deps {listed - needed}"
+        )
     # The checkpoint fingerprint hashes the same training code as the train stage's deps: the
     # import closure of i2i.train (the stage adds its entry point, the CLI).
     from i2i import sources
 
-    hashed = {str(f.relative_to(REPO)) for f in sources.closure("i2i.train")
-              if f.name != "__init__.py" or f.stat().st_size > 200}
+    hashed = {
+        str(f.relative_to(REPO))
+        for f in sources.closure("i2i.train")
+        if f.name != "__init__.py" or f.stat().st_size > 200
+    }
     train_deps = {d for d in stages["train"]["deps"] if d.startswith("i2i/")}
     assert hashed == train_deps - {"i2i/cli.py"}, hashed ^ (train_deps - {"i2i/cli.py"})
 
@@ -112,4 +127,8 @@ def test_cli_help_lists_the_commands():
         assert command in out
     assert "horse2zebra" in run([str(BIN / "i2i"), "datasets"], REPO)
     listing = run([str(BIN / "i2i"), "weights", "--list"], REPO)
-    assert "vgg16" in listing and "missing" in listing and "hub/checkpoints/vgg16-397923af.pth" in listing
+    assert (
+        "vgg16" in listing
+        and "missing" in listing
+        and "hub/checkpoints/vgg16-397923af.pth" in listing
+    )

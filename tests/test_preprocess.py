@@ -1,4 +1,6 @@
-"""Preprocessing: every image mode becomes RGB, bad files are skipped with a reason, output is exact."""
+"""Preprocessing: every image mode becomes RGB, bad files are skipped with a reason, output is
+exact."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +22,9 @@ CFG = params_from_dict(tiny_params(load_size=16, crop_size=16)).data
 
 def make_raw(root: Path, layout: str = "unpaired") -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "dataset.json").write_text(json.dumps({"name": "t", "layout": layout, "origin": "test"}))
+    (root / "dataset.json").write_text(
+        json.dumps({"name": "t", "layout": layout, "origin": "test"})
+    )
     return root
 
 
@@ -49,12 +53,18 @@ def test_image_modes_are_converted_to_rgb_and_bad_files_skipped(tmp_path: Path, 
     Image.fromarray(g16).save(a / "gray16.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-    Image.fromarray(solid(20, 40, 128)).save(a / "rotated.jpg", exif=exif)  # stored 40 wide, 20 high
+    Image.fromarray(solid(20, 40, 128)).save(
+        a / "rotated.jpg", exif=exif
+    )  # stored 40 wide, 20 high
     png = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(png, "PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        png, "PNG"
+    )
     (a / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
     jpg = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(jpg, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        jpg, "JPEG"
+    )
     (a / "truncated.jpg").write_bytes(jpg.getvalue()[: len(jpg.getvalue()) // 2])
     (a / "empty.png").write_bytes(b"")
     (a / "notes.png").write_text("not an image at all")
@@ -66,7 +76,14 @@ def test_image_modes_are_converted_to_rgb_and_bad_files_skipped(tmp_path: Path, 
     report = preprocess(raw, tmp_path / "out", CFG)
 
     reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
-    assert set(reasons) == {"truncated.png", "truncated.jpg", "empty.png", "notes.png", "readme.txt", "bomb.png"}
+    assert set(reasons) == {
+        "truncated.png",
+        "truncated.jpg",
+        "empty.png",
+        "notes.png",
+        "readme.txt",
+        "bomb.png",
+    }
     assert "empty file" in reasons["empty.png"]
     assert "not an image" in reasons["notes.png"]
     assert "truncated" in reasons["truncated.jpg"] or "unreadable" in reasons["truncated.jpg"]
@@ -76,15 +93,26 @@ def test_image_modes_are_converted_to_rgb_and_bad_files_skipped(tmp_path: Path, 
 
     part = DomainImages(tmp_path / "out" / "train_a")
     got = {name: part.image(i) for i, name in enumerate(part.names)}
-    assert set(got) == {"gray.png", "palette.png", "rgba.png", "cmyk.jpg", "gray16.png", "rotated.jpg"}
+    assert set(got) == {
+        "gray.png",
+        "palette.png",
+        "rgba.png",
+        "cmyk.jpg",
+        "gray16.png",
+        "rotated.jpg",
+    }
     assert all(im.dtype == np.uint8 and im.shape[2] == 3 for im in got.values())
     assert (got["gray.png"] == 77).all()
     np.testing.assert_array_equal(got["palette.png"][8, 2], [200, 0, 0])
-    np.testing.assert_array_equal(got["palette.png"][8, 13], [255, 255, 255])  # transparent -> white
+    np.testing.assert_array_equal(
+        got["palette.png"][8, 13], [255, 255, 255]
+    )  # transparent -> white
     np.testing.assert_array_equal(got["rgba.png"][8, 2], [0, 0, 255])
     np.testing.assert_array_equal(got["rgba.png"][8, 13], [255, 255, 255])
     assert got["cmyk.jpg"][8, 8, 0] > 200 and got["cmyk.jpg"][8, 8, 1:].max() < 60
-    assert got["gray16.png"][8, 2, 0] == 255 and got["gray16.png"][8, 13, 0] == 128  # scaled, not clipped
+    assert (
+        got["gray16.png"][8, 2, 0] == 255 and got["gray16.png"][8, 13, 0] == 128
+    )  # scaled, not clipped
     assert got["rotated.jpg"].shape == (32, 16, 3)  # upright: 20 wide, 40 high -> shorter side 16
 
 
@@ -130,7 +158,9 @@ def test_failed_run_keeps_the_previous_output(tmp_path: Path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["content_hash"] == first["content_hash"]
     assert DomainImages(out / "test_a").image(0).shape == (16, 16, 3)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folders left
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name.startswith(".")
+    ] == []  # no temp folders left
 
 
 def test_class_subfolders_become_labels_shared_across_splits(tmp_path: Path):
@@ -140,7 +170,10 @@ def test_class_subfolders_become_labels_shared_across_splits(tmp_path: Path):
     save_image(raw / "trainB" / "dog" / "2.png", solid(20, 20, 2))
     save_image(raw / "testB" / "dog" / "3.png", solid(20, 20, 3))
     preprocess(raw, tmp_path / "out", CFG)
-    train, test = DomainImages(tmp_path / "out" / "train_b"), DomainImages(tmp_path / "out" / "test_b")
+    train, test = (
+        DomainImages(tmp_path / "out" / "train_b"),
+        DomainImages(tmp_path / "out" / "test_b"),
+    )
     assert train.classes == test.classes == ["cat", "dog"]
     assert list(train.labels) == [0, 1] and list(test.labels) == [1]
     assert DomainImages(tmp_path / "out" / "train_a").classes == []
@@ -174,7 +207,9 @@ def test_worker_processes_give_the_same_cache(tmp_path: Path):
     fill_plain(raw)
     rng = np.random.default_rng(0)
     for i in range(40):
-        save_image(raw / "trainA" / f"r{i:02d}.png", rng.integers(0, 255, (20 + i, 24, 3), np.uint8))
+        save_image(
+            raw / "trainA" / f"r{i:02d}.png", rng.integers(0, 255, (20 + i, 24, 3), np.uint8)
+        )
     serial = preprocess(raw, tmp_path / "o0", CFG)
     parallel = preprocess(raw, tmp_path / "o2", dataclasses.replace(CFG, num_workers=2))
     assert parallel["content_hash"] == serial["content_hash"]

@@ -1,4 +1,5 @@
 """The classify, sample and evaluate stages run as DVC runs them, after a real tiny training."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from i2i.config import METRIC_NAMES, load_params
-from i2i.data.loader import DomainImages, crop_flip, to_model_input
+from i2i.data.loader import DomainImages, centre_crop, to_model_input
 from i2i.grids import to_uint8
 from i2i.metrics import shapes
 from i2i.models import build_networks, load_generators
@@ -23,6 +24,8 @@ from i2i.sample import translate_direction
 from i2i.weights import WEIGHTS
 from tests.conftest import REPO, FileServer, write_params
 from tests.train_helpers import project, run_stage, tiny_train_params
+
+pytestmark = pytest.mark.slow  # the stages as processes, after a real training
 
 
 def _pipeline(root: Path) -> dict[str, str]:
@@ -64,11 +67,16 @@ def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(ev
         assert isinstance(metrics[f"uncalibrated/{metric}/ab"], float), metric
     details = json.loads((root / "reports" / "evaluate.json").read_text())
     for metric in ("inception_score", "cis", "mode_coverage"):
-        assert metrics[f"metric/{metric}/ba"] is None and "no class labels" in details["skipped"][f"{metric}/ba"]
+        assert (
+            metrics[f"metric/{metric}/ba"] is None
+            and "no class labels" in details["skipped"][f"{metric}/ba"]
+        )
     assert set(details["uncalibrated"]) == random_backbone
     assert details["backbones"] == {"alexnet": "random", "inception_fid": "random"}
-    assert metrics["metric/classifier_accuracy/ab"] == json.loads(
-        (root / "reports" / "classifiers.json").read_text())["b"]["test_accuracy"]
+    assert (
+        metrics["metric/classifier_accuracy/ab"]
+        == json.loads((root / "reports" / "classifiers.json").read_text())["b"]["test_accuracy"]
+    )
     if name == "cyclegan":  # deterministic: no diversity, CIS 1, one mode per input
         assert metrics["uncalibrated/lpips_diversity/ab"] == 0.0
         assert metrics["metric/cis/ab"] == pytest.approx(1.0)
@@ -81,10 +89,15 @@ def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(ev
 
         cfg = load_params(root / "params.yaml")
         data, cpu = root / "data" / "prepared", torch.device("cpu")
-        ctx = DirectionContext(load_generators(root / "models" / "generator.pt"), "ab",
-                               DomainImages(data / "test_a"), DomainImages(data / "test_b"),
-                               cfg.data.crop_size, cfg.evaluate,
-                               MetricNetworks(cfg.evaluate, root / "classifiers", cpu))
+        ctx = DirectionContext(
+            load_generators(root / "models" / "generator.pt"),
+            "ab",
+            DomainImages(data / "test_a"),
+            DomainImages(data / "test_b"),
+            cfg.data.crop_size,
+            cfg.evaluate,
+            MetricNetworks(cfg.evaluate, root / "classifiers", cpu),
+        )
         ev = cfg.evaluate
         p = ctx.posteriors("domain", ev.cis_inputs, ev.cis_samples).double().numpy()  # [n, m, K]
         kl = (p * (np.log(p + 1e-12) - np.log(p.mean(1, keepdims=True) + 1e-12))).sum(-1)
@@ -109,7 +122,9 @@ def test_scores_land_in_the_training_run_with_the_gallery(evaluated):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert {"samples/index.html", "samples/grid_ab.png", "samples/grid_ba.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")} == {
-        "evaluate/metrics.json", "evaluate/evaluate.json"}
+        "evaluate/metrics.json",
+        "evaluate/evaluate.json",
+    }
 
 
 def test_sample_writes_the_predictable_layout_and_a_gallery_whose_images_exist(evaluated):
@@ -142,11 +157,14 @@ def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path)
     run_stage(root, stage="sample")
     p = load_params(root / "params.yaml")
     nets = load_generators(root / "models" / "generator.pt")
-    a, b = DomainImages(root / "data" / "prepared" / "test_a"), DomainImages(root / "data" / "prepared" / "test_b")
+    a, b = (
+        DomainImages(root / "data" / "prepared" / "test_a"),
+        DomainImages(root / "data" / "prepared" / "test_b"),
+    )
     _, outputs, columns, _ = translate_direction(nets, a, b, "ab", p, torch.device("cpu"))
     g = torch.Generator().manual_seed(p.sample.seed)
     styles = torch.randn(p.sample.num_styles, p.model.munit.style_dim, 1, 1, generator=g)
-    x = to_model_input(torch.from_numpy(crop_flip(a.image(1), 32, None, False)[None]), "cpu")
+    x = to_model_input(torch.from_numpy(centre_crop(a.image(1), 32)[None]), "cpu")
     with torch.no_grad():
         alone = to_uint8(nets.translate(x, "ab", styles[2:3])[:, 0])[0]
     assert np.abs(alone.astype(int) - outputs[1, 2].astype(int)).max() <= 1
@@ -154,8 +172,9 @@ def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path)
     assert np.array_equal(saved, outputs[1, 2]) and columns[2] == "style_02"
 
 
-def test_strict_policy_stops_on_missing_weights_naming_the_file_and_the_fallback(server: FileServer,
-                                                                                  tmp_path: Path):
+def test_strict_policy_stops_on_missing_weights_naming_the_file_and_the_fallback(
+    server: FileServer, tmp_path: Path
+):
     params = tiny_train_params()
     root = project(tmp_path / "project", params)
     run_stage(root, stage="train")
@@ -173,8 +192,12 @@ def test_strict_policy_stops_on_missing_weights_naming_the_file_and_the_fallback
 
 def test_trained_vs_untrained_benchmark_reproduces_the_evaluated_content_iou(evaluated):
     _, root, _ = evaluated
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "trained_vs_untrained.py")], cwd=root,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "trained_vs_untrained.py")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
@@ -189,11 +212,13 @@ def test_trained_vs_untrained_benchmark_reproduces_the_evaluated_content_iou(eva
     source = DomainImages(root / "data" / "prepared" / "test_a")
     crop, shares = params.data.crop_size, []
     for i in range(len(source)):
-        x = to_model_input(torch.from_numpy(crop_flip(source.image(i), crop, None, False)[None]), torch.device("cpu"))
+        x = to_model_input(
+            torch.from_numpy(centre_crop(source.image(i), crop)[None]), torch.device("cpu")
+        )
         with torch.no_grad():
             y = to_uint8(untrained.translate(x, "ab")[:, 0])[0]
         assert (y.astype(int) < shapes.BACKGROUND - shapes.FOREGROUND_GAP).any(-1).all()
-        mask = crop_flip(source.mask(i)[..., None], crop, None, False)[..., 0]
+        mask = centre_crop(source.mask(i)[..., None], crop)[..., 0]
         keep = ~shapes.boundary_band(mask[None])[0]
         shares.append((mask & keep).sum() / keep.sum())
     assert 0.1 < np.mean(shares) < 0.3  # the shapes cover a minority of the image

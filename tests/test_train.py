@@ -1,4 +1,5 @@
 """The training loop: determinism, resume after a real kill, divergence stop, MLflow, export."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,12 @@ from tests.train_helpers import BIN, prepare, project, run_stage, tiny_train_par
 
 
 def paths(root: Path) -> TrainPaths:
-    return TrainPaths(root / "data" / "prepared", root / "checkpoints", root / "models", root / "reports" / "train")
+    return TrainPaths(
+        root / "data" / "prepared",
+        root / "checkpoints",
+        root / "models",
+        root / "reports" / "train",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,9 @@ def run_in(root: Path, prepared_root: Path, params: dict, monkeypatch, **kw) -> 
     root.mkdir(parents=True, exist_ok=True)
     (root / ".git").mkdir(exist_ok=True)
     monkeypatch.chdir(root)
-    p = TrainPaths(prepared_root / "data" / "prepared", root / "checkpoints", root / "models", root / "reports")
+    p = TrainPaths(
+        prepared_root / "data" / "prepared", root / "checkpoints", root / "models", root / "reports"
+    )
     return train(params_from_dict(params), p, **kw)
 
 
@@ -61,15 +69,22 @@ def test_same_params_and_seed_give_the_same_losses(name, tmp_path, prepared_root
     assert losses(tmp_path / "three") != first
 
 
-def _kill_after_checkpoint(root: Path, launcher: list[str], iteration: int,
-                           rank: int | None = None) -> int:
+def _kill_after_checkpoint(
+    root: Path, launcher: list[str], iteration: int, rank: int | None = None
+) -> int:
     """Start the train stage; once the checkpoint of ``iteration`` exists, SIGKILL its process
     group, or with ``rank`` only that rank's (torchrun then stops the others); wait for the
     launch to end; return the last checkpointed iteration."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     stage = [str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
-    proc = subprocess.Popen([*launcher, *stage], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*launcher, *stage],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not list((root / "checkpoints").glob(f"*/ckpt-{iteration:08d}.pt")):
         assert proc.poll() is None, "training ended before it could be killed"
@@ -80,14 +95,18 @@ def _kill_after_checkpoint(root: Path, launcher: list[str], iteration: int,
     else:
         import psutil
 
-        (worker,) = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                     if c.environ().get("RANK") == str(rank)]
+        (worker,) = [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if c.environ().get("RANK") == str(rank)
+        ]
         os.killpg(os.getpgid(worker.pid), signal.SIGKILL)
     assert proc.wait(timeout=120) != 0
     (ckpts,) = (root / "checkpoints").iterdir()
     return max(int(c.stem.split("-")[1]) for c in ckpts.glob("ckpt-*.pt"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cyclegan", "munit"])
 def test_resume_after_kill_continues_from_last_checkpoint(name, tmp_path):
     p = tiny_train_params(name, iterations=60, checkpoint_every=5, log_every=5, sample_every=30)
@@ -107,7 +126,10 @@ def test_resume_after_kill_continues_from_last_checkpoint(name, tmp_path):
     a = torch.load(straight / "models" / "generator.pt")["generators"]
     b = torch.load(killed / "models" / "generator.pt")["generators"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with open(straight / "reports" / "train" / "losses.csv") as f1, open(killed / "reports" / "train" / "losses.csv") as f2:
+    with (
+        open(straight / "reports" / "train" / "losses.csv") as f1,
+        open(killed / "reports" / "train" / "losses.csv") as f2,
+    ):
         assert f1.read() == f2.read()
     # One MLflow run, continued, with each logged step once.
     info = json.loads((killed / "models" / "run.json").read_text())
@@ -119,7 +141,9 @@ def test_resume_after_kill_continues_from_last_checkpoint(name, tmp_path):
     assert steps == list(range(5, 61, 5))
 
 
-def test_diverging_training_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, prepared_root, monkeypatch):
+def test_diverging_training_stops_naming_the_term_and_keeps_the_last_good_checkpoint(
+    tmp_path, prepared_root, monkeypatch
+):
     p = tiny_train_params(iterations=20, checkpoint_every=1, lr=1e30)
     with pytest.raises(NonFiniteLossError) as e:
         run_in(tmp_path, prepared_root, p, monkeypatch)
@@ -140,11 +164,15 @@ def test_resume_from_a_checkpoint_of_other_params_is_refused(tmp_path, prepared_
     p["train"]["lr"] = 0.001
     with pytest.raises(checkpoint.ResumeError) as e:
         run_in(tmp_path, prepared_root, p, monkeypatch, resume=ckpt)
-    assert "model.cyclegan.ngf: 4 -> 8" in str(e.value) and "train.lr: 0.0002 -> 0.001" in str(e.value)
+    assert "model.cyclegan.ngf: 4 -> 8" in str(e.value) and "train.lr: 0.0002 -> 0.001" in str(
+        e.value
+    )
     assert "To start fresh" in str(e.value)
 
 
-def test_a_changed_configuration_trains_afresh_in_its_own_folder(tmp_path, prepared_root, monkeypatch):
+def test_a_changed_configuration_trains_afresh_in_its_own_folder(
+    tmp_path, prepared_root, monkeypatch
+):
     p = tiny_train_params()
     run_in(tmp_path, prepared_root, p, monkeypatch)
     p["loss"]["identity_w"] = 0.0
@@ -156,7 +184,9 @@ def test_a_changed_configuration_trains_afresh_in_its_own_folder(tmp_path, prepa
     assert run_in(tmp_path, prepared_root, p, monkeypatch)["resumed_from"] == 6
 
 
-def test_changed_code_trains_afresh_but_an_explicit_resume_only_warns(tmp_path, prepared_root, monkeypatch, caplog):
+def test_changed_code_trains_afresh_but_an_explicit_resume_only_warns(
+    tmp_path, prepared_root, monkeypatch, caplog
+):
     p = tiny_train_params()
     run_in(tmp_path, prepared_root, p, monkeypatch)
     (ckpt,) = list((tmp_path / "checkpoints").glob("*/ckpt-00000006.pt"))
@@ -168,7 +198,9 @@ def test_changed_code_trains_afresh_but_an_explicit_resume_only_warns(tmp_path, 
     assert "made by another version of the i2i code" in caplog.text
 
 
-def test_mlflow_run_holds_params_tags_curves_samples_and_model(tmp_path, prepared_root, monkeypatch):
+def test_mlflow_run_holds_params_tags_curves_samples_and_model(
+    tmp_path, prepared_root, monkeypatch
+):
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
     p = tiny_train_params("munit")
     run_in(tmp_path, prepared_root, p, monkeypatch)
@@ -177,36 +209,59 @@ def test_mlflow_run_holds_params_tags_curves_samples_and_model(tmp_path, prepare
     client = MlflowClient(info["tracking_uri"])
     run = client.get_run(info["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "brisk-lamb"
-    assert run.data.params["loss.vgg_w"] == "0.0" and run.data.params["model.munit.style_dim"] == "8"
+    assert (
+        run.data.params["loss.vgg_w"] == "0.0" and run.data.params["model.munit.style_dim"] == "8"
+    )
     assert run.data.params["train.iterations"] == "6"
     tags = run.data.tags
     manifest = json.loads((prepared_root / "data" / "prepared" / "manifest.json").read_text())
     assert tags["dataset_hash"] == manifest["content_hash"] and tags["dvc_exp_name"] == "brisk-lamb"
     assert tags["device"] == "cpu" and tags["precision"] == "fp32" and tags["model"] == "munit"
     for key in ("loss/G/recon_x_a", "loss/D/a", "loss/G/total", "lr/G"):
-        assert [m.step for m in client.get_metric_history(info["run_id"], key)] == [1, 2, 3, 4, 5, 6]
+        assert [m.step for m in client.get_metric_history(info["run_id"], key)] == [
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+        ]
     lr = [m.value for m in client.get_metric_history(info["run_id"], "lr/G")]
     assert lr[0] == pytest.approx(2e-4) and lr[-1] == pytest.approx(0.0)  # linear decay to zero
     samples = [a.path for a in client.list_artifacts(info["run_id"], "samples")]
     assert samples == ["samples/00000003.png", "samples/00000006.png"]
-    assert [a.path for a in client.list_artifacts(info["run_id"], "model")] == ["model/generator.pt"]
+    assert [a.path for a in client.list_artifacts(info["run_id"], "model")] == [
+        "model/generator.pt"
+    ]
 
 
 def test_exported_generators_load_without_training_state(tmp_path, prepared_root, monkeypatch):
     run_in(tmp_path, prepared_root, tiny_train_params("munit"), monkeypatch)
     state = torch.load(tmp_path / "models" / "generator.pt", weights_only=True)
-    assert set(state) == {"format", "model", "model_config", "generators", "iterations", "run_id", "data_hash"}
+    assert set(state) == {
+        "format",
+        "model",
+        "model_config",
+        "generators",
+        "iterations",
+        "run_id",
+        "data_hash",
+    }
     nets = load_generators(tmp_path / "models" / "generator.pt")
     assert len(nets.D) == 0 and not nets.training
     assert nets.translate(torch.zeros(1, 3, 32, 32), "ab").shape == (1, 1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("schedule,expected", [
-    # constant for decay_start = 0.6 of 10 iterations, then (10 - i) / (10 - 6), reaching 0 at the end
-    ("linear", [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0]),
-    ("step", [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125]),
-    ("constant", [1] * 11),
-])
+@pytest.mark.parametrize(
+    "schedule,expected",
+    [
+        # constant for decay_start = 0.6 of 10 iterations, then (10 - i) / (10 - 6), reaching 0
+        # at the end
+        ("linear", [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0]),
+        ("step", [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125]),
+        ("constant", [1] * 11),
+    ],
+)
 def test_schedules(schedule, expected):
     p = tiny_train_params(iterations=10, schedule=schedule, step_size=3, gamma=0.5, decay_start=0.6)
     cfg = params_from_dict(p).train
@@ -215,15 +270,22 @@ def test_schedules(schedule, expected):
 
 def test_cosine_schedule_goes_from_one_to_zero():
     cfg = params_from_dict(tiny_train_params(iterations=10, schedule="cosine")).train
-    assert lr_factor(cfg, 0) == 1 and lr_factor(cfg, 5) == pytest.approx(0.5) and lr_factor(cfg, 10) == pytest.approx(0)
+    assert (
+        lr_factor(cfg, 0) == 1
+        and lr_factor(cfg, 5) == pytest.approx(0.5)
+        and lr_factor(cfg, 10) == pytest.approx(0)
+    )
 
 
 def test_missing_data_is_a_clear_cli_error(tmp_path):
     write_params(tmp_path / "params.yaml", tiny_train_params())
     proc = run_stage(tmp_path, check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "data/prepared" in proc.stderr
+    assert (
+        proc.returncode != 0 and "Traceback" not in proc.stderr and "data/prepared" in proc.stderr
+    )
 
 
+@pytest.mark.slow
 def test_two_processes_train_with_torchrun_and_resume(tmp_path):
     p = tiny_train_params(iterations=4, checkpoint_every=2)
     root = project(tmp_path / "ddp", p)
@@ -232,7 +294,10 @@ def test_two_processes_train_with_torchrun_and_resume(tmp_path):
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["resumed_from"] == 0
     (folder,) = (root / "checkpoints").iterdir()
-    assert [c.name for c in checkpoint.checkpoints(folder)] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
+    assert [c.name for c in checkpoint.checkpoints(folder)] == [
+        "ckpt-00000002.pt",
+        "ckpt-00000004.pt",
+    ]
     info = json.loads((root / "models" / "run.json").read_text())
     client = MlflowClient(info["tracking_uri"])
     runs = client.search_runs([info["experiment_id"]])
@@ -243,9 +308,17 @@ def test_two_processes_train_with_torchrun_and_resume(tmp_path):
     run_stage(root, launcher=launcher)
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert summary["resumed_from"] == 4 and summary["iterations"] == 6
-    assert [m.step for m in client.get_metric_history(info["run_id"], "loss/D/total")] == [1, 2, 3, 4, 5, 6]
+    assert [m.step for m in client.get_metric_history(info["run_id"], "loss/D/total")] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
 
 
+@pytest.mark.slow
 def test_two_processes_killed_mid_run_resume_to_the_uninterrupted_weights(tmp_path):
     p = tiny_train_params(iterations=30, checkpoint_every=3, log_every=3, sample_every=30)
     p["model"]["cyclegan"]["dropout"] = True  # random numbers on both ranks
@@ -264,7 +337,9 @@ def test_two_processes_killed_mid_run_resume_to_the_uninterrupted_weights(tmp_pa
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_and_channels_last_train_on_cpu(precision, tmp_path, prepared_root, monkeypatch):
+def test_mixed_precision_and_channels_last_train_on_cpu(
+    precision, tmp_path, prepared_root, monkeypatch
+):
     p = tiny_train_params("munit", iterations=3, precision=precision, channels_last=True)
     summary = run_in(tmp_path, prepared_root, p, monkeypatch)
     assert summary["precision"] == precision
@@ -273,10 +348,13 @@ def test_mixed_precision_and_channels_last_train_on_cpu(precision, tmp_path, pre
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_compiled_training(tmp_path, prepared_root, monkeypatch):
-    p = tiny_train_params("cyclegan", iterations=3, device="cuda", precision="bf16", channels_last=True, compile=True)
+    p = tiny_train_params(
+        "cyclegan", iterations=3, device="cuda", precision="bf16", channels_last=True, compile=True
+    )
     assert run_in(tmp_path, prepared_root, p, monkeypatch)["device"].startswith("cuda")
 
 
+@pytest.mark.slow
 def test_parallel_trainings_all_land_in_one_sqlite_store(tmp_path):
     """What `dvc queue start -j 2` does to the store: two writers at once, no lost run."""
     p = tiny_train_params(iterations=8, checkpoint_every=2, log_every=1)
@@ -286,10 +364,27 @@ def test_parallel_trainings_all_land_in_one_sqlite_store(tmp_path):
     for i in range(3):
         p["train"]["seed"] = i
         write_params(root / f"p{i}.yaml", p)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(REPO / "stages" / "train.py"), "--params", f"p{i}.yaml", "--out", f"models{i}",
-             "--reports", f"reports{i}", "--checkpoints", f"ckpt{i}"],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(REPO / "stages" / "train.py"),
+                    "--params",
+                    f"p{i}.yaml",
+                    "--out",
+                    f"models{i}",
+                    "--reports",
+                    f"reports{i}",
+                    "--checkpoints",
+                    f"ckpt{i}",
+                ],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [proc.communicate()[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(outputs)
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")

@@ -1,4 +1,5 @@
 """Tiny, fast training configurations and a prepared dataset for the training tests."""
+
 from __future__ import annotations
 
 import os
@@ -19,14 +20,24 @@ def tiny_train_params(name: str = "cyclegan", **train) -> dict:
     p["data"]["shapes"].update(num_train=8, num_test=2)
     p["model"]["name"] = name
     p["model"]["cyclegan"].update(ngf=4, n_blocks=1, ndf=4)
-    p["model"]["munit"].update(dim=4, mlp_dim=8, n_res=1, dis_dim=4, dis_n_layer=2, dis_num_scales=2)
-    p["train"].update(iterations=6, batch_size=2, checkpoint_every=3, log_every=1, sample_every=3,
-                      num_samples=2, device="cpu")
+    p["model"]["munit"].update(
+        dim=4, mlp_dim=8, n_res=1, dis_dim=4, dis_n_layer=2, dis_num_scales=2
+    )
+    p["train"].update(
+        iterations=6,
+        batch_size=2,
+        checkpoint_every=3,
+        log_every=1,
+        sample_every=3,
+        num_samples=2,
+        device="cpu",
+    )
     p["train"].update(train)
     p["sample"].update(num_styles=3, num_examples=2, gallery_inputs=2)
     p["backbones"]["policy"] = "random"  # no download; tests/test_backbones.py covers the others
-    p["evaluate"].update(lpips_inputs=2, lpips_pairs=2, cis_inputs=2, cis_samples=4,
-                         classifier_steps=5, batch_size=8)
+    p["evaluate"].update(
+        lpips_inputs=2, lpips_pairs=2, cis_inputs=2, cis_samples=4, classifier_steps=5, batch_size=8
+    )
     return p
 
 
@@ -46,10 +57,20 @@ def project(root: Path, params: dict) -> Path:
     return root
 
 
-def run_stage(root: Path, *args: str, check: bool = True, launcher: list[str] | None = None,
-              stage: str = "train") -> subprocess.CompletedProcess:
+def run_stage(
+    root: Path,
+    *args: str,
+    check: bool = True,
+    launcher: list[str] | None = None,
+    stage: str = "train",
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    cmd = (launcher or [sys.executable]) + [str(REPO / "stages" / f"{stage}.py"), "--params", "params.yaml", *args]
+    cmd = (launcher or [sys.executable]) + [
+        str(REPO / "stages" / f"{stage}.py"),
+        "--params",
+        "params.yaml",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,6 +4,7 @@ the evaluate stage runs it, through the metric registry, for an (untrained) MUNI
 size: the time depends on the network sizes, not on the weights. Backbones are random
 (as with ``backbones.policy: random``): the same layers and cost as the ImageNet ones, no download.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,14 @@ def _rate(fn, items: int, repeats: int, device: torch.device) -> float:
     return items * repeats / (time.perf_counter() - began)
 
 
-def bench_evaluation(base: dict, device: str, cache: Path, classifier: str | None = None,
-                     tiny: bool = False, repeats: int = 3) -> dict[str, Any]:
+def bench_evaluation(
+    base: dict,
+    device: str,
+    cache: Path,
+    classifier: str | None = None,
+    tiny: bool = False,
+    repeats: int = 3,
+) -> dict[str, Any]:
     """Speeds of the metric networks and the protocol's wall time, on ``device``."""
     from i2i.bench.training import prepared_data
     from i2i.data.loader import TEST_PARTS, DomainImages
@@ -50,7 +57,14 @@ def bench_evaluation(base: dict, device: str, cache: Path, classifier: str | Non
         p["data"].update(load_size=32, crop_size=32, num_workers=0)
         p["data"]["shapes"].update(image_size=32, num_train=16, num_test=4)
         p["model"]["munit"].update(dim=4, mlp_dim=8, n_res=1)
-        p["evaluate"].update(lpips_inputs=2, lpips_pairs=2, cis_inputs=2, cis_samples=4, classifier_steps=5, batch_size=8)
+        p["evaluate"].update(
+            lpips_inputs=2,
+            lpips_pairs=2,
+            cis_inputs=2,
+            cis_samples=4,
+            classifier_steps=5,
+            batch_size=8,
+        )
     else:
         p["data"]["shapes"]["image_size"] = p["data"]["load_size"]
     params = params_from_dict(p, "evaluation benchmark")
@@ -72,18 +86,37 @@ def bench_evaluation(base: dict, device: str, cache: Path, classifier: str | Non
     torch.manual_seed(params.train.seed)
     nets = build_networks(params.model, discriminators=False).to(dev).eval()
     source, target = TEST_PARTS["ab"]
-    ctx = DirectionContext(nets, "ab", DomainImages(data / source), DomainImages(data / target), size, cfg,
-                           MetricNetworks(cfg, classifiers, dev))
-    _ = ctx.networks.lpips  # built outside the timed protocol (evaluate builds it once for all metrics)
+    ctx = DirectionContext(
+        nets,
+        "ab",
+        DomainImages(data / source),
+        DomainImages(data / target),
+        size,
+        cfg,
+        MetricNetworks(cfg, classifiers, dev),
+    )
+    _ = (
+        ctx.networks.lpips
+    )  # built outside the timed protocol (evaluate builds it once for all metrics)
     if cfg.classifier == "inception":
         _ = ctx.networks.inception
     began = time.perf_counter()
     scores = {**METRICS["lpips_diversity"].compute(ctx), **METRICS["cis"].compute(ctx)}
     protocol_s = time.perf_counter() - began
     return {
-        "device": str(dev), "image_size": size, "batch_size": b, "lpips_net": cfg.lpips_net,
-        "lpips_pairs_per_second": lpips_rate, "inception_images_per_second": inception_rate,
-        "protocol": {"lpips_inputs": cfg.lpips_inputs, "lpips_pairs": cfg.lpips_pairs, "cis_inputs": cfg.cis_inputs,
-                     "cis_samples": cfg.cis_samples, "classifier": cfg.classifier},
-        "protocol_seconds": protocol_s, "scores": scores,
+        "device": str(dev),
+        "image_size": size,
+        "batch_size": b,
+        "lpips_net": cfg.lpips_net,
+        "lpips_pairs_per_second": lpips_rate,
+        "inception_images_per_second": inception_rate,
+        "protocol": {
+            "lpips_inputs": cfg.lpips_inputs,
+            "lpips_pairs": cfg.lpips_pairs,
+            "cis_inputs": cfg.cis_inputs,
+            "cis_samples": cfg.cis_samples,
+            "classifier": cfg.classifier,
+        },
+        "protocol_seconds": protocol_s,
+        "scores": scores,
     }

@@ -8,6 +8,7 @@ the function the training loop runs, fed by the real loader from a preprocessed 
 synthetic images at the setting's resolution. Every run starts from the same seed, so the losses
 of its first steps can be checked against the fp32 eager baseline's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,11 @@ def _preset(name: str) -> Callable[[dict], dict]:
     def load(base: dict) -> dict:
         path = PRESETS / name
         if not path.is_file():
-            raise I2IError(f"{path}: preset not found (the benchmark settings need the repository's presets/)")
+            raise I2IError(
+                f"{path}: preset not found (the benchmark settings need the repository's presets/)"
+            )
         return yaml.safe_load(path.read_text())
+
     return load
 
 
@@ -83,16 +87,24 @@ MODES: dict[str, Mode] = {
     "bf16": Mode("bf16 autocast", {"precision": "bf16"}),
     "fp16": Mode("fp16 autocast and gradient scaler", {"precision": "fp16"}, cuda_only=True),
     "compile": Mode("fp32 + torch.compile", {"compile": True}),
-    "cudagraphs": Mode("torch.compile with CUDA graphs (mode reduce-overhead)", {"compile": True},
-                       compile_mode="reduce-overhead", cuda_only=True),
+    "cudagraphs": Mode(
+        "torch.compile with CUDA graphs (mode reduce-overhead)",
+        {"compile": True},
+        compile_mode="reduce-overhead",
+        cuda_only=True,
+    ),
     "batch4x": Mode("fp32, 4x the batch", batch_factor=4),
-    "fast-gpu": Mode("bf16 + channels-last + torch.compile",
-                     {"precision": "bf16", "channels_last": True, "compile": True}, cuda_only=True),
+    "fast-gpu": Mode(
+        "bf16 + channels-last + torch.compile",
+        {"precision": "bf16", "channels_last": True, "compile": True},
+        cuda_only=True,
+    ),
 }
 
 
 def bench_params(base: dict, setting: str, mode: str, device: str) -> dict:
-    """The params of one run: the setting's, on synthetic data of its resolution, with the mode's changes."""
+    """The params of one run: the setting's, on synthetic data of its resolution, with the
+    mode's changes."""
     if setting not in SETTINGS:
         raise I2IError(f"unknown benchmark setting {setting!r}; choose from {', '.join(SETTINGS)}")
     if mode not in MODES:
@@ -100,8 +112,11 @@ def bench_params(base: dict, setting: str, mode: str, device: str) -> dict:
     p = SETTINGS[setting](base)
     m = MODES[mode]
     p["data"]["dataset"] = "shapes"
-    p["data"]["shapes"].update(image_size=p["data"]["load_size"], num_train=16 * p["train"]["batch_size"] * m.batch_factor,
-                               num_test=2)
+    p["data"]["shapes"].update(
+        image_size=p["data"]["load_size"],
+        num_train=16 * p["train"]["batch_size"] * m.batch_factor,
+        num_test=2,
+    )
     p["backbones"]["policy"] = "random"  # the same compute as the ImageNet networks, no download
     p["train"].update(device=device, precision="fp32", channels_last=False, compile=False)
     p["train"].update(m.train)
@@ -115,7 +130,10 @@ def prepared_data(params: Params, cache: Path) -> Path:
     from i2i.data.preprocess import preprocess
 
     cfg = params.data
-    folder = cache / f"shapes-{cfg.shapes.image_size}-{cfg.load_size}-{cfg.crop_size}-{cfg.shapes.num_train}"
+    folder = (
+        cache
+        / f"shapes-{cfg.shapes.image_size}-{cfg.load_size}-{cfg.crop_size}-{cfg.shapes.num_train}"
+    )
     if not (folder / "prepared" / "manifest.json").is_file():
         download(cfg, folder / "raw")
         preprocess(folder / "raw", folder / "prepared", cfg)
@@ -140,7 +158,8 @@ def peak_rss_mb() -> float | None:
 
 
 def sync(device: torch.device) -> None:
-    """Wait for ``device``'s queued work (a no-op on a CPU), so that a clock read after it is exact."""
+    """Wait for ``device``'s queued work (a no-op on a CPU), so that a clock read after it is
+    exact."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -176,8 +195,14 @@ def _capped(n: int, seconds: float, step: Callable[[int], None], start: int = 0)
     return done
 
 
-def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
-            max_seconds: float = float("inf")) -> dict[str, Any]:
+def run_one(
+    params: Params,
+    mode: Mode,
+    data: Path,
+    steps: int,
+    warmup: int,
+    max_seconds: float = float("inf"),
+) -> dict[str, Any]:
     """Train ``warmup`` + ``steps`` iterations in this process; time the last ``steps`` (on a CPU
     by their median step time, on an accelerator over the whole window). A very slow mode (bf16
     on a CPU without bf16 instructions) does not hold the run up: the warmup and the timed steps
@@ -232,19 +257,37 @@ def run_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     guard.check()
     images = steps * tp.batch_size * 2
     return {
-        "flops_per_iteration": flops, "achieved_tflops": flops * steps / seconds / 1e12 if flops else None,
-        "iterations_per_second": steps / seconds, "images_per_second": images / seconds,
-        "step_ms": 1000 * seconds / steps, "loader_share": loader_share, "loader_ms": loader_ms,
-        "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(),
-        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "first_losses": losses, "batch_size": tp.batch_size, "device": str(device),
-        "warmup_steps": warmup, "timed_steps": steps,
+        "flops_per_iteration": flops,
+        "achieved_tflops": flops * steps / seconds / 1e12 if flops else None,
+        "iterations_per_second": steps / seconds,
+        "images_per_second": images / seconds,
+        "step_ms": 1000 * seconds / steps,
+        "loader_share": loader_share,
+        "loader_ms": loader_ms,
+        "warmup_s": warmup_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else None,
+        "first_losses": losses,
+        "batch_size": tp.batch_size,
+        "device": str(device),
+        "warmup_steps": warmup,
+        "timed_steps": steps,
         "threads": torch.get_num_threads(),
     }
 
 
-def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mode, data: Path, steps: int,
-               warmup: int, max_seconds: float = float("inf")) -> dict[str, Any]:
+def run_paired(
+    params: Params,
+    mode: Mode,
+    baseline_params: Params,
+    baseline: Mode,
+    data: Path,
+    steps: int,
+    warmup: int,
+    max_seconds: float = float("inf"),
+) -> dict[str, Any]:
     """The mode and the baseline trained side by side in this process, alternating iterations on
     the same batches (which of the two goes first swaps every iteration), each iteration timed on
     its own. A slow spell of a shared machine then slows both members of a pair alike, so the
@@ -264,7 +307,7 @@ def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mo
     def step(i: int, timed: bool) -> None:
         batch = next(batches)
         times = [0.0, 0.0]
-        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for k in (0, 1) if i % 2 == 0 else (1, 0):
             tr, g, tp = runners[k]
             real = to_real_images(batch, device, tp.channels_last)
             sync(device)
@@ -283,15 +326,27 @@ def run_paired(params: Params, mode: Mode, baseline_params: Params, baseline: Mo
 
 
 def paired_summary(pairs: list[list[float]]) -> dict[str, Any]:
-    """Speedup (median of baseline / mode time per pair), its quartiles, and both median step times."""
+    """Speedup (median of baseline / mode time per pair), its quartiles, and both median step
+    times."""
     ratios = sorted(b / m for b, m in pairs)
-    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
-    return {"speedup": statistics.median(ratios), "q25": q[0], "q75": q[2], "pairs": len(pairs),
-            "baseline_step_ms": 1000 * statistics.median(b for b, _ in pairs),
-            "step_ms": 1000 * statistics.median(m for _, m in pairs)}
+    q = (
+        statistics.quantiles(ratios, n=4, method="inclusive")
+        if len(ratios) > 1
+        else [ratios[0]] * 3
+    )
+    return {
+        "speedup": statistics.median(ratios),
+        "q25": q[0],
+        "q75": q[2],
+        "pairs": len(pairs),
+        "baseline_step_ms": 1000 * statistics.median(b for b, _ in pairs),
+        "step_ms": 1000 * statistics.median(m for _, m in pairs),
+    }
 
 
-def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int, rows: int = 20) -> str:
+def profile_one(
+    params: Params, mode: Mode, data: Path, steps: int, warmup: int, rows: int = 20
+) -> str:
     """torch.profiler's table of the operators that take the most time over ``steps`` iterations."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -304,7 +359,14 @@ def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def step(i: int) -> None:
-        train_step(t, to_real_images(next(batches), device, tp.channels_last), i, tp.precision, guard, group)
+        train_step(
+            t,
+            to_real_images(next(batches), device, tp.channels_last),
+            i,
+            tp.precision,
+            guard,
+            group,
+        )
 
     for i in range(warmup):
         step(i)
@@ -314,15 +376,25 @@ def profile_one(params: Params, mode: Mode, data: Path, steps: int, warmup: int,
         sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     # By input shapes: each convolution layer on its own line, so the table says which layers cost
-    return prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=rows, max_name_column_width=34,
-                                                              max_shapes_column_width=64)
+    return prof.key_averages(group_by_input_shape=True).table(
+        sort_by=key, row_limit=rows, max_name_column_width=34, max_shapes_column_width=64
+    )
 
 
-def profile_training(base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path) -> str:
+def profile_training(
+    base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path
+) -> str:
     """The profile table of one (setting, mode), from its own process."""
     p = bench_params(base, setting, mode, device)
     data = prepared_data(params_from_dict(p, f"benchmark {setting}/{mode}"), cache)
-    request = {"params": p, "mode": mode, "data": str(data), "steps": steps, "warmup": warmup, "profile": True}
+    request = {
+        "params": p,
+        "mode": mode,
+        "data": str(data),
+        "steps": steps,
+        "warmup": warmup,
+        "profile": True,
+    }
     try:
         profile = _in_worker(request)["profile"]
     except I2IError as e:
@@ -333,8 +405,12 @@ def profile_training(base: dict, setting: str, mode: str, device: str, steps: in
 def _in_worker(request: dict[str, Any]) -> dict[str, Any]:
     """Run ``request`` in a fresh process (:func:`_worker`) and return what it printed last; on a
     failure, an I2IError with the last line of its error output."""
-    proc = subprocess.run([sys.executable, "-m", "i2i.bench.training"], input=json.dumps(request),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "i2i.bench.training"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise I2IError((proc.stderr.strip().splitlines() or ["no output"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -347,9 +423,13 @@ class TrainResult:
     status: str  # ok | skipped | failed
     reason: str = ""
     result: dict[str, Any] = field(default_factory=dict)
-    loss_rel_diff: float | None = None  # max relative difference of the warm-up losses to the baseline's
+    loss_rel_diff: float | None = (
+        None  # max relative difference of the warm-up losses to the baseline's
+    )
     step1_rel_diff: float | None = None  # the same for the first iteration alone (the same weights)
-    paired: dict[str, Any] | None = None  # speedup over the baseline in one process (paired_summary)
+    paired: dict[str, Any] | None = (
+        None  # speedup over the baseline in one process (paired_summary)
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -362,32 +442,64 @@ def loss_differences(losses: list[list[float]], baseline: list[list[float]]) -> 
     its gradient, so gradients that are rounding noise (a conv bias before instance norm has a
     zero gradient in exact arithmetic) move weights by a full lr either way, and later losses
     differ by more than the rounding of one step."""
+
     def rel(a: list[float], b: list[float]) -> float:
         return max(abs(x - y) / max(abs(y), 1e-8) for x, y in zip(a, b))
+
     return max(rel(a, b) for a, b in zip(losses, baseline)), rel(losses[0], baseline[0])
 
 
-def _run(base: dict, setting: str, mode: str, device: str, steps: int, warmup: int, cache: Path,
-         max_seconds: float, paired_with: str | None = None) -> TrainResult:
-    """One run in its own process; ``paired_with``: a baseline mode trained beside it (run_paired)."""
+def _run(
+    base: dict,
+    setting: str,
+    mode: str,
+    device: str,
+    steps: int,
+    warmup: int,
+    cache: Path,
+    max_seconds: float,
+    paired_with: str | None = None,
+) -> TrainResult:
+    """One run in its own process; ``paired_with``: a baseline mode trained beside it
+    (run_paired)."""
     p = bench_params(base, setting, mode, device)
     if MODES[mode].cuda_only and not (device != "cpu" and torch.cuda.is_available()):
         return TrainResult(setting, mode, "skipped", "needs CUDA")
     data = prepared_data(params_from_dict(p, f"benchmark {setting}/{mode}"), cache)
-    request = {"params": p, "mode": mode, "data": str(data), "steps": steps, "warmup": warmup,
-               "max_seconds": max_seconds}
+    request = {
+        "params": p,
+        "mode": mode,
+        "data": str(data),
+        "steps": steps,
+        "warmup": warmup,
+        "max_seconds": max_seconds,
+    }
     if paired_with:
-        request |= {"baseline": paired_with, "baseline_params": bench_params(base, setting, paired_with, device)}
+        request |= {
+            "baseline": paired_with,
+            "baseline_params": bench_params(base, setting, paired_with, device),
+        }
     try:
         return TrainResult(setting, mode, "ok", result=_in_worker(request))
     except I2IError as e:
         return TrainResult(setting, mode, "failed", str(e))
 
 
-def bench_training(base: dict, settings: list[str], modes: list[str], device: str, steps: int, warmup: int,
-                   cache: Path | None = None, echo: Callable[[str], None] = print,
-                   max_seconds: float = float("inf"), repeats: int = 1, paired: bool = False) -> list[TrainResult]:
-    """Every (setting, mode), each in its own process; the losses compared to the setting's fp32 run.
+def bench_training(
+    base: dict,
+    settings: list[str],
+    modes: list[str],
+    device: str,
+    steps: int,
+    warmup: int,
+    cache: Path | None = None,
+    echo: Callable[[str], None] = print,
+    max_seconds: float = float("inf"),
+    repeats: int = 1,
+    paired: bool = False,
+) -> list[TrainResult]:
+    """Every (setting, mode), each in its own process; the losses compared to the setting's fp32
+    run.
 
     ``paired``: each mode that trains the baseline's batch size also runs beside the fp32 baseline
     in one process (:func:`run_paired`, after its own run, in every repeat); the ratios of all its
@@ -408,17 +520,39 @@ def bench_training(base: dict, settings: list[str], modes: list[str], device: st
                     runs.setdefault((setting, mode), []).append(r)
                     tag = f" (repeat {rep + 1}/{repeats})" if repeats > 1 else ""
                     if r.status == "ok":
-                        echo(f"{setting:13s} {mode:13s} {r.result['iterations_per_second']:8.2f} it/s "
-                             f"{r.result['images_per_second']:8.1f} img/s  loader {100 * r.result['loader_share']:.1f}%{tag}")
+                        x = r.result
+                        echo(
+                            f"{setting:13s} {mode:13s} {x['iterations_per_second']:8.2f} it/s "
+                            f"{x['images_per_second']:8.1f} img/s  "
+                            f"loader {100 * x['loader_share']:.1f}%{tag}"
+                        )
                     elif rep == 0:
                         echo(f"{setting:13s} {mode:13s} {r.status}: {r.reason}")
-                    if paired and r.status == "ok" and mode != "fp32" and MODES[mode].batch_factor == 1:
-                        pr = _run(base, setting, mode, device, steps, warmup, cache, max_seconds, paired_with="fp32")
+                    if (
+                        paired
+                        and r.status == "ok"
+                        and mode != "fp32"
+                        and MODES[mode].batch_factor == 1
+                    ):
+                        pr = _run(
+                            base,
+                            setting,
+                            mode,
+                            device,
+                            steps,
+                            warmup,
+                            cache,
+                            max_seconds,
+                            paired_with="fp32",
+                        )
                         pairs.setdefault((setting, mode), []).extend(pr.result.get("pairs", []))
                         if pr.status == "ok":
                             ps = paired_summary(pr.result["pairs"])
-                            echo(f"{setting:13s} {mode:13s} paired with fp32: {ps['speedup']:.2f}x "
-                                 f"(quartiles {ps['q25']:.2f}-{ps['q75']:.2f}, {ps['pairs']} pairs){tag}")
+                            echo(
+                                f"{setting:13s} {mode:13s} paired with fp32: {ps['speedup']:.2f}x "
+                                f"(quartiles {ps['q25']:.2f}-{ps['q75']:.2f}, "
+                                f"{ps['pairs']} pairs){tag}"
+                            )
                         else:
                             echo(f"{setting:13s} {mode:13s} paired run {pr.status}: {pr.reason}")
     results = []
@@ -434,15 +568,19 @@ def bench_training(base: dict, settings: list[str], modes: list[str], device: st
             r.result["repeats_images_per_second"] = [x.result["images_per_second"] for x in ok]
             if pairs.get((setting, mode)):
                 r.paired = paired_summary(pairs[(setting, mode)])
-            if r.result["flops_per_iteration"] is None and baseline and \
-                    r.result["batch_size"] == baseline.result["batch_size"]:
+            if (
+                r.result["flops_per_iteration"] is None
+                and baseline
+                and r.result["batch_size"] == baseline.result["batch_size"]
+            ):
                 r.result["flops_per_iteration"] = flops = baseline.result["flops_per_iteration"]
                 r.result["achieved_tflops"] = flops * r.result["iterations_per_second"] / 1e12
             if mode == "fp32":
                 baseline = r
             elif baseline and r.result["batch_size"] == baseline.result["batch_size"]:
-                r.loss_rel_diff, r.step1_rel_diff = loss_differences(r.result["first_losses"],
-                                                                     baseline.result["first_losses"])
+                r.loss_rel_diff, r.step1_rel_diff = loss_differences(
+                    r.result["first_losses"], baseline.result["first_losses"]
+                )
             results.append(r)
     return results
 
@@ -453,12 +591,22 @@ def _worker() -> None:
     mode, data = MODES[request["mode"]], Path(request["data"])
     if request.get("baseline"):
         baseline_params = params_from_dict(request["baseline_params"], "benchmark baseline")
-        result = run_paired(params, mode, baseline_params, MODES[request["baseline"]], data, request["steps"],
-                            request["warmup"], request["max_seconds"])
+        result = run_paired(
+            params,
+            mode,
+            baseline_params,
+            MODES[request["baseline"]],
+            data,
+            request["steps"],
+            request["warmup"],
+            request["max_seconds"],
+        )
         print(json.dumps(result))
         return
     args = (params, mode, data, request["steps"], request["warmup"])
-    result = profile_one(*args) if request.get("profile") else run_one(*args, request["max_seconds"])
+    result = (
+        profile_one(*args) if request.get("profile") else run_one(*args, request["max_seconds"])
+    )
     print(json.dumps({"profile": result} if request.get("profile") else result))
 
 

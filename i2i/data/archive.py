@@ -5,6 +5,7 @@ whose target leaves the destination, or a device/FIFO entry is refused with an e
 entry. Extraction happens in a temporary folder renamed into place at the end, so a refused or
 failing archive leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,14 +41,22 @@ def _inside(root: Path, name: str, archive: Path) -> Path:
     clean = name.replace("\\", "/")
     pure = PurePosixPath(clean)
     if pure.is_absolute() or (len(clean) > 1 and clean[1] == ":"):
-        raise UnsafeArchiveError(f"{archive}: entry {name!r} has an absolute path; refusing to extract")
+        raise UnsafeArchiveError(
+            f"{archive}: entry {name!r} has an absolute path; refusing to extract"
+        )
     if ".." in pure.parts:
         raise UnsafeArchiveError(f"{archive}: entry {name!r} contains '..'; refusing to extract")
     return root.joinpath(*pure.parts)
 
 
-def _check_link(root: Path, member_path: Path, target: str, name: str, archive: Path,
-                relative_to_member: bool = True) -> None:
+def _check_link(
+    root: Path,
+    member_path: Path,
+    target: str,
+    name: str,
+    archive: Path,
+    relative_to_member: bool = True,
+) -> None:
     base = member_path.parent if relative_to_member else root
     if PurePosixPath(target).is_absolute():
         resolved = Path(os.path.normpath(target))
@@ -55,7 +64,8 @@ def _check_link(root: Path, member_path: Path, target: str, name: str, archive: 
         resolved = Path(os.path.normpath(base / target))
     if not resolved.is_relative_to(root):
         raise UnsafeArchiveError(
-            f"{archive}: entry {name!r} links to {target!r}, outside the destination; refusing to extract"
+            f"{archive}: entry {name!r} links to {target!r}, outside the destination; "
+            f"refusing to extract"
         )
 
 
@@ -87,6 +97,8 @@ def _extract_tar(archive: Path, root: Path) -> None:
             elif m.islnk():
                 _check_link(root, path, m.linkname, m.name, archive, relative_to_member=False)
             elif not (m.isfile() or m.isdir()):
-                raise UnsafeArchiveError(f"{archive}: entry {m.name!r} is a device or FIFO; refusing to extract")
+                raise UnsafeArchiveError(
+                    f"{archive}: entry {m.name!r} is a device or FIFO; refusing to extract"
+                )
         # The "data" filter re-checks what we checked and also drops set-uid bits and odd modes.
         tf.extractall(root, members=members, filter="data")

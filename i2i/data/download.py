@@ -6,6 +6,7 @@ the preprocess stage). ``dataset.json`` records which, where the data came from,
 classes a domain declares (a generator knows all of them even if a small set misses one;
 without a declaration the preprocess stage takes the class sub-folders it finds).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -58,8 +59,10 @@ def download(cfg: DataConfig, out: str | Path) -> dict:
 
 def _check_layout(folder: Path, layout: str, what: str) -> None:
     if folder.exists() and not folder.is_dir():
-        raise DatasetLayoutError(f"{folder} ({what}): a file, not a folder; expected a folder "
-                                 f"holding {' '.join(n + '/' for n in REQUIRED[layout])}")
+        raise DatasetLayoutError(
+            f"{folder} ({what}): a file, not a folder; expected a folder "
+            f"holding {' '.join(n + '/' for n in REQUIRED[layout])}"
+        )
     missing = [n for n in REQUIRED[layout] if not (folder / n).is_dir()]
     if missing:
         raise DatasetLayoutError(
@@ -71,6 +74,10 @@ def _check_layout(folder: Path, layout: str, what: str) -> None:
 def _find_layout(root: Path, layout: str, what: str) -> Path:
     """The folder inside an extracted archive that holds the layout's sub-folders."""
     for candidate in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
-        if len(candidate.relative_to(root).parts) <= 2 and all((candidate / n).is_dir() for n in REQUIRED[layout]):
+        if len(candidate.relative_to(root).parts) <= 2 and all(
+            (candidate / n).is_dir() for n in REQUIRED[layout]
+        ):
             return candidate
-    raise DatasetLayoutError(f"{what}: no folder holding {', '.join(REQUIRED[layout])} inside the archive")
+    raise DatasetLayoutError(
+        f"{what}: no folder holding {', '.join(REQUIRED[layout])} inside the archive"
+    )

@@ -6,6 +6,7 @@ are checked before the part file is renamed onto ``dest``, so an existing ``dest
 and fetching it again is a no-op. Processes that fetch the same file at once (queued DVC
 experiments) take turns through a lock file beside it; the later ones find it done.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, dest: str | Path, *, sha256: str = "", retries: int = 3,
-          timeout: float = 60.0) -> Path:
+def fetch(
+    url: str, dest: str | Path, *, sha256: str = "", retries: int = 3, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest`` unless it is already there; return ``dest``.
 
     ``sha256`` may be a full hex digest or a prefix of one (torchvision's file names carry one).
@@ -112,8 +114,16 @@ def _stream(url: str, part: Path, timeout: float, by_hand: str) -> None:
         else:
             mode, have = "wb", 0
         try:
-            with open(part, mode) as f, progress(total=total, initial=have, unit="B", unit_scale=True,
-                                                 desc=part.name[: -len(".part")]) as bar:
+            with (
+                open(part, mode) as f,
+                progress(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    desc=part.name[: -len(".part")],
+                ) as bar,
+            ):
                 while block := resp.read(CHUNK):
                     f.write(block)
                     bar.update(len(block))

@@ -4,6 +4,7 @@ Handles EXIF orientation, greyscale, palette (with transparency), RGBA/LA (compo
 so transparent regions do not turn black), CMYK, and 16/32-bit greyscale (scaled, not clipped).
 Decompression bombs (more than PIL's MAX_IMAGE_PIXELS) are refused before decoding.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 
 
 class BadImage(ValueError):
@@ -59,8 +62,8 @@ def load_rgb(path: str | Path, box: tuple[float, float, float, float] | None = N
         raise BadImage(f"unreadable image ({e})") from None
     if box is not None:
         w, h = im.size
-        l, t, r, b = box
-        im = im.crop((round(l * w), round(t * h), round(r * w), round(b * h)))
+        left, t, r, b = box
+        im = im.crop((round(left * w), round(t * h), round(r * w), round(b * h)))
     return im
 
 

@@ -12,6 +12,7 @@ batches of iteration k, k+1, ... as a pure function of (seed, k, rank). All rand
 epoch's order, B's draw, crop offsets, flips) is keyed by (seed, epoch, i), so it does not
 depend on the number of workers or on where a run was interrupted.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,24 +56,34 @@ class DomainImages:
 
     def image(self, i: int) -> np.ndarray:
         off, h, w = self.index[i]
-        return self._images[off: off + h * w * 3].reshape(h, w, 3)  # [H, W, 3] uint8
+        return self._images[off : off + h * w * 3].reshape(h, w, 3)  # [H, W, 3] uint8
 
     def mask(self, i: int) -> np.ndarray:
         if self._masks is None:
             raise ValueError(f"{self.folder}: this part has no geometry masks")
         off, h, w = self.index[i]
-        return self._masks[off // 3: off // 3 + h * w].reshape(h, w).astype(bool)  # [H, W]
+        return self._masks[off // 3 : off // 3 + h * w].reshape(h, w).astype(bool)  # [H, W]
 
 
-def crop_flip(image: np.ndarray, size: int, rng: np.random.Generator | None, flip: bool) -> np.ndarray:
-    """Random crop (centre crop when ``rng`` is None) to ``size`` square, optional random flip."""
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` square of an [H, W, C] image: what evaluation, sampling
+    and the sample grids see."""
     h, w, _ = image.shape
-    if rng is None:
-        top, left = (h - size) // 2, (w - size) // 2
-    else:
-        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    out = image[top: top + size, left: left + size]
-    if flip and rng is not None and rng.random() < 0.5:
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.array(
+        image[top : top + size, left : left + size], order="C"
+    )  # a copy of the memory map
+
+
+def random_crop_flip(
+    image: np.ndarray, size: int, rng: np.random.Generator, flip: bool
+) -> np.ndarray:
+    """A random ``size`` x ``size`` crop, flipped left-right with probability 1/2 when ``flip``:
+    the training augmentation."""
+    h, w, _ = image.shape
+    top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    out = image[top : top + size, left : left + size]
+    if flip and rng.random() < 0.5:
         out = out[:, ::-1]
     return np.array(out, order="C")  # a copy: the cache is a read-only memory map
 
@@ -92,10 +103,14 @@ class UnpairedDataset(Dataset):
         epoch, i = divmod(int(g), len(self))
         rng = np.random.default_rng([self.seed, epoch, i])
         ia, ib = i % len(self.a), int(rng.integers(len(self.b)))
-        a = crop_flip(self.a.image(ia), self.crop_size, rng, self.flip)
-        b = crop_flip(self.b.image(ib), self.crop_size, rng, self.flip)
-        return {"a": torch.from_numpy(a), "b": torch.from_numpy(b),
-                "a_index": torch.tensor(ia), "b_index": torch.tensor(ib)}
+        a = random_crop_flip(self.a.image(ia), self.crop_size, rng, self.flip)
+        b = random_crop_flip(self.b.image(ib), self.crop_size, rng, self.flip)
+        return {
+            "a": torch.from_numpy(a),
+            "b": torch.from_numpy(b),
+            "a_index": torch.tensor(ia),
+            "b_index": torch.tensor(ib),
+        }
 
 
 class EvalImages(Dataset):
@@ -108,7 +123,7 @@ class EvalImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        x = crop_flip(self.images.image(i), self.crop_size, None, False)
+        x = centre_crop(self.images.image(i), self.crop_size)
         return {"x": torch.from_numpy(x), "index": torch.tensor(i)}
 
 
@@ -119,29 +134,48 @@ class IterationBatches(torch.utils.data.Sampler):
     of it (a distributed sampler), and an epoch has len // (batch_size * world) iterations.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self, size: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1
+    ):
         self.per_epoch = size // (batch_size * world)
         if self.per_epoch == 0:
-            raise ValueError(f"{size} training items cannot fill one batch of {batch_size} on each of {world} ranks")
+            raise ValueError(
+                f"{size} training items cannot fill one batch of {batch_size} on each of "
+                f"{world} ranks"
+            )
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.start, self.rank, self.world = start, rank, world
 
     def __iter__(self):
         epoch, offset = divmod(self.start, self.per_epoch)
         while True:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-            mine = order[self.rank::self.world] + epoch * self.size
+            order = torch.randperm(
+                self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            )
+            mine = order[self.rank :: self.world] + epoch * self.size
             for k in range(offset, self.per_epoch):
-                yield mine[k * self.batch_size:(k + 1) * self.batch_size].tolist()
+                yield mine[k * self.batch_size : (k + 1) * self.batch_size].tolist()
             epoch, offset = epoch + 1, 0
 
 
-def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: int, start: int = 0,
-                 rank: int = 0, world: int = 1) -> DataLoader:
+def train_loader(
+    prepared: str | Path,
+    cfg: DataConfig,
+    batch_size: int,
+    seed: int,
+    start: int = 0,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
     """Pinned, prefetching, endless loader of unpaired uint8 batches from iteration ``start`` on."""
     prepared = Path(prepared)
-    dataset = UnpairedDataset(DomainImages(prepared / "train_a"), DomainImages(prepared / "train_b"),
-                              cfg.crop_size, cfg.flip, seed)
+    dataset = UnpairedDataset(
+        DomainImages(prepared / "train_a"),
+        DomainImages(prepared / "train_b"),
+        cfg.crop_size,
+        cfg.flip,
+        seed,
+    )
     if len(dataset) < batch_size * world:
         raise I2IError(
             f"{prepared}: {len(dataset)} training image(s) in the larger domain cannot fill one "
@@ -149,8 +183,10 @@ def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: i
             f"train.batch_size or add training images"
         )
     return DataLoader(
-        dataset, batch_sampler=IterationBatches(len(dataset), batch_size, seed, start, rank, world),
-        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+        dataset,
+        batch_sampler=IterationBatches(len(dataset), batch_size, seed, start, rank, world),
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if cfg.num_workers > 0 else None,
         # Its own generator: creating the iterator draws a worker seed from it, and a draw from
         # the global one would shift every later random number (dropout, styles, penalties)
@@ -159,7 +195,9 @@ def train_loader(prepared: str | Path, cfg: DataConfig, batch_size: int, seed: i
     )
 
 
-def to_model_input(batch: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
+def to_model_input(
+    batch: torch.Tensor, device: torch.device | str, channels_last: bool = False
+) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1] on ``device``.
 
     The permute of NHWC memory already has channels-last strides; only the default layout
@@ -169,7 +207,9 @@ def to_model_input(batch: torch.Tensor, device: torch.device | str, channels_las
     return x if channels_last else x.contiguous()
 
 
-def to_real_images(batch: dict[str, torch.Tensor], device: torch.device | str,
-                   channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """A training batch's two domains as the model inputs a training step takes: {"a": ..., "b": ...}."""
+def to_real_images(
+    batch: dict[str, torch.Tensor], device: torch.device | str, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """A training batch's two domains as the model inputs a training step takes:
+    {"a": ..., "b": ...}."""
     return {k: to_model_input(batch[k], device, channels_last) for k in ("a", "b")}

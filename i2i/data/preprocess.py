@@ -7,6 +7,7 @@ height, width), ``labels.npy`` (class index from the image's sub-folder, -1 when
 ``masks.u8`` when every image has a geometry mask, and ``names.json``. ``manifest.json`` records
 counts, sizes, classes and a content hash. Unusable files are skipped and listed with a reason.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -61,7 +62,12 @@ def list_items(raw: Path, layout: str, part: str) -> tuple[Path, list[Item], lis
         if any(s.startswith(".") for s in rel.parts):
             continue  # .DS_Store, editor swap files: never data
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append({"file": str(path), "reason": f"not an image file type ({path.suffix or 'no suffix'})"})
+            skipped.append(
+                {
+                    "file": str(path),
+                    "reason": f"not an image file type ({path.suffix or 'no suffix'})",
+                }
+            )
             continue
         mask = raw / "masks" / folder.name / rel.with_suffix(".png")
         label = "" if layout == "paired" or rel.parent == Path(".") else rel.parent.as_posix()
@@ -69,7 +75,9 @@ def list_items(raw: Path, layout: str, part: str) -> tuple[Path, list[Item], lis
     return folder, items, skipped
 
 
-def _load(item: Item, load_size: int, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None] | str:
+def _load(
+    item: Item, load_size: int, with_mask: bool
+) -> tuple[np.ndarray, np.ndarray | None] | str:
     """Decoded, resized image (and mask); or the reason the file is unusable."""
     try:
         im = load_rgb(item.path, item.box)
@@ -89,8 +97,9 @@ def _load(item: Item, load_size: int, with_mask: bool) -> tuple[np.ndarray, np.n
     return np.asarray(im, dtype=np.uint8), mask
 
 
-def _write_part(folder: Path, items: list[Item], results: list, classes: list[str],
-                with_mask: bool) -> tuple[dict, list[dict]]:
+def _write_part(
+    folder: Path, items: list[Item], results: list, classes: list[str], with_mask: bool
+) -> tuple[dict, list[dict]]:
     folder.mkdir(parents=True)
     index, labels, names, skipped = [], [], [], []
     digest = hashlib.sha256()
@@ -137,7 +146,8 @@ def _span(values: np.ndarray) -> list[int]:
 
 
 def preprocess(raw: str | Path, out: str | Path, cfg: DataConfig) -> dict:
-    """Build the cache at ``out`` from ``raw`` (written by the download stage); return the report."""
+    """Build the cache at ``out`` from ``raw`` (written by the download stage); return the
+    report."""
     raw, out = Path(raw), Path(out)
     info_path = raw / "dataset.json"
     if not info_path.is_file():
@@ -145,22 +155,44 @@ def preprocess(raw: str | Path, out: str | Path, cfg: DataConfig) -> dict:
     info = json.loads(info_path.read_text())
     layout = info["layout"]
     listed = {part: list_items(raw, layout, part) for part in PARTS}
-    report: dict = {"dataset": info["name"], "load_size": cfg.load_size, "counts": {}, "skipped": []}
-    manifest: dict = {"format_version": FORMAT_VERSION, "dataset": info["name"],
-                      "load_size": cfg.load_size, "parts": {}}
+    report: dict = {
+        "dataset": info["name"],
+        "load_size": cfg.load_size,
+        "counts": {},
+        "skipped": [],
+    }
+    manifest: dict = {
+        "format_version": FORMAT_VERSION,
+        "dataset": info["name"],
+        "load_size": cfg.load_size,
+        "parts": {},
+    }
     with atomic_dir(out) as tmp, _executor(cfg.num_workers) as pool:
         for domain in ("a", "b"):
             # One class list per domain, shared by its splits, so label k means the same class.
-            found = sorted({i.label for part in PARTS if part.endswith(domain) for i in listed[part][1]})
+            found = sorted(
+                {i.label for part in PARTS if part.endswith(domain) for i in listed[part][1]}
+            )
             classes = info.get("classes", {}).get(domain) or ([] if found in ([], [""]) else found)
             if classes and not set(found) <= set(classes):
-                raise PreprocessError(f"{raw}: class folders {sorted(set(found) - set(classes))} of "
-                                      f"domain {domain.upper()} are not among the declared {classes}")
+                raise PreprocessError(
+                    f"{raw}: class folders {sorted(set(found) - set(classes))} of "
+                    f"domain {domain.upper()} are not among the declared {classes}"
+                )
             for part in (f"train_{domain}", f"test_{domain}"):
                 folder, items, skipped = listed[part]
                 with_mask = bool(items) and all(i.mask is not None for i in items)
-                loads = pool.map(_load, items, [cfg.load_size] * len(items), [with_mask] * len(items),
-                                 chunksize=16) if pool else (_load(i, cfg.load_size, with_mask) for i in items)
+                loads = (
+                    pool.map(
+                        _load,
+                        items,
+                        [cfg.load_size] * len(items),
+                        [with_mask] * len(items),
+                        chunksize=16,
+                    )
+                    if pool
+                    else (_load(i, cfg.load_size, with_mask) for i in items)
+                )
                 summary, bad = _write_part(tmp / part, items, list(loads), classes, with_mask)
                 skipped += bad
                 report["skipped"] += skipped
@@ -169,7 +201,8 @@ def preprocess(raw: str | Path, out: str | Path, cfg: DataConfig) -> dict:
                 if summary["count"] == 0:
                     why = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in skipped[:3])
                     raise PreprocessError(
-                        f"{folder}: no usable images ({len(skipped)} files skipped{': ' + why if why else ''})"
+                        f"{folder}: no usable images ({len(skipped)} files skipped"
+                        f"{': ' + why if why else ''})"
                     )
         content = hashlib.sha256("".join(manifest["parts"][p]["sha256"] for p in PARTS).encode())
         manifest["content_hash"] = report["content_hash"] = content.hexdigest()
@@ -178,4 +211,6 @@ def preprocess(raw: str | Path, out: str | Path, cfg: DataConfig) -> dict:
 
 
 def _executor(workers: int) -> concurrent.futures.ProcessPoolExecutor | contextlib.nullcontext:
-    return concurrent.futures.ProcessPoolExecutor(workers) if workers > 0 else contextlib.nullcontext()
+    return (
+        concurrent.futures.ProcessPoolExecutor(workers) if workers > 0 else contextlib.nullcontext()
+    )

@@ -6,6 +6,7 @@ CycleGAN sets are zips under
 edges2handbags are side-by-side pairs in ``<name>.tar.gz`` under the pix2pix host, which MUNIT
 splits into an edges half (A) and a photo half (B), its ``val`` split becoming our test split.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,10 +41,22 @@ def _pix2pix(name: str) -> DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec("shapes", "synthetic"),
     "folder": DatasetSpec("folder", "folder"),
-    **{n: _cyclegan(n) for n in (
-        "apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
-        "ukiyoe2photo", "vangogh2photo", "maps", "facades", "iphone2dslr_flower", "ae_photos",
-        "mini",
-    )},
+    **{
+        n: _cyclegan(n)
+        for n in (
+            "apple2orange",
+            "summer2winter_yosemite",
+            "horse2zebra",
+            "monet2photo",
+            "cezanne2photo",
+            "ukiyoe2photo",
+            "vangogh2photo",
+            "maps",
+            "facades",
+            "iphone2dslr_flower",
+            "ae_photos",
+            "mini",
+        )
+    },
     **{n: _pix2pix(n) for n in ("edges2shoes", "edges2handbags")},
 }

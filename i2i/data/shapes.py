@@ -11,6 +11,7 @@ Written in the folder layout every other dataset uses, so nothing downstream spe
 ``trainA/00000.png``, ``trainB/<mode>/00000.png`` (a class sub-folder is the label), and the
 geometry masks at the same relative paths under ``masks/``.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,13 +57,17 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
         # A rhombus: a square squashed along one axis, then rotated.
         pts = [(r, 0), (0, 0.6 * r), (-r, 0), (0, -0.6 * r)]
     else:
-        pts = [(r * math.cos(2 * math.pi * k / sides), r * math.sin(2 * math.pi * k / sides))
-               for k in range(sides)]
+        pts = [
+            (r * math.cos(2 * math.pi * k / sides), r * math.sin(2 * math.pi * k / sides))
+            for k in range(sides)
+        ]
     c, s = math.cos(angle), math.sin(angle)
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
 
 
-def _draw_geometry(rng: np.random.Generator, size: int, max_shapes: int) -> tuple[np.ndarray, np.ndarray]:
+def _draw_geometry(
+    rng: np.random.Generator, size: int, max_shapes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (outline ink, fill coverage) as float arrays in [0, 1] of shape [size, size]."""
     big = size * SUPERSAMPLE
     ink = Image.new("L", (big, big), 0)
@@ -81,8 +86,10 @@ def _draw_geometry(rng: np.random.Generator, size: int, max_shapes: int) -> tupl
             pts = _polygon(kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
             draw_ink.polygon(pts, outline=255, width=width)
             draw_fill.polygon(pts, fill=255)
+
     def down(im: Image.Image) -> np.ndarray:
         return np.asarray(im.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
+
     return down(ink), down(fill)
 
 
@@ -109,7 +116,9 @@ def _texture(rng: np.random.Generator, mode: Mode, size: int) -> np.ndarray:
     return np.where(on[..., None], base, dark)
 
 
-def render(seed: int, split: str, domain: str, index: int, cfg: ShapesConfig) -> tuple[np.ndarray, np.ndarray, int]:
+def render(
+    seed: int, split: str, domain: str, index: int, cfg: ShapesConfig
+) -> tuple[np.ndarray, np.ndarray, int]:
     """One sample: (image uint8 [H, W, 3], geometry mask bool [H, W], mode index or -1 for A).
 
     Each image has its own random stream keyed by (seed, split, domain, index), so changing a
@@ -139,7 +148,10 @@ def generate(cfg: ShapesConfig, seed: int, root: str | Path) -> dict[str, int]:
             for i in range(n):
                 image, mask, mode = render(seed, split, domain, i, cfg)
                 rel = Path(MODES[mode].name if mode >= 0 else "") / f"{i:05d}.png"
-                for sub, array in ((folder, image), (f"masks/{folder}", mask.astype(np.uint8) * 255)):
+                for sub, array in (
+                    (folder, image),
+                    (f"masks/{folder}", mask.astype(np.uint8) * 255),
+                ):
                     path = root / sub / rel
                     path.parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(array).save(path)

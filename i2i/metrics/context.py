@@ -7,6 +7,7 @@ keeps images as uint8 on the host, so 100 x 100 outputs at 256 px still fit in m
 Metric networks (LPIPS, Inception, domain classifiers) are built on first use and shared by
 both directions through :class:`MetricNetworks`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,7 @@ import torch
 
 from i2i import weights
 from i2i.config import EvaluateConfig
-from i2i.data.loader import DomainImages, crop_flip, to_model_input
+from i2i.data.loader import DomainImages, centre_crop, to_model_input
 from i2i.grids import to_uint8
 from i2i.models import Networks
 
@@ -90,16 +91,27 @@ class MetricNetworks:
             self._domain[domain] = classifier.load(path, self.device) if path.is_file() else None
         found = self._domain[domain]
         if found is None:
-            raise Skip(f"domain {domain.upper()} has no class labels (fewer than two class sub-folders), "
-                       f"so there is no domain classifier for it")
+            raise Skip(
+                f"domain {domain.upper()} has no class labels (fewer than two class sub-folders), "
+                f"so there is no domain classifier for it"
+            )
         return found
 
 
 class DirectionContext:
-    """Translations of the ``source`` test images into the ``target`` domain, and their scores' inputs."""
+    """Translations of the ``source`` test images into the ``target`` domain, and their
+    scores' inputs."""
 
-    def __init__(self, nets: Networks, direction: str, source: DomainImages, target: DomainImages,
-                 crop_size: int, cfg: EvaluateConfig, networks: MetricNetworks):
+    def __init__(
+        self,
+        nets: Networks,
+        direction: str,
+        source: DomainImages,
+        target: DomainImages,
+        crop_size: int,
+        cfg: EvaluateConfig,
+        networks: MetricNetworks,
+    ):
         self.nets, self.direction, self.source, self.target = nets, direction, source, target
         self.crop_size, self.cfg, self.networks = crop_size, cfg, networks
         self.device = networks.device
@@ -108,7 +120,9 @@ class DirectionContext:
 
     def rng(self, purpose: str) -> torch.Generator:
         """A generator for one purpose, the same on every run with this seed."""
-        return torch.Generator().manual_seed(zlib.crc32(f"{self.cfg.seed}/{self.direction}/{purpose}".encode()))
+        return torch.Generator().manual_seed(
+            zlib.crc32(f"{self.cfg.seed}/{self.direction}/{purpose}".encode())
+        )
 
     def images(self, part: DomainImages, n: int | None = None) -> np.ndarray:
         """The first n (default all) images of a test part, centre-cropped: uint8 [n, S, S, 3]."""
@@ -117,10 +131,13 @@ class DirectionContext:
     def masks(self, n: int | None = None) -> np.ndarray:
         """The source images' geometry masks, cropped like the images: bool [n, S, S]."""
         if not self.source.has_masks:
-            raise Skip(f"{self.source.folder} has no geometry masks (only the synthetic dataset has them)")
+            raise Skip(
+                f"{self.source.folder} has no geometry masks (only the synthetic dataset has them)"
+            )
         n = len(self.source) if n is None else min(n, len(self.source))
-        return np.stack([crop_flip(self.source.mask(i)[..., None], self.crop_size, None, False)[..., 0]
-                         for i in range(n)])
+        return np.stack(
+            [centre_crop(self.source.mask(i)[..., None], self.crop_size)[..., 0] for i in range(n)]
+        )
 
     def outputs(self, n: int, m: int) -> np.ndarray:
         """Translations of the first n inputs, m per input under random styles (one for a
@@ -134,13 +151,19 @@ class DirectionContext:
             chunks = []
             with torch.no_grad():
                 for s in range(0, n, max(1, b // m)):
-                    x = to_model_input(torch.from_numpy(inputs[s: s + max(1, b // m)]), self.device)
+                    x = to_model_input(
+                        torch.from_numpy(inputs[s : s + max(1, b // m)]), self.device
+                    )
                     styles = None
                     if self.nets.style_dim:
-                        styles = torch.randn(x.shape[0], m, self.nets.style_dim, 1, 1, generator=rng)
+                        styles = torch.randn(
+                            x.shape[0], m, self.nets.style_dim, 1, 1, generator=rng
+                        )
                         styles = styles.to(self.device)
                     out = self.nets.translate(x, self.direction, styles, b)  # [k, m, 3, S, S]
-                    chunks.append(to_uint8(out.flatten(0, 1)).reshape(*out.shape[:2], *out.shape[3:], 3))
+                    chunks.append(
+                        to_uint8(out.flatten(0, 1)).reshape(*out.shape[:2], *out.shape[3:], 3)
+                    )
             self._outputs[(n, m)] = np.concatenate(chunks)
         return self._outputs[(n, m)]
 
@@ -164,9 +187,13 @@ class DirectionContext:
         """Posteriors [n, m', K] of ``outputs(n, m)``."""
         key = (kind, n, m)
         if key not in self._posteriors:
-            net = self._classifier(kind)  # before generating: a direction without one skips at no cost
+            net = self._classifier(
+                kind
+            )  # before generating: a direction without one skips at no cost
             out = self.outputs(n, m)
-            self._posteriors[key] = self._batched(net, out.reshape(-1, *out.shape[2:])).view(*out.shape[:2], -1)
+            self._posteriors[key] = self._batched(net, out.reshape(-1, *out.shape[2:])).view(
+                *out.shape[:2], -1
+            )
         return self._posteriors[key]
 
     def features(self, images: np.ndarray) -> np.ndarray:
@@ -175,7 +202,8 @@ class DirectionContext:
 
     @functools.cached_property
     def fid_features(self) -> tuple[np.ndarray, np.ndarray]:
-        """Inception features of one output per source test image, and of the real target test images."""
+        """Inception features of one output per source test image, and of the real target
+        test images."""
         fake = self.features(self.outputs(len(self.source), 1)[:, 0])
         return fake, self.networks.real_inception(self.target, self.crop_size)[0]
 
@@ -186,15 +214,17 @@ class DirectionContext:
 def test_images(part: DomainImages, crop_size: int, n: int | None = None) -> np.ndarray:
     """The first n (default all) images of a test part, centre-cropped: uint8 [n, S, S, 3]."""
     n = len(part) if n is None else min(n, len(part))
-    return np.stack([crop_flip(part.image(i), crop_size, None, False) for i in range(n)])
+    return np.stack([centre_crop(part.image(i), crop_size) for i in range(n)])
 
 
 def batched(net, images: np.ndarray, batch_size: int, device: torch.device):
     """``net`` on uint8 images [N, S, S, 3] in batches; its output (a tensor, or a tuple of
     them) concatenated over the batches, as float on the CPU."""
     with torch.no_grad():
-        outs = [net(to_model_input(torch.from_numpy(images[i:i + batch_size]), device))
-                for i in range(0, len(images), batch_size)]
+        outs = [
+            net(to_model_input(torch.from_numpy(images[i : i + batch_size]), device))
+            for i in range(0, len(images), batch_size)
+        ]
     if isinstance(outs[0], tuple):
         return tuple(torch.cat([o[k].float().cpu() for o in outs]) for k in range(len(outs[0])))
     return torch.cat([o.float().cpu() for o in outs])

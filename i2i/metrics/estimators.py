@@ -10,6 +10,7 @@
 - Kernel Inception Distance (Binkowski et al. 2018): the unbiased estimate of the squared MMD
   with the kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,9 @@ def inception_score(probs: torch.Tensor) -> float:
 def conditional_inception_score(probs: torch.Tensor) -> float:
     """``probs`` [N_inputs, M_outputs, K]: posteriors of M outputs generated from each input."""
     if probs.dim() != 3:
-        raise ValueError(f"expected posteriors [inputs, outputs, K], got shape {tuple(probs.shape)}")
+        raise ValueError(
+            f"expected posteriors [inputs, outputs, K], got shape {tuple(probs.shape)}"
+        )
     per_input = probs.double().mean(1, keepdim=True).expand_as(probs)
     return float(torch.exp(_kl_rows(probs, per_input).mean()))
 
@@ -44,8 +47,12 @@ def conditional_inception_score(probs: torch.Tensor) -> float:
 def mode_coverage(probs: torch.Tensor) -> float:
     """``probs`` [N_inputs, M_outputs, K] -> mean number of distinct predicted classes per input."""
     if probs.dim() != 3:
-        raise ValueError(f"expected posteriors [inputs, outputs, K], got shape {tuple(probs.shape)}")
-    hits = F.one_hot(probs.argmax(-1), probs.shape[-1]).amax(1)  # [N, K]: class reached by some output
+        raise ValueError(
+            f"expected posteriors [inputs, outputs, K], got shape {tuple(probs.shape)}"
+        )
+    hits = F.one_hot(probs.argmax(-1), probs.shape[-1]).amax(
+        1
+    )  # [N, K]: class reached by some output
     return float(hits.sum(1).double().mean())
 
 
@@ -61,7 +68,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         # Tr((S_a S_b)^(1/2)) is their sum. Exact, and free of the D x D route's null-space
         # rounding noise, whose square roots add up to a visibly negative FID(x, x).
         cross = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
-        tr_a, tr_b = (xa ** 2).sum() / (n - 1), (xb ** 2).sum() / (m - 1)
+        tr_a, tr_b = (xa**2).sum() / (n - 1), (xb**2).sum() / (m - 1)
     else:
         # Tr((S_a S_b)^(1/2)) = Tr((R S_b R)^(1/2)) with R = S_a^(1/2): symmetric eigenproblems.
         s_a, s_b = xa.T @ xa / (n - 1), xb.T @ xb / (m - 1)
@@ -72,8 +79,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + tr_a + tr_b - 2 * cross)
 
 
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> tuple[float, float]:
+def kernel_distance(
+    a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID: mean and standard deviation over subsets of the unbiased squared MMD estimate."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     n = min(len(a), len(b), subset_size)

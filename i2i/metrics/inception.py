@@ -15,6 +15,7 @@ ImageNet-normalised inputs to that range; the FID graph maps [0, 255] to it), re
 bilinearly to 299 x 299. ``pretrained=False`` builds a random network from the caller's seed
 (offline; the scores are then uncalibrated).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -54,8 +55,13 @@ class _FidC(InceptionC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         dbl = x
-        for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
-                     self.branch7x7dbl_4, self.branch7x7dbl_5):
+        for conv in (
+            self.branch7x7dbl_1,
+            self.branch7x7dbl_2,
+            self.branch7x7dbl_3,
+            self.branch7x7dbl_4,
+            self.branch7x7dbl_5,
+        ):
             dbl = conv(dbl)
         return torch.cat([self.branch1x1(x), b7, dbl, self.branch_pool(_tf_average(x))], 1)
 
@@ -95,7 +101,9 @@ def _calibrate_batch_norms(net: nn.Module) -> None:
             m.momentum = None  # a plain average over the calibration batch
     net.train()
     with torch.no_grad():
-        coarse = torch.rand(8, 3, SIZE // 8, SIZE // 8) * 2 - 1  # smooth noise, like upsampled small images
+        coarse = (
+            torch.rand(8, 3, SIZE // 8, SIZE // 8) * 2 - 1
+        )  # smooth noise, like upsampled small images
         net(F.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear", align_corners=False))
     net.eval()
 
@@ -110,14 +118,18 @@ class InceptionV3(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's note on init_weights
             # No auxiliary classifier: eval mode never runs it, so its weights are not loaded.
-            net = inception_v3(weights=None, aux_logits=False, init_weights=not pretrained,
-                               transform_input=False, num_classes=1008 if kind == "fid" else 1000)
+            net = inception_v3(
+                weights=None,
+                aux_logits=False,
+                init_weights=not pretrained,
+                transform_input=False,
+                num_classes=1008 if kind == "fid" else 1000,
+            )
         if kind == "fid":
             _fid_blocks(net)
         if pretrained:
             state = weights.load(WEIGHT_FILE[kind])
-            net.load_state_dict({k: v for k, v in state.items()
-                                 if not k.startswith("AuxLogits.")})
+            net.load_state_dict({k: v for k, v in state.items() if not k.startswith("AuxLogits.")})
         else:
             _calibrate_batch_norms(net)
         self.fc = net.fc

@@ -5,6 +5,7 @@ is torchvision's ImageNet network, whose convolutions (``features``) this module
 weights cache (``i2i.weights``) into the package's slices of them. ``pretrained=False`` keeps a
 random backbone instead, from the caller's torch seed (offline, uncalibrated).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -28,8 +29,9 @@ class LpipsDistance(nn.Module):
             # names: slice2.3.squeeze.weight is features.3.squeeze.weight.
             features = weights.load(weights.LPIPS_BACKBONE[net], "features.")
             backbone = self.model.net
-            backbone.load_state_dict({k: features[k.split(".", 1)[1]]
-                                      for k in backbone.state_dict()})
+            backbone.load_state_dict(
+                {k: features[k.split(".", 1)[1]] for k in backbone.state_dict()}
+            )
         self.model.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "LpipsDistance":

@@ -25,8 +25,9 @@ from i2i.io import atomic_dir, write_json
 PARTS = ("test_a", "test_b")
 
 
-def key(data: Path, crop_size: int, backbones: dict[str, str],
-        cfg: EvaluateConfig) -> dict[str, Any]:
+def key(
+    data: Path, crop_size: int, backbones: dict[str, str], cfg: EvaluateConfig
+) -> dict[str, Any]:
     """What the real features of ``data`` depend on: the data, the crop, which Inception and its
     weights (a random one: its seed)."""
     name = weights.inception(cfg)

@@ -7,6 +7,7 @@ the evaluate stage stores value ``v`` of metric key ``k`` for direction ``ab`` a
 with the reason. The protocols
 follow MUNIT (Huang et al. 2018, Sec. 5.1) with the counts in ``evaluate.*``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,9 +33,12 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(name: str):
-    def add(fn: Callable[[DirectionContext], dict[str, float]]) -> Callable[[DirectionContext], dict[str, float]]:
+    def add(
+        fn: Callable[[DirectionContext], dict[str, float]],
+    ) -> Callable[[DirectionContext], dict[str, float]]:
         METRICS[name] = Metric(name, fn)
         return fn
+
     return add
 
 
@@ -61,17 +65,24 @@ def lpips_diversity(ctx: DirectionContext) -> dict[str, float]:
         raise Skip(f"{ctx.target.folder}: LPIPS of real pairs needs at least two images")
     g = ctx.rng("lpips_real")
     first = torch.randint(len(real), (n_pairs,), generator=g)
-    second = (first + torch.randint(1, len(real), (n_pairs,), generator=g)) % len(real)  # never the same image
+    second = (first + torch.randint(1, len(real), (n_pairs,), generator=g)) % len(
+        real
+    )  # never the same image
     pairs = np.stack([real[first.numpy()], real[second.numpy()]], axis=1)  # [n_pairs, 2, S, S, 3]
     x = torch.from_numpy(pairs).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
-    return {"lpips_diversity": fake, "lpips_diversity_real": _pairs_in_batches(ctx, x[:, None].flatten(1, 2))}
+    return {
+        "lpips_diversity": fake,
+        "lpips_diversity_real": _pairs_in_batches(ctx, x[:, None].flatten(1, 2)),
+    }
 
 
 def _pairs_in_batches(ctx: DirectionContext, x: torch.Tensor) -> float:
     """Mean pair distance of ``x`` [N, 2P, 3, S, S] (pairs 2p, 2p + 1), in device batches."""
     per = max(1, ctx.cfg.batch_size // x.shape[1])
-    means = [pair_diversity(ctx.networks.lpips, x[i:i + per].to(ctx.device)) * len(x[i:i + per])
-             for i in range(0, len(x), per)]
+    means = [
+        pair_diversity(ctx.networks.lpips, x[i : i + per].to(ctx.device)) * len(x[i : i + per])
+        for i in range(0, len(x), per)
+    ]
     return float(sum(means) / len(x))
 
 
@@ -81,13 +92,17 @@ def inception_score(ctx: DirectionContext) -> dict[str, float]:
     kind = ctx.cfg.classifier
     probs = ctx.posteriors(kind, ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
     real = ctx.classify_real_target(kind)
-    return {"inception_score": estimators.inception_score(probs.flatten(0, 1)),
-            "inception_score_real": estimators.inception_score(real), **_classifier_accuracy(ctx, kind)}
+    return {
+        "inception_score": estimators.inception_score(probs.flatten(0, 1)),
+        "inception_score_real": estimators.inception_score(real),
+        **_classifier_accuracy(ctx, kind),
+    }
 
 
 @register("cis")
 def cis(ctx: DirectionContext) -> dict[str, float]:
-    """Conditional IS over cis_inputs inputs x cis_samples outputs each (1 for a deterministic model)."""
+    """Conditional IS over cis_inputs inputs x cis_samples outputs each (1 for a deterministic
+    model)."""
     kind = ctx.cfg.classifier
     probs = ctx.posteriors(kind, ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
     return {"cis": estimators.conditional_inception_score(probs), **_classifier_accuracy(ctx, kind)}
@@ -98,8 +113,11 @@ def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
     """Mean number of the target's K classes that the cis_samples outputs of one input reach,
     by the domain classifier (whatever evaluate.classifier says: ImageNet classes are not modes)."""
     probs = ctx.posteriors("domain", ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
-    return {"mode_coverage": estimators.mode_coverage(probs), "num_modes": float(probs.shape[-1]),
-            **_classifier_accuracy(ctx, "domain")}
+    return {
+        "mode_coverage": estimators.mode_coverage(probs),
+        "num_modes": float(probs.shape[-1]),
+        **_classifier_accuracy(ctx, "domain"),
+    }
 
 
 @register("fid")
@@ -116,7 +134,9 @@ def kid(ctx: DirectionContext) -> dict[str, float]:
     fake, real = ctx.fid_features
     if min(len(fake), len(real)) < 2:
         raise Skip("KID needs at least two images per set")
-    mean, std = estimators.kernel_distance(fake, real, subsets=100, subset_size=1000, seed=ctx.cfg.seed)
+    mean, std = estimators.kernel_distance(
+        fake, real, subsets=100, subset_size=1000, seed=ctx.cfg.seed
+    )
     return {"kid": mean, "kid_std": std}
 
 
@@ -128,4 +148,6 @@ def content_iou(ctx: DirectionContext) -> dict[str, float]:
 
 
 if set(METRICS) != set(METRIC_NAMES):
-    raise RuntimeError(f"metric registry {sorted(METRICS)} and config.METRIC_NAMES {sorted(METRIC_NAMES)} differ")
+    raise RuntimeError(
+        f"metric registry {sorted(METRICS)} and config.METRIC_NAMES {sorted(METRIC_NAMES)} differ"
+    )

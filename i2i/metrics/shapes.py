@@ -10,6 +10,7 @@ within one pixel of the mask's boundary are left out of both sets (a "void" band
 does at object borders): anti-aliasing and outline strokes centred on the boundary make them
 ambiguous, and with them the ground-truth rendering itself would score about 0.95, not 1.
 """
+
 from __future__ import annotations
 
 import numpy as np

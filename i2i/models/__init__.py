@@ -3,6 +3,7 @@
 Names follow the domains: CycleGAN's ``G["ab"]`` maps A to B and ``G["ba"]`` B to A; MUNIT's
 ``G["a"]`` is domain A's auto-encoder. In both, ``D["b"]`` judges whether an image is a real B.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,12 @@ import torch
 from torch import nn
 
 from i2i.config import ModelConfig, model_from_dict
-from i2i.models.cyclegan import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
+from i2i.models.cyclegan import (
+    NLayerDiscriminator,
+    PixelDiscriminator,
+    ResnetGenerator,
+    UnetGenerator,
+)
 from i2i.models.layers import init_weights
 from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 
@@ -21,7 +27,9 @@ class Networks(nn.Module):
     """The generators ``G`` and discriminators ``D`` of one model, as two ModuleDicts, and what
     every user of a trained model needs: translation, with or without style codes."""
 
-    def __init__(self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module]):
+    def __init__(
+        self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module]
+    ):
         super().__init__()
         self.name = name
         self.G = nn.ModuleDict(generators)
@@ -32,9 +40,15 @@ class Networks(nn.Module):
         """The size of a style code; 0 for a model without one (CycleGAN: one output per input)."""
         return 0 if self.name == "cyclegan" else self.G["a"].style_dim
 
-    def translate(self, x: torch.Tensor, direction: str, styles: torch.Tensor | None = None,
-                  batch_size: int | None = None) -> torch.Tensor:
-        """Translate images ``x`` [N, 3, H, W] along ``direction`` ("ab" or "ba") -> [N, M, 3, H, W].
+    def translate(
+        self,
+        x: torch.Tensor,
+        direction: str,
+        styles: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Translate images ``x`` [N, 3, H, W] along ``direction`` ("ab" or "ba"):
+        [N, M, 3, H, W].
 
         ``styles`` (MUNIT only): [M, style_dim, 1, 1], the same M codes for every input, or
         [N, M, style_dim, 1, 1], each input its own; None draws one code per input from the
@@ -53,13 +67,23 @@ class Networks(nn.Module):
         elif styles.dim() == 4:
             styles = styles.expand(n, *styles.shape)
         if styles.dim() != 5 or styles.shape[0] != n or styles.shape[2] != self.style_dim:
-            raise ValueError(f"styles must be [M, {self.style_dim}, 1, 1] or [N={n}, M, {self.style_dim}, 1, 1], "
-                             f"got {tuple(styles.shape)}")
+            raise ValueError(
+                f"styles must be [M, {self.style_dim}, 1, 1] or "
+                f"[N={n}, M, {self.style_dim}, 1, 1], "
+                f"got {tuple(styles.shape)}"
+            )
         m = styles.shape[1]
         content, _ = self.G[direction[0]].encode(x)
-        content = content.repeat_interleave(m, 0)  # [N * M, C, h, w], input-major like styles.flatten(0, 1)
+        content = content.repeat_interleave(
+            m, 0
+        )  # [N * M, C, h, w], input-major like styles.flatten(0, 1)
         flat, step = styles.flatten(0, 1), batch_size or n * m
-        out = torch.cat([target.decode(content[i:i + step], flat[i:i + step]) for i in range(0, n * m, step)])
+        out = torch.cat(
+            [
+                target.decode(content[i : i + step], flat[i : i + step])
+                for i in range(0, n * m, step)
+            ]
+        )
         return out.view(n, m, *out.shape[1:])
 
     def style_of(self, x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -90,28 +114,43 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
         def generator() -> nn.Module:
             if c.generator == "resnet":
                 return ResnetGenerator(c.ngf, c.n_blocks, c.norm, c.dropout)
-            return UnetGenerator({"unet_128": 7, "unet_256": 8}[c.generator], c.ngf, c.norm, c.dropout)
+            return UnetGenerator(
+                {"unet_128": 7, "unet_256": 8}[c.generator], c.ngf, c.norm, c.dropout
+            )
 
         def discriminator() -> nn.Module:
             if c.discriminator == "pixel":
                 return PixelDiscriminator(c.ndf, c.norm)
-            return NLayerDiscriminator(c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm)
+            return NLayerDiscriminator(
+                c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm
+            )
 
-        nets = Networks("cyclegan", {"ab": generator(), "ba": generator()},
-                        {"a": discriminator(), "b": discriminator()} if discriminators else {})
+        nets = Networks(
+            "cyclegan",
+            {"ab": generator(), "ba": generator()},
+            {"a": discriminator(), "b": discriminator()} if discriminators else {},
+        )
         init_weights(nets, c.init, c.init_gain)
         return nets
     m = cfg.munit
 
     def munit_generator() -> nn.Module:
-        return MunitGenerator(m.dim, m.style_dim, m.n_downsample, m.n_res, m.mlp_dim, m.activation, m.padding)
+        return MunitGenerator(
+            m.dim, m.style_dim, m.n_downsample, m.n_res, m.mlp_dim, m.activation, m.padding
+        )
 
     def munit_discriminator() -> nn.Module:
-        return MultiScaleDiscriminator(m.dis_dim, m.dis_n_layer, m.dis_num_scales, m.dis_norm, "lrelu", m.padding)
+        return MultiScaleDiscriminator(
+            m.dis_dim, m.dis_n_layer, m.dis_num_scales, m.dis_norm, "lrelu", m.padding
+        )
 
-    nets = Networks("munit", {"a": munit_generator(), "b": munit_generator()},
-                    {"a": munit_discriminator(), "b": munit_discriminator()} if discriminators else {})
-    # MUNIT's weights_init (utils.py): N(0, 0.02) for gaussian, gain sqrt(2) for xavier and orthogonal.
+    nets = Networks(
+        "munit",
+        {"a": munit_generator(), "b": munit_generator()},
+        {"a": munit_discriminator(), "b": munit_discriminator()} if discriminators else {},
+    )
+    # MUNIT's weights_init (utils.py): N(0, 0.02) for gaussian, gain sqrt(2) for xavier and
+    # orthogonal.
     init_weights(nets.G, m.init, m.init_gain, matrix_gain=math.sqrt(2))
     init_weights(nets.D, m.dis_init, m.init_gain, matrix_gain=math.sqrt(2))
     return nets
@@ -120,6 +159,8 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
 def load_generators(path: str | Path, device: torch.device | str = "cpu") -> Networks:
     """The generators exported by the train stage (``models/generator.pt``), ready for inference."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    nets = build_networks(model_from_dict(state["model_config"], source=str(path)), discriminators=False)
+    nets = build_networks(
+        model_from_dict(state["model_config"], source=str(path)), discriminators=False
+    )
     nets.G.load_state_dict(state["generators"])
     return nets.to(device).eval()

@@ -1,6 +1,7 @@
 """Building blocks shared by the CycleGAN and MUNIT networks: norms, activations, padding, init,
 MUNIT's LayerNorm and adaptive instance norm, and the input-size check every network runs.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -16,13 +17,19 @@ class InputSizeError(I2IError, ValueError):
     """A network was given an image size its architecture cannot process."""
 
 
-def check_image(x: torch.Tensor, net: str, multiple: int = 1, minimum: int = 1, channels: int | None = None) -> None:
+def check_image(
+    x: torch.Tensor, net: str, multiple: int = 1, minimum: int = 1, channels: int | None = None
+) -> None:
     """Shape assertion at a network's boundary: [N, C, H, W] with H, W acceptable."""
     if x.dim() != 4:
-        raise InputSizeError(f"{net}: expected a batch of images [N, C, H, W], got shape {tuple(x.shape)}")
+        raise InputSizeError(
+            f"{net}: expected a batch of images [N, C, H, W], got shape {tuple(x.shape)}"
+        )
     _, c, h, w = x.shape
     if channels is not None and c != channels:
-        raise InputSizeError(f"{net}: expected {channels} channels, got {c} (shape {tuple(x.shape)})")
+        raise InputSizeError(
+            f"{net}: expected {channels} channels, got {c} (shape {tuple(x.shape)})"
+        )
     if h % multiple or w % multiple or h < minimum or w < minimum:
         need = [f"multiples of {multiple}"] if multiple > 1 else []
         need += [f"at least {minimum}"] if minimum > 1 else []
@@ -46,17 +53,25 @@ def norm_2d(kind: str, channels: int) -> nn.Module:
 
 
 def activation(kind: str) -> nn.Module:
-    return {"relu": lambda: nn.ReLU(inplace=True), "lrelu": lambda: nn.LeakyReLU(0.2, inplace=True),
-            "tanh": nn.Tanh, "none": nn.Identity}[kind]()
+    return {
+        "relu": lambda: nn.ReLU(inplace=True),
+        "lrelu": lambda: nn.LeakyReLU(0.2, inplace=True),
+        "tanh": nn.Tanh,
+        "none": nn.Identity,
+    }[kind]()
 
 
 def pad_2d(kind: str, amount: int) -> nn.Module:
-    return {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": nn.ZeroPad2d}[kind](amount)
+    return {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": nn.ZeroPad2d}[
+        kind
+    ](amount)
 
 
-def init_weights(module: nn.Module, kind: str, gain: float = 0.02,
-                 matrix_gain: float | None = None) -> None:
-    """Initialise conv and linear weights (biases to zero) and batch-norm scales, as both references.
+def init_weights(
+    module: nn.Module, kind: str, gain: float = 0.02, matrix_gain: float | None = None
+) -> None:
+    """Initialise conv and linear weights (biases to zero) and batch-norm scales, as both
+    references.
 
     normal: N(0, gain); xavier: xavier_normal(matrix_gain); kaiming: kaiming_normal(a=0, fan_in);
     orthogonal: orthogonal(matrix_gain). ``matrix_gain`` defaults to ``gain`` (CycleGAN's
@@ -101,7 +116,9 @@ class LayerNorm(nn.Module):
         return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
 
 
-def adaptive_instance_norm(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def adaptive_instance_norm(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
     """AdaIN (Huang & Belongie 2017; MUNIT eq. 7): instance-normalise, then scale and shift per
     sample and channel. ``mean``/``std`` are [N, C], produced by MUNIT's MLP from a style code.
     """

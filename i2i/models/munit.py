@@ -13,6 +13,7 @@ Unlike the reference, the AdaIN parameters travel as an argument of the decoder'
 instead of being assigned onto modules before each call, so a decoder can be called
 concurrently and traced by torch.compile; the arithmetic is the same.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,15 +24,28 @@ from i2i.models.layers import LayerNorm, activation, adaptive_instance_norm, che
 
 
 class ConvBlock(nn.Module):
-    """MUNIT's Conv2dBlock: explicit padding, conv (with bias), norm (none | in | ln), activation."""
+    """MUNIT's Conv2dBlock: explicit padding, conv (with bias), norm (none | in | ln),
+    activation."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, norm: str = "none",
-                 act: str = "relu", pad_type: str = "reflect"):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        norm: str = "none",
+        act: str = "relu",
+        pad_type: str = "reflect",
+    ):
         super().__init__()
         self.pad = pad_2d(pad_type, padding)
         self.conv = nn.Conv2d(cin, cout, kernel, stride)
-        self.norm = {"none": nn.Identity, "in": lambda: nn.InstanceNorm2d(cout),
-                     "ln": lambda: LayerNorm(cout)}[norm]()
+        self.norm = {
+            "none": nn.Identity,
+            "in": lambda: nn.InstanceNorm2d(cout),
+            "ln": lambda: LayerNorm(cout),
+        }[norm]()
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +77,15 @@ class ResBlock(nn.Module):
 class StyleEncoder(nn.Module):
     """Image -> style code [N, style_dim, 1, 1]; no normalisation (it would erase style)."""
 
-    def __init__(self, n_downsample: int, dim: int, style_dim: int, act: str, pad_type: str, in_channels: int = 3):
+    def __init__(
+        self,
+        n_downsample: int,
+        dim: int,
+        style_dim: int,
+        act: str,
+        pad_type: str,
+        in_channels: int = 3,
+    ):
         super().__init__()
         layers: list[nn.Module] = [ConvBlock(in_channels, dim, 7, 1, 3, "none", act, pad_type)]
         for i in range(n_downsample):
@@ -78,9 +100,11 @@ class StyleEncoder(nn.Module):
 
 
 class ContentEncoder(nn.Module):
-    """Image -> content code [N, dim * 2**n_downsample, H / 2**n_downsample, W / 2**n_downsample]."""
+    """Image -> content code [N, dim * 2**k, H / 2**k, W / 2**k] with k = n_downsample."""
 
-    def __init__(self, n_downsample: int, n_res: int, dim: int, act: str, pad_type: str, in_channels: int = 3):
+    def __init__(
+        self, n_downsample: int, n_res: int, dim: int, act: str, pad_type: str, in_channels: int = 3
+    ):
         super().__init__()
         layers: list[nn.Module] = [ConvBlock(in_channels, dim, 7, 1, 3, "in", act, pad_type)]
         for _ in range(n_downsample):
@@ -98,12 +122,17 @@ class Decoder(nn.Module):
     """Content code + AdaIN parameters -> image: AdaIN residual blocks, then per level nearest x2
     upsampling, 5x5 conv, LayerNorm, activation; a final 7x7 conv and tanh."""
 
-    def __init__(self, n_upsample: int, n_res: int, dim: int, act: str, pad_type: str, out_channels: int = 3):
+    def __init__(
+        self, n_upsample: int, n_res: int, dim: int, act: str, pad_type: str, out_channels: int = 3
+    ):
         super().__init__()
         self.res = nn.ModuleList(ResBlock(dim, "adain", act, pad_type) for _ in range(n_res))
         layers: list[nn.Module] = []
         for _ in range(n_upsample):
-            layers += [nn.Upsample(scale_factor=2), ConvBlock(dim, dim // 2, 5, 1, 2, "ln", act, pad_type)]
+            layers += [
+                nn.Upsample(scale_factor=2),
+                ConvBlock(dim, dim // 2, 5, 1, 2, "ln", act, pad_type),
+            ]
             dim //= 2
         layers.append(ConvBlock(dim, out_channels, 7, 1, 3, "none", "tanh", pad_type))
         self.up = nn.Sequential(*layers)
@@ -111,10 +140,12 @@ class Decoder(nn.Module):
 
     def forward(self, content: torch.Tensor, adain_params: torch.Tensor) -> torch.Tensor:
         # adain_params [N, num_adain_params]: per AdaIN layer in order, C means then C stds.
-        chunks = adain_params.split(self.res[0].conv1.conv.out_channels, dim=1) if len(self.res) else ()
+        chunks = (
+            adain_params.split(self.res[0].conv1.conv.out_channels, dim=1) if len(self.res) else ()
+        )
         x = content
         for i, block in enumerate(self.res):
-            x = block(x, chunks[4 * i: 4 * i + 4])
+            x = block(x, chunks[4 * i : 4 * i + 4])
         return self.up(x)
 
 
@@ -136,30 +167,53 @@ class MLP(nn.Module):
 class MunitGenerator(nn.Module):
     """One domain's auto-encoder: ``encode(x) -> (c, s)``, ``decode(c, s) -> x``."""
 
-    def __init__(self, dim: int = 64, style_dim: int = 8, n_downsample: int = 2, n_res: int = 4,
-                 mlp_dim: int = 256, act: str = "relu", pad_type: str = "reflect", in_channels: int = 3):
+    def __init__(
+        self,
+        dim: int = 64,
+        style_dim: int = 8,
+        n_downsample: int = 2,
+        n_res: int = 4,
+        mlp_dim: int = 256,
+        act: str = "relu",
+        pad_type: str = "reflect",
+        in_channels: int = 3,
+    ):
         super().__init__()
         self.style_dim, self.n_downsample, self.in_channels = style_dim, n_downsample, in_channels
         self.enc_style = StyleEncoder(4, dim, style_dim, act, pad_type, in_channels)
         self.enc_content = ContentEncoder(n_downsample, n_res, dim, act, pad_type, in_channels)
-        self.dec = Decoder(n_downsample, n_res, self.enc_content.out_channels, act, pad_type, in_channels)
+        self.dec = Decoder(
+            n_downsample, n_res, self.enc_content.out_channels, act, pad_type, in_channels
+        )
         self.mlp = MLP(style_dim, self.dec.num_adain_params, mlp_dim, 3, act)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_image(x, "MUNIT generator", multiple=2 ** self.n_downsample, minimum=16, channels=self.in_channels)
+        check_image(
+            x,
+            "MUNIT generator",
+            multiple=2**self.n_downsample,
+            minimum=16,
+            channels=self.in_channels,
+        )
         return self.enc_content(x), self.enc_style(x)
 
     def decode(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         if style.dim() != 4 or style.shape[1:] != (self.style_dim, 1, 1):
-            raise ValueError(f"style code must be [N, {self.style_dim}, 1, 1], got {tuple(style.shape)}")
+            raise ValueError(
+                f"style code must be [N, {self.style_dim}, 1, 1], got {tuple(style.shape)}"
+            )
         return self.dec(content, self.mlp(style))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction x -> decode(encode(x))."""
         return self.decode(*self.encode(x))
 
-    def random_style(self, n: int, device: torch.device | str | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+    def random_style(
+        self,
+        n: int,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Style codes from the prior N(0, I), [n, style_dim, 1, 1]."""
         return torch.randn(n, self.style_dim, 1, 1, device=device, generator=generator)
 
@@ -171,8 +225,16 @@ class MultiScaleDiscriminator(nn.Module):
     logit per patch. Returns the list of logit maps, finest first.
     """
 
-    def __init__(self, dim: int = 64, n_layer: int = 4, num_scales: int = 3, norm: str = "none",
-                 act: str = "lrelu", pad_type: str = "reflect", in_channels: int = 3):
+    def __init__(
+        self,
+        dim: int = 64,
+        n_layer: int = 4,
+        num_scales: int = 3,
+        norm: str = "none",
+        act: str = "lrelu",
+        pad_type: str = "reflect",
+        in_channels: int = 3,
+    ):
         super().__init__()
         self.n_layer, self.num_scales, self.in_channels = n_layer, num_scales, in_channels
         self.cnns = nn.ModuleList()
@@ -191,8 +253,12 @@ class MultiScaleDiscriminator(nn.Module):
         return 2 ** (self.n_layer + self.num_scales - 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image(x, f"multi-scale discriminator ({self.num_scales} scales, n_layer={self.n_layer})",
-                    minimum=self.min_size, channels=self.in_channels)
+        check_image(
+            x,
+            f"multi-scale discriminator ({self.num_scales} scales, n_layer={self.n_layer})",
+            minimum=self.min_size,
+            channels=self.in_channels,
+        )
         outputs = []
         for i, cnn in enumerate(self.cnns):
             if i:

@@ -4,6 +4,7 @@ The loss compares instance-normalised relu5_3 features (as MUNIT's Vgg16), so it
 and discards the domain-specific feature statistics. The reference uses the Caffe VGG16 with BGR
 inputs; this uses torchvision's ImageNet VGG16 with its own RGB normalisation.
 """
+
 from __future__ import annotations
 
 import torch
