@@ -28,6 +28,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING
 
 from i2i.cache import weights_dir
@@ -184,6 +185,12 @@ def digest(name: str) -> str | None:
     return sha
 
 
+def host(name: str, mirror: str = "") -> str:
+    """The scheme and host a weight file is fetched from."""
+    parts = urlsplit(WEIGHTS[name].url(mirror))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def resolve(
     names: list[str],
     cfg: BackbonesConfig,
@@ -194,12 +201,12 @@ def resolve(
 
     With ``fallback``, a file that cannot be had is recorded as random and, when ``announce``, one
     warning on stderr names every such file, why, and ``fix``, the command that fetches them.
-    Once the host is unreachable the other files are not tried, so a dead network costs one
-    ``cfg.timeout`` at most.
+    Once a host is unreachable its other files are not tried, so a dead network costs one
+    ``cfg.timeout`` per host at most.
     """
     record: dict[str, str] = {}
     problems: dict[str, str] = {}
-    unreachable = ""
+    unreachable: dict[str, str] = {}  # host -> the file it failed for
     for name in names:
         if cfg.policy == "random":
             record[name] = RANDOM
@@ -207,14 +214,18 @@ def resolve(
         try:
             sha = digest(name)
             if sha is None:
-                if unreachable:
-                    raise HostUnreachable(unreachable)
+                where = host(name, cfg.mirror)
+                if where in unreachable:
+                    raise HostUnreachable(
+                        f"not tried, {where} did not answer for {unreachable[where]}: "
+                        f"download {WEIGHTS[name].url(cfg.mirror)} yourself"
+                    )
                 ensure([name], cfg.mirror, cfg.timeout)
                 sha = digest(name)
             record[name] = sha  # type: ignore[assignment]
         except HostUnreachable as e:
-            unreachable = str(e)
-            problems[name] = unreachable
+            unreachable.setdefault(host(name, cfg.mirror), name)
+            problems[name] = str(e)
         except DownloadError as e:
             problems[name] = str(e)
         if name in problems:

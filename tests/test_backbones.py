@@ -127,13 +127,33 @@ def test_fallback_offline_records_random_and_warns_once_naming_files_and_fix(
         "i2i weights --params p.yaml",
     )
     assert record == {"alexnet": "random", "inception_v3": "random"}
-    assert (
-        len(accepted) == 1
-    )  # the host is tried once, not once per file: a dead network costs one timeout
+    # The host is tried once, not once per file: a dead network costs one timeout.
+    assert len(accepted) == 1
     err = capsys.readouterr().err
     assert err.count("WARNING: pretrained weights not available: alexnet, inception_v3") == 1
     assert f"cannot reach {mirror}{weights.WEIGHTS['alexnet'].filename}" in err
     assert "Fix: i2i weights --params p.yaml" in err and "uncalibrated/" in err
+
+
+def test_an_unreachable_host_skips_only_its_own_files_and_each_file_names_its_own_url(
+    closing_server, capsys, monkeypatch
+):
+    import dataclasses
+
+    dead = "http://127.0.0.1:9/"  # nothing listens: refused at once
+    served, accepted = closing_server
+    for name, host in (("inception_fid", dead), ("alexnet", served), ("inception_v3", served)):
+        monkeypatch.setitem(
+            weights.WEIGHTS, name, dataclasses.replace(weights.WEIGHTS[name], host=host)
+        )
+    names = ["inception_fid", "alexnet", "inception_v3"]
+    record = weights.resolve(names, backbones_cfg("fallback", ""), "i2i weights")
+    assert set(record.values()) == {"random"}
+    assert len(accepted) == 1  # the second host was tried, once, though the first was dead
+    err = capsys.readouterr().err
+    for name in names:
+        line = next(x for x in err.splitlines() if x.strip().startswith(f"{name}:"))
+        assert weights.WEIGHTS[name].url() in line, line
 
 
 def test_strict_policy_fails_with_the_file_the_fix_and_the_fallback(closing_server):
