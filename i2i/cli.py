@@ -149,7 +149,7 @@ def preprocess(params_path: Path, raw: Path, out: Path, report: Path) -> None:
     default="reports/train",
     show_default=True,
     type=click.Path(path_type=Path),
-    help="Where losses.csv (DVC plots) and summary.json (DVC metrics) go.",
+    help="Where losses.csv (DVC plots), metrics.json (DVC metrics) and summary.json go.",
 )
 @click.option(
     "--resume",

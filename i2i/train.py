@@ -48,7 +48,7 @@ class TrainPaths:
     data: Path  # the preprocessed cache (data/prepared)
     checkpoints: Path  # root of the per-configuration checkpoint folders
     models: Path  # exported generators and the MLflow run id
-    reports: Path  # losses.csv (DVC plots) and summary.json (DVC metrics)
+    reports: Path  # losses.csv (DVC plots), metrics.json (DVC metrics), summary.json
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -290,6 +290,9 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     if group.main:
         export(t.nets, params, paths, done, run_id, data_hash, log)
         write_json(paths.reports / "summary.json", summary)
+        # What `dvc exp show` lists beside the scores: speed and the final total losses.
+        lean = {k: summary[k] for k in ("iterations_per_second", "final")}
+        write_json(paths.reports / "metrics.json", lean)
         log.metrics(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})
         log.end("FINISHED")
     distributed.teardown(group)
@@ -305,7 +308,7 @@ def step_values(t: Trainables, g: PhaseOutput, dphase: PhaseOutput) -> dict[str,
 def summarize(params: Params, start: int, done: int, seconds: float, device: torch.device,
               group: distributed.Dist, backbones: dict[str, str],
               last: dict[str, float]) -> dict[str, Any]:  # fmt: skip
-    """summary.json: lean, since `dvc exp show` lists it beside the scores."""
+    """summary.json: how the run went, and on what."""
     steps = done - start
     return {
         "iterations": params.train.iterations, "resumed_from": start, "seconds": round(seconds, 2),

@@ -144,14 +144,15 @@ def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiment
     assert set(found) == {"no-identity", "munit"} and failed == ["diverges"]
     queue = run([str(BIN / "dvc"), "queue", "status"], experiments).stdout
     assert [line.split()[-1] for line in queue.splitlines() if "diverges" in line] == ["Failed"]
-    summary = next(
-        rev["data"]["metrics"]["reports/train/summary.json"]["data"]
+    trained = next(
+        rev["data"]["metrics"]["reports/train/metrics.json"]["data"]
         for b in shown
         for exp in b.get("experiments") or []
         for rev in exp["revs"]
         if rev.get("name") == "no-identity"
     )
-    assert summary["backbones"] == {"vgg16": "random"}
+    assert trained["iterations_per_second"] > 0
+    assert set(trained["final"]) == {"loss/G/total", "loss/D/total"}
     for scores in found.values():
         assert isinstance(scores["metric/content_iou/ab"], float)
         assert isinstance(scores["uncalibrated/fid/ab"], float)
@@ -203,7 +204,7 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
 
 def test_dvc_exp_show_leads_with_the_scores(experiments: Path):
     """The columns after the experiment's name and date: the scores of both directions, then the
-    values they are read by, then the training summary (total losses, it/s) and the params."""
+    values they are read by, then the training's it/s and total losses, then the params."""
     csv = run([str(BIN / "dvc"), "exp", "show", "--csv"], experiments).stdout
     columns = csv.splitlines()[0].split(",")
     meta = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
@@ -216,8 +217,10 @@ def test_dvc_exp_show_leads_with_the_scores(experiments: Path):
         for c in scores
     ]
     assert is_reference == sorted(is_reference)  # every score before every reference value
-    assert columns.index("iterations_per_second") > columns.index(scores[-1])
-    assert not any(c.startswith("loss/G/cycle") for c in columns)  # the summary keeps the totals
+    after = columns.index(scores[-1]) + 1
+    training = ["iterations_per_second", "final.loss/G/total", "final.loss/D/total"]
+    assert columns[after : after + 3] == training  # then the training's speed and total losses
+    assert columns[after + 3].startswith("data.")  # then the params: no other metrics
 
 
 def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experiments: Path):
