@@ -254,6 +254,14 @@ MOVED = {
     "train.winograd": "removed: speed comes from train.compile, channels_last and precision",
 }
 
+# Keys that older params files lack: what to add.
+ADDED = {
+    "sample.device": "add `device: auto` (auto | cpu | cuda); the sample stage used train.device",
+    "sample.batch_size": "add `batch_size: 100`; the sample stage used evaluate.batch_size",
+    "evaluate.device": "add `device: auto` (auto | cpu | cuda); classify, real_features and "
+    "evaluate used train.device",
+}
+
 
 class _Loader(yaml.SafeLoader):
     """YAML as DVC writes it: ``dvc exp run -S train.lr=1e-4`` may store ``1e-04``, which PyYAML's
@@ -331,7 +339,8 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     for name, f in fields.items():
         key = prefix + name
         if name not in raw:
-            raise ParamsError(f"{source}: missing key '{key}'")
+            hint = f" ({ADDED[key]})" if key in ADDED else ""
+            raise ParamsError(f"{source}: missing key '{key}'{hint}")
         value = _convert(hints[name], raw[name], key, source)
         _check_range(f, value, key, source)
         values[name] = value

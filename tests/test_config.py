@@ -63,6 +63,14 @@ def test_missing_key_is_named():
     assert "missing key 'train.seed'" in _error(p)
 
 
+def test_a_params_file_from_before_the_per_stage_devices_says_what_to_add():
+    p = default_params()
+    p["train"]["winograd"] = False
+    assert "unknown key 'train.winograd' (removed: speed comes from train.compile" in _error(p)
+    del p["train"]["winograd"], p["sample"]["device"]
+    assert "missing key 'sample.device' (add `device: auto`" in _error(p)
+
+
 @pytest.mark.parametrize(
     "section,key,value,expected",
     [
