@@ -249,6 +249,49 @@ def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--model",
+    default="models/generator.pt",
+    show_default=True,
+    help="A generator file, a DVC experiment (or git revision) of this repository, or an "
+    "MLflow URI: runs:/<run id> or models:/<name>/<version or @alias>.",
+)
+@click.option("--direction", required=True, type=click.Choice(["ab", "ba"]))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", type=click.IntRange(1), help="Resize the shorter side to this first.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option("--styles", default=1, show_default=True, type=click.IntRange(1),
+              help="MUNIT: this many random styles, the same for every input.")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+              help="MUNIT: the seed of the random styles.")  # fmt: skip
+@click.option("--example", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="MUNIT: take the style of this image of the target domain.")  # fmt: skip
+@click.option("--grid", is_flag=True, help="Also write grid.png: inputs down, outputs across.")
+@user_errors
+def translate(
+    inputs: tuple[str, ...], model: str, direction: str, out: Path, size: int | None,
+    batch_size: int, device: str, styles: int, seed: int, example: Path | None, grid: bool,
+) -> None:  # fmt: skip
+    """Translate images (files, folders or globs) with a trained generator."""
+    from i2i.devices import pick_device
+    from i2i.tracking import repository_root
+    from i2i.translate import translate_cli
+
+    report = translate_cli(
+        list(inputs), model, direction, out, repository_root(), size=size,
+        batch_size=batch_size, device=pick_device(device), styles=styles, seed=seed,
+        example=example, grid=grid,
+    )  # fmt: skip
+    for name, why in report.skipped.items():
+        click.echo(f"skipped {name}: {why}", err=True)
+    click.echo(f"{len(report.written)} images written under {out}")
+
+
+@main.command()
 @params_option
 @click.option(
     "--out",

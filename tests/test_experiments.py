@@ -376,3 +376,18 @@ def test_dvc_plots_show_writes_a_page_that_draws_offline(experiments: Path):
     )
     drawn = re.findall(r'<div id="[^"]*">\s*<canvas|class="vega-embed', proc.stdout)
     assert drawn, proc.stdout[-2000:]
+
+
+def test_translate_takes_a_dvc_experiment_or_an_mlflow_run_as_the_model(experiments: Path):
+    """The munit experiment's generators, read from the DVC cache by the experiment's name and
+    from its MLflow run, translate an image the same way (with MUNIT's style codes)."""
+    image = next((experiments / "data" / "raw" / "testA").rglob("*.png"))
+    _, runs = _runs(experiments)
+    run_id = next(r.info.run_id for r in runs if r.data.tags.get("dvc_exp_name") == "munit")
+    outputs = []
+    for model, out in (("munit", "by-name"), (f"runs:/{run_id}", "by-run")):
+        cmd = [str(BIN / "i2i"), "translate", str(image), "--model", model, "--direction", "ab"]
+        run([*cmd, "--styles", "2", "--out", out], experiments)
+        outputs.append([(experiments / out / f"{image.stem}_style_{k:02d}.png").read_bytes()
+                        for k in range(2)])  # fmt: skip
+    assert outputs[0] == outputs[1] and outputs[0][0] != outputs[0][1]

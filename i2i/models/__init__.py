@@ -40,6 +40,16 @@ class Networks(nn.Module):
         """The size of a style code; 0 for a model without one (CycleGAN: one output per input)."""
         return 0 if self.name == "cyclegan" else self.G["a"].style_dim
 
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this ..."""
+        return max(g.multiple for g in self.G.values())
+
+    @property
+    def min_size(self) -> int:
+        """... and at least this."""
+        return max(self.size_multiple, *(getattr(g, "minimum", 1) for g in self.G.values()))
+
     def translate(
         self,
         x: torch.Tensor,

@@ -79,8 +79,10 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
+    multiple = 4  # two stride-2 convs down, two up: sides must divide by 4
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, "ResNet generator", multiple=4, channels=self.in_channels)
+        check_image(x, "ResNet generator", multiple=self.multiple, channels=self.in_channels)
         return self.model(x)
 
 
@@ -154,11 +156,15 @@ class UnetGenerator(nn.Module):
             out_channels, ngf, block, norm, in_channels=in_channels, outermost=True
         )
 
+    @property
+    def multiple(self) -> int:
+        return 2**self.num_downs
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(
             x,
             f"U-Net generator ({self.num_downs} levels)",
-            multiple=2**self.num_downs,
+            multiple=self.multiple,
             channels=self.in_channels,
         )
         return self.model(x)

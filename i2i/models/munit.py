@@ -187,12 +187,18 @@ class MunitGenerator(nn.Module):
         )
         self.mlp = MLP(style_dim, self.dec.num_adain_params, mlp_dim, 3, act)
 
+    @property
+    def multiple(self) -> int:
+        return 2**self.n_downsample
+
+    minimum = 16  # the style encoder's four stride-2 convs
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_image(
             x,
             "MUNIT generator",
-            multiple=2**self.n_downsample,
-            minimum=16,
+            multiple=self.multiple,
+            minimum=self.minimum,
             channels=self.in_channels,
         )
         return self.enc_content(x), self.enc_style(x)

@@ -1,0 +1,257 @@
+"""`i2i translate`: a trained generator applied to any images, of any size.
+
+Inputs are read as the preprocess stage reads them (EXIF orientation, palettes, alpha, 16-bit;
+``i2i.data.images``); a file that cannot be read is reported and skipped. Each image is
+translated at its own size: padded by reflection to the network's size multiple and cropped
+back (or first resized, shorter side to ``size``). Images of one padded size go through the
+network together, ``batch_size`` at a time. Output names mirror the input names under ``out``,
+which may not hold an input.
+
+MUNIT: ``styles`` random style codes, drawn once from ``seed`` and shared by every input (file
+``<name>_style_00.png`` ...), or the style of an ``example`` image; ``grid`` adds one contact
+sheet (``grid.png``: inputs down, styles across).
+"""
+
+from __future__ import annotations
+
+import glob
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from i2i.data.images import IMAGE_SUFFIXES, BadImage, load_rgb, resize_shorter
+from i2i.data.loader import to_model_input
+from i2i.errors import I2IError
+from i2i.grids import tile, to_uint8
+from i2i.io import atomic_path
+from i2i.models import Networks, load_generators
+from i2i.progress import progress
+
+
+@dataclass
+class TranslateReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # file -> why
+
+
+def model_file(source: str, root: Path, workdir: Path) -> Path:
+    """The generator file ``source`` names: a path; an MLflow ``runs:/`` or ``models:/`` URI; or
+    a DVC experiment (or any git revision) of the repository at ``root``, whose
+    ``models/generator.pt`` is read from the DVC cache. Remote files land in ``workdir``."""
+    if source.startswith(("runs:/", "models:/")):
+        return _from_mlflow(source, _store(root), workdir)
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.suffix in (".pt", ".pth") or "/" in source:
+        raise I2IError(f"{source}: no such model file")
+    return _from_dvc(source, root, workdir)
+
+
+def _store(root: Path) -> str:
+    """The project's MLflow store: MLFLOW_TRACKING_URI, else params.yaml's tracking.uri."""
+    import os
+
+    from i2i.config import TrackingConfig, load_params
+    from i2i.tracking import tracking_uri
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    params = root / "params.yaml"
+    cfg = load_params(params).tracking if params.is_file() else TrackingConfig("", "i2i")
+    return tracking_uri(cfg, root)
+
+
+def _from_mlflow(uri: str, store: str, workdir: Path) -> Path:
+    import mlflow
+
+    if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # the run's generators
+        uri = uri.rstrip("/") + "/model/generator.pt"
+    try:
+        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(workdir), tracking_uri=store)
+        local = Path(local)
+    except Exception as e:  # noqa: BLE001 - MLflow's own error types
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise I2IError(f"{uri}: cannot fetch the model from MLflow ({first})") from None
+    found = [local] if local.is_file() else sorted(local.rglob("generator.pt"))
+    if not found:
+        raise I2IError(f"{uri}: holds no generator.pt")
+    return found[0]
+
+
+def _from_dvc(rev: str, root: Path, workdir: Path) -> Path:
+    import dvc.api
+
+    target = workdir / f"{rev}.pt"
+    try:
+        with dvc.api.open("models/generator.pt", repo=str(root), rev=rev, mode="rb") as f:
+            target.write_bytes(f.read())
+    except Exception as e:  # noqa: BLE001 - DVC's and git's many kinds
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise I2IError(
+            f"{rev}: not a model file, an MLflow URI (runs:/..., models:/...) or a DVC "
+            f"experiment of {root} with models/generator.pt ({first}); `dvc exp list` names them"
+        ) from None
+    return target
+
+
+def input_files(inputs: list[str]) -> list[Path]:
+    """Every image file the inputs name: files, folders (searched recursively) and globs."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            if not matches:
+                raise I2IError(f"{item}: no such file, folder or matching files")
+            files += [m for m in matches if m.is_file()]
+    if not files:
+        raise I2IError(f"no image files in {', '.join(inputs)}")
+    return files
+
+
+def output_names(files: list[Path], out: Path) -> dict[Path, Path]:
+    """Each input's output path without suffix under ``out``, mirroring the inputs' layout
+    relative to their common folder."""
+    resolved = [f.resolve() for f in files]
+    common = resolved[0].parent
+    for f in resolved[1:]:
+        while common not in f.parents:
+            common = common.parent
+    return {f: out / r.relative_to(common).with_suffix("") for f, r in zip(files, resolved)}
+
+
+def _prepare(image: Image.Image, size: int | None, nets: Networks) -> tuple[torch.Tensor, tuple]:
+    """[3, H', W'] in [-1, 1] padded (reflect) to the network's multiple, and the (H, W) to crop."""
+    if size:
+        image = resize_shorter(image, size)
+    x = to_model_input(torch.from_numpy(np.asarray(image).copy())[None], "cpu")[0]
+    h, w = x.shape[1:]
+    m = nets.size_multiple
+    ph = max(nets.min_size, h + (-h) % m) - h
+    pw = max(nets.min_size, w + (-w) % m) - w
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+    return x, (h, w)
+
+
+def translate_files(
+    source: Path,
+    files: list[Path],
+    direction: str,
+    out: Path,
+    size: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    styles: int = 1,
+    seed: int = 0,
+    example: Path | None = None,
+    grid: bool = False,
+) -> TranslateReport:
+    """Translate ``files`` with the generators in ``source`` and write the outputs under ``out``."""
+    if direction not in ("ab", "ba"):
+        raise I2IError(f"--direction {direction!r}: expected ab or ba")
+    nets = _load(source, device)
+    codes = _style_codes(nets, direction, styles, seed, example, size, device)
+    tags = ["_example"] if example is not None else [""]
+    if codes is not None and example is None:
+        tags = [f"_style_{k:02d}" for k in range(len(codes))]
+    paths = {
+        f: [b.parent / f"{b.name}{t}.png" for t in tags]
+        for f, b in output_names(files, out).items()
+    }
+    inputs = {f.resolve() for f in files}
+    clash = next((p for ps in paths.values() for p in ps if p.resolve() in inputs), None)
+    if clash is not None:
+        raise I2IError(f"{clash}: an input would be overwritten; choose another --out")
+    report, done = TranslateReport(), {}
+    images: dict[Path, tuple[torch.Tensor, tuple]] = {}
+    for f in files:
+        try:
+            images[f] = _prepare(load_rgb(f), size, nets)
+        except (BadImage, OSError) as e:
+            report.skipped[str(f)] = str(e)
+    groups: dict[tuple, list[Path]] = {}
+    for f, (x, _) in images.items():
+        groups.setdefault(tuple(x.shape), []).append(f)
+    bar = progress(total=len(images), desc=f"translate {direction}", unit="img")
+    with torch.no_grad():
+        for group in groups.values():
+            for i in range(0, len(group), batch_size):
+                chunk = group[i : i + batch_size]
+                x = torch.stack([images[f][0] for f in chunk]).to(device)
+                y = nets.translate(x, direction, codes)  # [k, M, 3, H', W']
+                for f, outputs in zip(chunk, y):
+                    h, w = images[f][1]
+                    done[f] = [to_uint8(o[None, :, :h, :w])[0] for o in outputs]
+                bar.update(len(chunk))
+    bar.close()
+    for f, outputs in done.items():
+        report.written += [_save(path, image) for path, image in zip(paths[f], outputs)]
+    if grid and done:
+        report.written.append(_contact_sheet(done, images, out))
+    return report
+
+
+def _load(source: Path, device: torch.device | str) -> Networks:
+    try:
+        return load_generators(source, device)
+    except I2IError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not a torch file, another tool's keys, ...
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise I2IError(
+            f"{source}: not a generator file written by i2i train ({type(e).__name__}: {first})"
+        ) from None
+
+
+def _style_codes(nets: Networks, direction: str, styles: int, seed: int, example: Path | None,
+                 size: int | None, device: torch.device | str) -> torch.Tensor | None:  # fmt: skip
+    """[M, style_dim, 1, 1] codes shared by every input, or None (CycleGAN)."""
+    if not nets.style_dim:
+        if styles != 1 or example is not None:
+            raise I2IError(f"--styles and --example need a model with style codes, not {nets.name}")
+        return None
+    if example is not None:
+        x, (h, w) = _prepare(load_rgb(example), size, nets)
+        return nets.style_of(x[None].to(device), direction[1])
+    rng = torch.Generator().manual_seed(seed)
+    return torch.randn(styles, nets.style_dim, 1, 1, generator=rng).to(device)
+
+
+def _save(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return path
+
+
+def _contact_sheet(done: dict, images: dict, out: Path) -> Path:
+    """Inputs down the first column, their outputs across, every cell the first input's size."""
+    first = next(iter(done))
+    h, w = images[first][1]
+    rows = []
+    for f, outputs in done.items():
+        x, (fh, fw) = images[f]
+        cells = [to_uint8(x[None, :, :fh, :fw])[0], *outputs]
+        rows.append([np.asarray(Image.fromarray(c).resize((w, h))) for c in cells])
+    return _save(out / "grid.png", tile(rows))
+
+
+def translate_cli(inputs: list[str], model: str, direction: str, out: Path, root: Path,
+                  **options) -> TranslateReport:  # fmt: skip
+    """What ``i2i translate`` runs: resolve the model and the inputs, then translate."""
+    files = input_files(inputs)
+    with tempfile.TemporaryDirectory(prefix="i2i-model-") as tmp:
+        source = model_file(model, root, Path(tmp))
+        return translate_files(source, files, direction, out, **options)
