@@ -258,17 +258,17 @@ def export_generators(
     model_config: dict,
     generators: torch.nn.Module,
     extra: dict[str, Any],
+    raw: torch.nn.Module | None = None,
 ) -> None:
-    """Write the generators' weights with what is needed to rebuild them, no optimiser state."""
-    state = {k: v.detach().cpu() for k, v in generators.state_dict().items()}
+    """Write the generators' weights with what is needed to rebuild them, no optimiser state;
+    ``raw``: the trained weights, when ``generators`` is their moving average."""
+
+    def cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+    state = {"format": FORMAT, "model": model_name, "model_config": model_config,
+             "generators": cpu(generators), **extra}  # fmt: skip
+    if raw is not None:
+        state["generators_raw"] = cpu(raw)
     with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "format": FORMAT,
-                "model": model_name,
-                "model_config": model_config,
-                "generators": state,
-                **extra,
-            },
-            tmp,
-        )
+        torch.save(state, tmp)

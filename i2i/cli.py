@@ -237,12 +237,13 @@ def classify(params_path: Path, data: Path, out: Path, report: Path) -> None:
     type=click.Path(path_type=Path),
     help="Folder for the translations and index.html (replaced whole).",
 )
+@click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
 @user_errors
-def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
+def sample(params_path: Path, data: Path, models: Path, out: Path, raw: bool) -> None:
     """Translate the test split both ways; write the images, grids and an HTML gallery."""
     from i2i.sample import sample as run
 
-    counts = run(load_params(params_path), data, models, out)
+    counts = run(load_params(params_path), data, models, out, raw)
     for direction, c in counts.items():
         click.echo(f"{direction}: {c['inputs']} inputs x {c['outputs_per_input']} outputs")
     click.echo(f"gallery: {out / 'index.html'}")
@@ -271,10 +272,12 @@ def sample(params_path: Path, data: Path, models: Path, out: Path) -> None:
 @click.option("--example", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="MUNIT: take the style of this image of the target domain.")  # fmt: skip
 @click.option("--grid", is_flag=True, help="Also write grid.png: inputs down, outputs across.")
+@click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
 @user_errors
 def translate(
     inputs: tuple[str, ...], model: str, direction: str, out: Path, size: int | None,
     batch_size: int, device: str, styles: int, seed: int, example: Path | None, grid: bool,
+    raw: bool,
 ) -> None:  # fmt: skip
     """Translate images (files, folders or globs) with a trained generator."""
     from i2i.devices import pick_device
@@ -284,7 +287,7 @@ def translate(
     report = translate_cli(
         list(inputs), model, direction, out, repository_root(), size=size,
         batch_size=batch_size, device=pick_device(device), styles=styles, seed=seed,
-        example=example, grid=grid,
+        example=example, grid=grid, raw=raw,
     )  # fmt: skip
     for name, why in report.skipped.items():
         click.echo(f"skipped {name}: {why}", err=True)
@@ -366,6 +369,7 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Skipped metrics and why, timings.",
 )
+@click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
 @user_errors
 def evaluate(
     params_path: Path,
@@ -375,12 +379,13 @@ def evaluate(
     real: Path | None,
     metrics: Path,
     details: Path,
+    raw: bool,
 ) -> None:
     """Compute evaluate.metrics for A->B and B->A; log them to the training's MLflow run."""
     from i2i.evaluate import EvaluatePaths
     from i2i.evaluate import evaluate as run
 
-    paths = EvaluatePaths(data, models, classifiers, metrics, details, real)
+    paths = EvaluatePaths(data, models, classifiers, metrics, details, real, raw)
     result = run(load_params(params_path), paths, fix=weights_fix(params_path))
     width = max(len(k) for k in result)
     for k, v in result.items():

@@ -153,6 +153,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"]
     channels_last: bool
     compile: bool
+    ema_images: float = bounded(ge=0)
+    ema_rampup: float = bounded(ge=0, le=1)
     checkpoint_every: int = bounded(ge=1)
     keep_checkpoints: int = bounded(ge=1)
     log_every: int = bounded(ge=1)
@@ -260,6 +262,8 @@ ADDED = {
     "sample.batch_size": "add `batch_size: 100`; the sample stage used evaluate.batch_size",
     "evaluate.device": "add `device: auto` (auto | cpu | cuda); classify, real_features and "
     "evaluate used train.device",
+    "train.ema_images": "add `ema_images: 0`: the generators' moving average, off",
+    "train.ema_rampup": "add `ema_rampup: 0.05`",
 }
 
 

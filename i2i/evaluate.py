@@ -37,6 +37,7 @@ class EvaluatePaths:
     metrics: Path  # reports/metrics.json
     details: Path  # reports/evaluate.json: skipped metrics and why, timings, protocol
     real_features: Path | None = None  # the real_features stage's output (None: computed here)
+    raw: bool = False  # the trained weights, not their moving average (train.ema_images)
 
 
 def prefix(metric: str, params: Params, backbones: dict[str, str]) -> str:
@@ -50,7 +51,7 @@ def score(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compute the metrics with the record's backbones; return (metrics.json content, details)."""
     cfg = params.evaluate
-    nets = load_generators(paths.models / "generator.pt", device)
+    nets = load_generators(paths.models / "generator.pt", device, raw=paths.raw)
     networks = MetricNetworks(cfg, paths.classifiers, device, backbones, paths.real_features)
     metrics: dict[str, Any] = {}
     skipped: dict[str, str] = {}

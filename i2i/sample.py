@@ -116,10 +116,12 @@ def _gallery(sections: list[dict[str, Any]], title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def sample(params: Params, data: Path, models: Path, out: Path) -> dict[str, Any]:
+def sample(
+    params: Params, data: Path, models: Path, out: Path, raw: bool = False
+) -> dict[str, Any]:
     """Write every translation of the test split, the grids and the gallery under ``out``."""
     device = pick_device(params.sample.device)
-    nets = load_generators(models / "generator.pt", device)
+    nets = load_generators(models / "generator.pt", device, raw=raw)
     sections, counts = [], {}
     with atomic_dir(out) as tmp:
         for direction, (src_part, tgt_part) in TEST_PARTS.items():

@@ -31,7 +31,7 @@ from i2i.grids import tile, translation_grid
 from i2i.io import write_json
 from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
-from i2i.optim import adam, scheduler
+from i2i.optim import WeightAverage, adam, scheduler
 from i2i.progress import progress, quiet
 from i2i.tracking import TrainingLog, run_tags
 
@@ -108,11 +108,15 @@ class Trainables:
     sched_g: torch.optim.lr_scheduler.LRScheduler
     sched_d: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    ema: WeightAverage | None = None  # of the generators, with train.ema_images > 0
 
     @classmethod
-    def build(cls, params: Params, device: torch.device, random_vgg: bool = False) -> "Trainables":
-        """The trainer's state for ``params`` on ``device``. ``random_vgg``: the perceptual loss's
-        VGG16 is seeded random instead of ImageNet's (``i2i.weights``)."""
+    def build(
+        cls, params: Params, device: torch.device, random_vgg: bool = False, world: int = 1
+    ) -> "Trainables":
+        """The trainer's state for ``params`` on ``device`` (one of ``world`` ranks).
+        ``random_vgg``: the perceptual loss's VGG16 is seeded random instead of ImageNet's
+        (``i2i.weights``)."""
         tp = params.train
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
@@ -129,13 +133,22 @@ class Trainables:
             scheduler(opt_g, tp),
             scheduler(opt_d, tp),
             torch.amp.GradScaler(device.type, enabled=tp.precision == "fp16"),
+            WeightAverage(nets.G, tp.ema_images, tp.ema_rampup, tp.batch_size * world)
+            if tp.ema_images > 0
+            else None,
         )
+
+    @property
+    def generators(self) -> torch.nn.Module:
+        """What samples and the export use: the moving average when there is one."""
+        return self.ema.module if self.ema else self.nets.G
 
     # The same on every rank (gradients are averaged before each step).
     _PARTS = ("nets", "opt_g", "opt_d", "sched_g", "sched_d", "scaler")
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k).state_dict() for k in self._PARTS}
+        parts = {k: getattr(self, k).state_dict() for k in self._PARTS}
+        return parts | ({"ema": self.ema.state_dict()} if self.ema else {})
 
     def rank_state(self) -> dict[str, Any]:
         """What differs between ranks: the objective's pools and generators (each rank pools its
@@ -150,6 +163,8 @@ class Trainables:
         """Restore a checkpoint's trainer; this rank takes its own entry of ``state["ranks"]``."""
         for k in self._PARTS:
             getattr(self, k).load_state_dict(state[k])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
         ranks = state["ranks"]
         if rank >= len(ranks):
             # Another world size: the data shards change anyway; this rank starts from rank 0's
@@ -185,6 +200,8 @@ def train_step(
     t.scaler.scale(g.loss).backward()
     distributed.average_gradients(t.nets.G, group)
     t.scaler.step(t.opt_g)
+    if t.ema:
+        t.ema.update(t.nets.G, images=(it + 1) * t.ema.batch)
     with autocast(precision, device):
         dphase = t.objective.discriminator_phase(real, g.fakes, it)
     guard.update(dphase.terms, it)
@@ -237,7 +254,8 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         weights.for_training(params.loss), params.backbones, announce=group.main
     )
     run = checkpoint.find_resume(params, data_hash, backbones, paths.checkpoints, resume)
-    t = Trainables.build(params, device, random_vgg=not weights.pretrained(backbones, "vgg16"))
+    random_vgg = not weights.pretrained(backbones, "vgg16")
+    t = Trainables.build(params, device, random_vgg, group.world)
     checkpoint.restore(t, run, device, group.rank)
     distributed.broadcast_state(t.nets, group)
     if tp.compile:
@@ -249,6 +267,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     } | {f"backbone/{name}": used for name, used in backbones.items()}  # fmt: skip
     run_id = log.start(checkpoint.flatten(to_dict(params)), tags, run.state)
     inputs, styles = sample_inputs(params, paths.data, t.nets.style_dim, device)
+    shown = Networks(t.nets.name, dict(t.generators.items()), {})  # the EMA's, when on
     loader = train_loader(paths.data, params.data, tp.batch_size, tp.seed, run.start, group.rank,
                           group.world)  # fmt: skip
     data = iter(loader)
@@ -270,7 +289,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                     G=f"{values['loss/G/total']:.3f}", D=f"{values['loss/D/total']:.3f}"
                 )
             if group.main and (done % tp.sample_every == 0 or last):
-                rows = [[translation_grid(t.nets, inputs[k], k, styles)] for k in ("ab", "ba")]
+                rows = [[translation_grid(shown, inputs[k], k, styles)] for k in ("ab", "ba")]
                 log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
             if done % tp.checkpoint_every == 0 or last:
                 guard.check()
@@ -288,7 +307,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     summary = summarize(params, run.start, done, time.perf_counter() - began, device, group,
                         backbones, log.last())  # fmt: skip
     if group.main:
-        export(t.nets, params, paths, done, run_id, data_hash, log)
+        export(t, params, paths, done, run_id, data_hash, log)
         write_json(paths.reports / "summary.json", summary)
         # What `dvc exp show` lists beside the scores: speed and the final total losses.
         lean = {k: summary[k] for k in ("iterations_per_second", "final")}
@@ -366,7 +385,7 @@ def save_checkpoint(
 
 
 def export(
-    nets: Networks,
+    t: Trainables,
     params: Params,
     paths: TrainPaths,
     done: int,
@@ -374,14 +393,16 @@ def export(
     data_hash: str,
     log: TrainingLog,
 ) -> None:
-    """The generators (``models/generator.pt``, logged to the run) and the run's id."""
+    """The generators (``models/generator.pt``: the moving average when there is one, and the
+    trained weights beside it), logged to the run, and the run's id."""
     model_file = paths.models / "generator.pt"
     checkpoint.export_generators(
         model_file,
         params.model.name,
         to_dict(params.model),
-        nets.G,
+        t.generators,
         {"iterations": done, "run_id": run_id, "data_hash": data_hash},
+        raw=t.nets.G if t.ema else None,
     )
     log.artifact(model_file, "model")
     write_json(

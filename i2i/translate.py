@@ -157,11 +157,12 @@ def translate_files(
     seed: int = 0,
     example: Path | None = None,
     grid: bool = False,
+    raw: bool = False,
 ) -> TranslateReport:
     """Translate ``files`` with the generators in ``source`` and write the outputs under ``out``."""
     if direction not in ("ab", "ba"):
         raise I2IError(f"--direction {direction!r}: expected ab or ba")
-    nets = _load(source, device)
+    nets = _load(source, device, raw)
     codes = _style_codes(nets, direction, styles, seed, example, size, device)
     tags = ["_example"] if example is not None else [""]
     if codes is not None and example is None:
@@ -203,9 +204,9 @@ def translate_files(
     return report
 
 
-def _load(source: Path, device: torch.device | str) -> Networks:
+def _load(source: Path, device: torch.device | str, raw: bool) -> Networks:
     try:
-        return load_generators(source, device)
+        return load_generators(source, device, raw)
     except I2IError:
         raise
     except Exception as e:  # noqa: BLE001 - not a torch file, another tool's keys, ...

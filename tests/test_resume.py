@@ -41,6 +41,9 @@ CASES = {
         {"data": {"num_workers": 2}, "model": {"cyclegan": {"dropout": True}}},
     ),
     "munit-workers": ("munit", {"data": {"num_workers": 2}}),
+    # The generators' moving average: its own state, exported instead of the trained weights.
+    "cyclegan-ema": ("cyclegan", {"train": {"ema_images": 16.0}}),
+    "munit-ema": ("munit", {"train": {"ema_images": 16.0, "ema_rampup": 0.0}}),
 }
 
 

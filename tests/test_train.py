@@ -411,3 +411,37 @@ def test_finite_guard_on_an_accelerator_reports_the_first_bad_iteration_when_rea
     cpu = FiniteGuard(torch.device("cpu"), distributed.Dist(), every=10)
     with pytest.raises(NonFiniteLossError, match="iteration 4: loss/D/a = inf"):
         cpu.update({"loss/D/a": torch.tensor(float("inf"))}, 3)  # the CPU checks at once
+
+
+def test_the_weight_average_has_the_half_life_in_images_and_ramps_up():
+    from i2i.optim import WeightAverage
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = WeightAverage(net, half_life=8, rampup=0.0, batch=4)
+    torch.nn.init.ones_(net.weight)
+    for step in (1, 2):  # 8 images: the zero weights of 8 images ago count half
+        ema.update(net, images=4 * step)
+    assert ema.module.weight.item() == pytest.approx(0.5)
+    assert not ema.module.weight.requires_grad and net.weight.item() == 1  # the net is untouched
+    ramped = WeightAverage(net, half_life=8, rampup=0.5, batch=4)
+    assert ramped.beta(images=4) == pytest.approx(0.5 ** (4 / 2))  # half-life 0.5 x 4 images
+    assert ramped.beta(images=400) == pytest.approx(0.5 ** (4 / 8))  # then the full half-life
+
+
+def test_the_export_holds_the_average_and_the_trained_weights_and_both_load(
+    tmp_path, prepared_root, monkeypatch
+):
+    run_in(tmp_path, prepared_root, tiny_train_params(ema_images=8.0), monkeypatch)
+    state = torch.load(tmp_path / "models" / "generator.pt", weights_only=True)
+    (ckpt,) = sorted((tmp_path / "checkpoints").glob("*/ckpt-00000006.pt"))
+    trained = torch.load(ckpt, weights_only=True)
+    g_trained = {k[2:]: v for k, v in trained["nets"].items() if k.startswith("G.")}
+    assert all(torch.equal(state["generators_raw"][k], v) for k, v in g_trained.items())
+    assert all(torch.equal(state["generators"][k], v) for k, v in trained["ema"].items())
+    differ = [k for k, v in g_trained.items() if not torch.equal(state["generators"][k], v)]
+    assert differ  # the average is not the last weights
+    average = load_generators(tmp_path / "models" / "generator.pt")
+    raw = load_generators(tmp_path / "models" / "generator.pt", raw=True)
+    assert torch.equal(average.G.state_dict()[differ[0]], state["generators"][differ[0]])
+    assert torch.equal(raw.G.state_dict()[differ[0]], g_trained[differ[0]])

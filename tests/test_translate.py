@@ -151,3 +151,21 @@ def test_a_wrong_direction_is_refused_by_the_command_line(photos, tmp_path):
     model = str(generator_file(tmp_path, "cyclegan"))
     proc = i2i(str(photos), "--model", model, "--direction", "aa", "--out", "o", cwd=REPO)
     assert proc.returncode == 2 and "'aa' is not one of 'ab', 'ba'" in proc.stderr
+
+
+def test_raw_picks_the_trained_weights_over_their_moving_average(photos, tmp_path):
+    cfg = params_from_dict(tiny_train_params("cyclegan")).model
+    torch.manual_seed(0)
+    average = build_networks(cfg, discriminators=False)
+    torch.manual_seed(1)
+    trained = build_networks(cfg, discriminators=False)
+    model = tmp_path / "g.pt"
+    checkpoint.export_generators(model, "cyclegan", to_dict(cfg), average.G, {}, raw=trained.G)
+    odd = np.asarray(Image.open(photos / "odd.png"))
+    for flag, out in (([], "avg"), (["--raw"], "raw")):
+        args = [str(photos / "odd.png"), "--model", str(model), "--direction", "ab", *flag]
+        assert i2i(*args, "--out", out, cwd=tmp_path).returncode == 0
+    average_file = generator_file(tmp_path, "cyclegan")  # seeded 0, as the average above
+    got = {o: np.asarray(Image.open(tmp_path / o / "odd.png")).astype(int) for o in ("avg", "raw")}
+    assert np.abs(got["avg"] - expected(average_file, odd, "ab")[0]).max() <= 1
+    assert np.abs(got["raw"] - got["avg"]).max() > 1

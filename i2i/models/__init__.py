@@ -166,11 +166,16 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
     return nets
 
 
-def load_generators(path: str | Path, device: torch.device | str = "cpu") -> Networks:
-    """The generators exported by the train stage (``models/generator.pt``), ready for inference."""
+def load_generators(
+    path: str | Path, device: torch.device | str = "cpu", raw: bool = False
+) -> Networks:
+    """The generators exported by the train stage (``models/generator.pt``), ready for inference:
+    their moving average when training kept one, or with ``raw`` the trained weights."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     nets = build_networks(
         model_from_dict(state["model_config"], source=str(path)), discriminators=False
     )
-    nets.G.load_state_dict(state["generators"])
+    nets.G.load_state_dict(
+        state["generators_raw" if raw and "generators_raw" in state else "generators"]
+    )
     return nets.to(device).eval()
