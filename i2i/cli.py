@@ -294,6 +294,34 @@ def translate(
     click.echo(f"{len(report.written)} images written under {out}")
 
 
+@main.command("export")
+@click.option(
+    "--model",
+    default="models/generator.pt",
+    show_default=True,
+    help="A generator file, a DVC experiment of this repository, or an MLflow URI.",
+)
+@click.option("--direction", required=True, type=click.Choice(["ab", "ba"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(["torchscript", "onnx"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Default: models/generator_<direction>.pt or .onnx.")  # fmt: skip
+@click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
+@user_errors
+def export_model(model: str, direction: str, fmt: str, out: Path | None, raw: bool) -> None:
+    """Export one direction as TorchScript or ONNX, checked against PyTorch at two sizes."""
+    import tempfile
+
+    from i2i.export import export
+    from i2i.tracking import repository_root
+    from i2i.translate import load_translator, model_file
+
+    out = out or Path("models") / f"generator_{direction}.{'onnx' if fmt == 'onnx' else 'pt'}"
+    with tempfile.TemporaryDirectory(prefix="i2i-model-") as tmp:
+        nets = load_translator(model_file(model, repository_root(), Path(tmp)), "cpu", raw)
+        worst = export(nets, direction, fmt, out)
+    click.echo(f"{out}: {fmt}, max |difference| from PyTorch {worst:.1e} at two input sizes")
+
+
 @main.command()
 @params_option
 @click.option(

@@ -162,7 +162,7 @@ def translate_files(
     """Translate ``files`` with the generators in ``source`` and write the outputs under ``out``."""
     if direction not in ("ab", "ba"):
         raise I2IError(f"--direction {direction!r}: expected ab or ba")
-    nets = _load(source, device, raw)
+    nets = load_translator(source, device, raw)
     codes = _style_codes(nets, direction, styles, seed, example, size, device)
     tags = ["_example"] if example is not None else [""]
     if codes is not None and example is None:
@@ -204,7 +204,8 @@ def translate_files(
     return report
 
 
-def _load(source: Path, device: torch.device | str, raw: bool) -> Networks:
+def load_translator(source: Path, device: torch.device | str, raw: bool = False) -> Networks:
+    """The generators in ``source``, or one line saying why the file is not one."""
     try:
         return load_generators(source, device, raw)
     except I2IError:
