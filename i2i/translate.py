@@ -3,9 +3,9 @@
 Inputs are read as the preprocess stage reads them (EXIF orientation, palettes, alpha, 16-bit;
 ``i2i.data.images``); a file that cannot be read is reported and skipped. Each image is
 translated at its own size: padded by reflection to the network's size multiple and cropped
-back (or first resized, shorter side to ``size``). Images of one padded size go through the
-network together, ``batch_size`` at a time. Output names mirror the input names under ``out``,
-which may not hold an input.
+back (or first resized, shorter side to ``size``). Consecutive images of one padded size go
+through the network together, ``batch_size`` at a time, and are written before the next batch
+is read. Output names mirror the input names under ``out``; none may be an input.
 
 MUNIT: ``styles`` random style codes, drawn once from ``seed`` and shared by every input (file
 ``<name>_style_00.png`` ...), or the style of an ``example`` image; ``grid`` adds one contact
@@ -175,32 +175,41 @@ def translate_files(
     clash = next((p for ps in paths.values() for p in ps if p.resolve() in inputs), None)
     if clash is not None:
         raise I2IError(f"{clash}: an input would be overwritten; choose another --out")
-    report, done = TranslateReport(), {}
-    images: dict[Path, tuple[torch.Tensor, tuple]] = {}
+    report, sheet = TranslateReport(), []
+    pending: list[tuple[Path, torch.Tensor, tuple]] = []  # one padded size, up to batch_size
+
+    def flush() -> None:
+        x = torch.stack([p[1] for p in pending]).to(device)
+        with torch.no_grad():
+            y = nets.translate(x, direction, codes)  # [k, M, 3, H', W']
+        for (f, padded, (h, w)), outputs in zip(pending, y):
+            images = [to_uint8(o[None, :, :h, :w])[0] for o in outputs]
+            report.written += [_save(path, im) for path, im in zip(paths[f], images)]
+            if grid:  # cells at the first input's size: the sheet stays small
+                cells = [to_uint8(padded[None, :, :h, :w])[0], *images]
+                size = sheet[0][0].shape[1::-1] if sheet else (w, h)
+                sheet.append([np.asarray(Image.fromarray(c).resize(size)) for c in cells])
+        bar.update(len(pending))
+        pending.clear()
+
+    # Images are read, translated and written a batch at a time, in input order: a folder of
+    # any size needs the memory of one batch.
+    bar = progress(total=len(files), desc=f"translate {direction}", unit="img")
     for f in files:
         try:
-            images[f] = _prepare(load_rgb(f), size, nets)
+            x, crop = _prepare(load_rgb(f), size, nets)
         except (BadImage, OSError) as e:
             report.skipped[str(f)] = str(e)
-    groups: dict[tuple, list[Path]] = {}
-    for f, (x, _) in images.items():
-        groups.setdefault(tuple(x.shape), []).append(f)
-    bar = progress(total=len(images), desc=f"translate {direction}", unit="img")
-    with torch.no_grad():
-        for group in groups.values():
-            for i in range(0, len(group), batch_size):
-                chunk = group[i : i + batch_size]
-                x = torch.stack([images[f][0] for f in chunk]).to(device)
-                y = nets.translate(x, direction, codes)  # [k, M, 3, H', W']
-                for f, outputs in zip(chunk, y):
-                    h, w = images[f][1]
-                    done[f] = [to_uint8(o[None, :, :h, :w])[0] for o in outputs]
-                bar.update(len(chunk))
+            bar.update(1)
+            continue
+        if pending and (pending[0][1].shape != x.shape or len(pending) == batch_size):
+            flush()
+        pending.append((f, x, crop))
+    if pending:
+        flush()
     bar.close()
-    for f, outputs in done.items():
-        report.written += [_save(path, image) for path, image in zip(paths[f], outputs)]
-    if grid and done:
-        report.written.append(_contact_sheet(done, images, out))
+    if sheet:
+        report.written.append(_save(out / "grid.png", tile(sheet)))
     return report
 
 
@@ -236,18 +245,6 @@ def _save(path: Path, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return path
-
-
-def _contact_sheet(done: dict, images: dict, out: Path) -> Path:
-    """Inputs down the first column, their outputs across, every cell the first input's size."""
-    first = next(iter(done))
-    h, w = images[first][1]
-    rows = []
-    for f, outputs in done.items():
-        x, (fh, fw) = images[f]
-        cells = [to_uint8(x[None, :, :fh, :fw])[0], *outputs]
-        rows.append([np.asarray(Image.fromarray(c).resize((w, h))) for c in cells])
-    return _save(out / "grid.png", tile(rows))
 
 
 def translate_cli(inputs: list[str], model: str, direction: str, out: Path, root: Path,
