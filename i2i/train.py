@@ -281,8 +281,11 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             g, dphase = train_step(t, real, it, tp.precision, guard, group)
             done, last = it + 1, it + 1 == tp.iterations
             bar.update(1)
-            if done % tp.log_every == 0 or last:
-                guard.check()
+            log_now = done % tp.log_every == 0 or last
+            save_now = done % tp.checkpoint_every == 0 or last
+            if log_now or save_now:
+                guard.check()  # reads the device's flag: once per iteration at most
+            if log_now:
                 values = step_values(t, g, dphase)
                 log.add(done, values)
                 bar.set_postfix(
@@ -291,8 +294,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             if group.main and (done % tp.sample_every == 0 or last):
                 rows = [[translation_grid(shown, inputs[k], k, styles)] for k in ("ab", "ba")]
                 log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
-            if done % tp.checkpoint_every == 0 or last:
-                guard.check()
+            if save_now:
                 save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group)
         status = "FINISHED"
     except KeyboardInterrupt:

@@ -134,34 +134,15 @@ def test_a_generator_that_ignores_its_style_measures_no_diversity_through_the_ge
 ):
     """B -> B, each input's outputs under 5 styles: all equal, so LPIPS diversity is exactly 0,
     CIS 1 and one mode per input, measured, not assumed from the model's name."""
+    protocol = dict(lpips_inputs=6, lpips_pairs=3, cis_inputs=6, cis_samples=5)
     blind = Networks("munit", {"a": _StyleBlind(), "b": _StyleBlind()}, {})
-    ctx = _context(
-        blind,
-        prepared,
-        "ab",
-        "test_b",
-        "test_b",
-        lpips_inputs=6,
-        lpips_pairs=3,
-        cis_inputs=6,
-        cis_samples=5,
-    )
+    ctx = _context(blind, prepared, "ab", "test_b", "test_b", **protocol)
     assert ctx.outputs(6, 5).shape == (6, 5, 32, 32, 3)  # several outputs per input
     assert METRICS["lpips_diversity"].compute(ctx)["lpips_diversity"] == 0.0
     assert METRICS["cis"].compute(ctx)["cis"] == pytest.approx(1.0, abs=1e-9)
     assert METRICS["mode_coverage"].compute(ctx)["mode_coverage"] == 1.0
     tinted = Networks("munit", {"a": _StyleBlind(), "b": _StyleBlind(tint=0.5)}, {})
-    ctx = _context(
-        tinted,
-        prepared,
-        "ab",
-        "test_b",
-        "test_b",
-        lpips_inputs=6,
-        lpips_pairs=3,
-        cis_inputs=6,
-        cis_samples=5,
-    )
+    ctx = _context(tinted, prepared, "ab", "test_b", "test_b", **protocol)
     assert METRICS["lpips_diversity"].compute(ctx)["lpips_diversity"] > 0
     assert METRICS["cis"].compute(ctx)["cis"] > 1.0
 
