@@ -385,19 +385,22 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
 )
 @click.option(
     "--metrics",
-    default="reports/metrics.json",
-    show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The scores (DVC metrics).",
+    help="The scores (DVC metrics). [default: reports/metrics.json; with --model "
+    "reports/<model>/metrics.json]",
 )
 @click.option(
     "--details",
-    default="reports/evaluate.json",
-    show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Skipped metrics and why, timings.",
+    help="Skipped metrics and why, timings. [default: beside --metrics, evaluate.json]",
 )
 @click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
+@click.option(
+    "--model",
+    help="Score this generator instead of the train stage's: a file (also a reference's "
+    "latest_net_G_A.pth or gen_*.pt), a DVC experiment or an MLflow URI. Its scores go to an "
+    "MLflow run of their own.",
+)
 @user_errors
 def evaluate(
     params_path: Path,
@@ -405,16 +408,28 @@ def evaluate(
     models: Path,
     classifiers: Path,
     real: Path | None,
-    metrics: Path,
-    details: Path,
+    metrics: Path | None,
+    details: Path | None,
     raw: bool,
+    model: str | None,
 ) -> None:
     """Compute evaluate.metrics for A->B and B->A; log them to the training's MLflow run."""
+    import re
+    import tempfile
+
     from i2i.evaluate import EvaluatePaths
     from i2i.evaluate import evaluate as run
+    from i2i.tracking import repository_root
+    from i2i.translate import model_file
 
-    paths = EvaluatePaths(data, models, classifiers, metrics, details, real, raw)
-    result = run(load_params(params_path), paths, fix=weights_fix(params_path))
+    if metrics is None:  # another model's scores never replace the pipeline's
+        name = re.sub(r"[^\w.-]+", "-", Path(model).stem) if model else ""
+        metrics = Path("reports", name, "metrics.json")
+    details = details or metrics.with_name("evaluate.json")
+    with tempfile.TemporaryDirectory(prefix="i2i-model-") as tmp:
+        source = model_file(model, repository_root(), Path(tmp)) if model else None
+        paths = EvaluatePaths(data, models, classifiers, metrics, details, real, raw, source)
+        result = run(load_params(params_path), paths, fix=weights_fix(params_path))
     width = max(len(k) for k in result)
     for k, v in result.items():
         click.echo(f"{k:{width}s}  {v if not isinstance(v, float) else f'{v:.4f}'}")

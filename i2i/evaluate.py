@@ -38,6 +38,11 @@ class EvaluatePaths:
     details: Path  # reports/evaluate.json: skipped metrics and why, timings, protocol
     real_features: Path | None = None  # the real_features stage's output (None: computed here)
     raw: bool = False  # the trained weights, not their moving average (train.ema_images)
+    model: Path | None = None  # another generator file (a reference's): scored in its own run
+
+    @property
+    def generator(self) -> Path:
+        return self.model or self.models / "generator.pt"
 
 
 def prefix(metric: str, params: Params, backbones: dict[str, str]) -> str:
@@ -51,12 +56,16 @@ def score(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compute the metrics with the record's backbones; return (metrics.json content, details)."""
     cfg = params.evaluate
-    nets = load_generators(paths.models / "generator.pt", device, raw=paths.raw)
+    nets = load_generators(paths.generator, device, raw=paths.raw)
     networks = MetricNetworks(cfg, paths.classifiers, device, backbones, paths.real_features)
     metrics: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for direction, (source, target) in TEST_PARTS.items():
+        if direction not in nets.directions:  # a reference file with one generator
+            for name in cfg.metrics:
+                skipped[f"{name}/{direction}"] = "the model has no generator for this direction"
+            continue
         ctx = DirectionContext(
             nets,
             direction,
@@ -114,14 +123,22 @@ def evaluate(
 
     tracker = Tracker(params.tracking)
     calibrated = str(not details["uncalibrated"]).lower()
-    tracker.attach(
-        paths.models / "run.json",
+    tags = (
         run_tags()
         | {"metrics_calibrated": calibrated}
-        | {f"backbone/{n}": used for n, used in backbones.items()},
+        | {f"backbone/{n}": used for n, used in backbones.items()}
     )
-    step = int(json.loads((paths.models / "run.json").read_text()).get("iterations", 0))
+    if paths.model is not None:  # not the train stage's: a run of its own, named for the file
+        source = str(paths.model)
+        tags |= {"model": details["model"], "model_source": source}
+        tracker.start({"model_source": source}, tags, name=f"file:{paths.model.name}")
+        step = 0
+    else:
+        tracker.attach(paths.models / "run.json", tags)
+        step = int(json.loads((paths.models / "run.json").read_text()).get("iterations", 0))
     tracker.log_metrics([(step, {k: v for k, v in metrics.items() if v is not None})])
     tracker.log_artifact(paths.metrics, "evaluate")
     tracker.log_artifact(paths.details, "evaluate")
+    if paths.model is not None:
+        tracker.end()
     return metrics

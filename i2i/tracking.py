@@ -135,8 +135,15 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         self.run_id: str | None = None
 
-    def start(self, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> str:
-        """Create a run logging ``params``, or continue ``run_id`` (params were logged then)."""
+    def start(
+        self,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        run_id: str | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Create a run logging ``params`` (named ``name``, else :func:`run_name`), or continue
+        ``run_id`` (params were logged then)."""
         from mlflow.entities import Param, RunStatus
 
         if run_id is not None:
@@ -144,7 +151,9 @@ class Tracker:
             self.run_id = run_id
             self.set_tags({"resumed": "true", **tags})
             return run_id
-        run = _retry(self.client.create_run, self.experiment_id, tags=tags, run_name=run_name(tags))
+        run = _retry(
+            self.client.create_run, self.experiment_id, tags=tags, run_name=name or run_name(tags)
+        )
         self.run_id = run.info.run_id
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch

@@ -223,3 +223,35 @@ def test_trained_vs_untrained_benchmark_reproduces_the_evaluated_content_iou(eva
         shares.append((mask & keep).sum() / keep.sum())
     assert 0.1 < np.mean(shares) < 0.3  # the shapes cover a minority of the image
     assert result["content_iou_untrained"] == round(float(np.mean(shares)), 4)
+
+
+def test_evaluate_scores_a_reference_generator_file_in_a_run_of_its_own(evaluated, tmp_path):
+    """`i2i evaluate --model` with junyanz's lone pretrained generator (A->B only)."""
+    from tests.test_reference_models import JunyanzResnetGenerator, randomised
+
+    name, root, _ = evaluated
+    if name != "cyclegan":
+        pytest.skip("one reference file is enough")
+    pipeline_scores = (root / "reports" / "metrics.json").read_bytes()
+    torch.save(randomised(JunyanzResnetGenerator(), 0).state_dict(), tmp_path / "latest_net_G.pth")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "i2i"), "evaluate", "--model",
+         str(tmp_path / "latest_net_G.pth")],
+        cwd=root, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "reports" / "metrics.json").read_bytes() == pipeline_scores
+    metrics = json.loads((root / "reports" / "latest_net_G" / "metrics.json").read_text())
+    details = json.loads((root / "reports" / "latest_net_G" / "evaluate.json").read_text())
+    assert isinstance(metrics["metric/content_iou/ab"], float)
+    assert not any(k.endswith("/ba") for k in metrics)
+    assert details["skipped"]["content_iou/ba"] == "the model has no generator for this direction"
+    client = _client(root)
+    exp = client.get_experiment_by_name("i2i").experiment_id
+    [run] = client.search_runs([exp], "attributes.run_name = 'file:latest_net_G.pth'")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model_source"] == str(tmp_path / "latest_net_G.pth")
+    assert run.data.metrics["metric/content_iou/ab"] == pytest.approx(
+        metrics["metric/content_iou/ab"]
+    )

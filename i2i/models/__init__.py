@@ -41,6 +41,12 @@ class Networks(nn.Module):
         return 0 if self.name == "cyclegan" else self.G["a"].style_dim
 
     @property
+    def directions(self) -> tuple[str, ...]:
+        """The directions this model translates: both, except for a reference CycleGAN file
+        that holds one generator."""
+        return tuple(self.G) if self.name == "cyclegan" else ("ab", "ba")
+
+    @property
     def size_multiple(self) -> int:
         """Input sides must be multiples of this ..."""
         return max(g.multiple for g in self.G.values())
@@ -65,8 +71,8 @@ class Networks(nn.Module):
         prior. Without a style code (CycleGAN) M is 1. Each input is encoded once; the decoder
         runs on at most ``batch_size`` images at a time (default: all at once).
         """
-        if direction not in ("ab", "ba"):
-            raise ValueError(f"direction must be 'ab' or 'ba', got {direction!r}")
+        if direction not in self.directions:
+            raise ValueError(f"direction {direction!r}: this model translates {self.directions}")
         if not self.style_dim:
             if styles is not None:
                 raise ValueError(f"{self.name} is deterministic: it takes no style code")
@@ -170,8 +176,13 @@ def load_generators(
     path: str | Path, device: torch.device | str = "cpu", raw: bool = False
 ) -> Networks:
     """The generators exported by the train stage (``models/generator.pt``), ready for inference:
-    their moving average when training kept one, or with ``raw`` the trained weights."""
+    their moving average when training kept one, or with ``raw`` the trained weights. A
+    reference's released generator file is read too (:mod:`i2i.models.reference`)."""
+    from i2i.models import reference
+
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(state, dict) and "model_config" in state and "generators" in state):
+        return reference.load(Path(path), state).to(device).eval()
     nets = build_networks(
         model_from_dict(state["model_config"], source=str(path)), discriminators=False
     )
