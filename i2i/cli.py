@@ -419,15 +419,18 @@ def evaluate(
 
     from i2i.evaluate import EvaluatePaths
     from i2i.evaluate import evaluate as run
-    from i2i.tracking import repository_root
-    from i2i.translate import model_file
 
     if metrics is None:  # another model's scores never replace the pipeline's
         name = re.sub(r"[^\w.-]+", "-", Path(model).stem) if model else ""
         metrics = Path("reports", name, "metrics.json")
     details = details or metrics.with_name("evaluate.json")
     with tempfile.TemporaryDirectory(prefix="i2i-model-") as tmp:
-        source = model_file(model, repository_root(), Path(tmp)) if model else None
+        source = None
+        if model:  # imported here: the evaluate stage runs without it
+            from i2i.tracking import repository_root
+            from i2i.translate import model_file
+
+            source = model_file(model, repository_root(), Path(tmp))
         paths = EvaluatePaths(data, models, classifiers, metrics, details, real, raw, source)
         result = run(load_params(params_path), paths, fix=weights_fix(params_path))
     width = max(len(k) for k in result)
@@ -504,6 +507,48 @@ def compare(
     table = run(runs, out, chart, list(metrics) or None, sort)
     click.echo(to_markdown(table), nl=False)
     click.echo(f"-> {out}, {chart}")
+
+
+@main.command()
+@click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where tracking.uri / experiment come from.",
+)
+@click.option("--name", required=True, help="The registered model's name.")
+@click.option("--metric", required=True, help="Pick the best run by this, e.g. metric/fid/ab.")
+@click.option(
+    "--alias", default="champion", show_default=True, help="Point this alias at the version."
+)
+@click.option("--experiment", help="MLflow experiment (default: tracking.experiment).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only runs with this tag.")
+@user_errors
+def register(
+    params_path: Path, name: str, metric: str, alias: str, experiment: str | None,
+    tags: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Register the best finished run's model in the MLflow Model Registry, under an alias."""
+    from i2i.compare import best_run, lower_is_better
+    from i2i.tracking import find_runs
+    from i2i.tracking import register as run
+
+    bad = [t for t in tags if "=" not in t]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: expected KEY=VALUE", param_hint="--tag")
+    cfg = load_params(params_path).tracking
+    runs = find_runs(cfg, experiment, dict(t.split("=", 1) for t in tags))
+    finished = [r for r in runs if r.status == "FINISHED"]
+    best = best_run(finished, metric)
+    version = run(cfg, best, name, alias)
+    click.echo(
+        f"{best.name} ({best.run_id}): {metric} = {best.metrics[metric]:.4g} "
+        f"({'lowest' if lower_is_better(metric) else 'highest'} of {len(finished)} finished runs)\n"
+        f"registered as {name} version {version}" + (f", alias @{alias}" if alias else "")
+    )
+    click.echo(f"serve it: mlflow models serve -m models:/{name}@{alias} --env-manager local")
 
 
 @main.command()

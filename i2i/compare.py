@@ -33,6 +33,20 @@ def lower_is_better(key: str) -> bool:
     return key.startswith("loss/") or (len(parts) == 3 and parts[1] in LOWER_IS_BETTER)
 
 
+def best_run(runs: list[RunRecord], metric: str) -> RunRecord:
+    """The run with the best value of ``metric`` (lower or higher by its kind); the earliest
+    among equals."""
+    having = [r for r in runs if math.isfinite(r.metrics.get(metric, math.nan))]
+    if not having:
+        known = sorted({k for r in runs for k in r.metrics})
+        raise I2IError(
+            f"no run has the metric {metric!r}"
+            + (f"; they have: {', '.join(known)}" if known else " (no runs found)")
+        )
+    sign = 1 if lower_is_better(metric) else -1
+    return min(having, key=lambda r: sign * r.metrics[metric])
+
+
 def comparison(
     runs: list[RunRecord], metrics: list[str] | None = None, sort: str | None = None
 ) -> pd.DataFrame:

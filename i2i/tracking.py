@@ -318,6 +318,34 @@ def _find_runs(
     return sorted(records, key=lambda r: r.start_time)
 
 
+def register(cfg: TrackingConfig, run: RunRecord, name: str, alias: str | None) -> int:
+    """Register ``run``'s MLflow model (``runs:/<id>/model``) as a version of ``name`` in the
+    project's Model Registry (one version per run: registering a run again reuses its version),
+    point ``alias`` at it; return the version."""
+    from mlflow.tracking import MlflowClient
+
+    from i2i.errors import I2IError
+
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, repository_root()))
+    if not any(a.path == "model/MLmodel" for a in client.list_artifacts(run.run_id, "model")):
+        raise I2IError(
+            f"run {run.name} ({run.run_id}) has no MLflow model: it was trained before the train "
+            f"stage logged one, or did not finish"
+        )
+    if not client.search_registered_models(f"name = '{name}'"):
+        _retry(client.create_registered_model, name)
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.run_id}'")
+    if versions:
+        version = int(versions[0].version)
+    else:
+        source = f"runs:/{run.run_id}/model"
+        created = _retry(client.create_model_version, name, source, run_id=run.run_id)
+        version = int(created.version)
+    if alias:
+        _retry(client.set_registered_model_alias, name, alias, str(version))
+    return version
+
+
 class NullTracker:
     """What ranks other than 0 use: the same calls, no effect."""
 
@@ -409,6 +437,18 @@ class TrainingLog:
 
     def artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.tracker.log_artifact(path, artifact_path)
+
+    def model(self, generator_file: Path, example: np.ndarray) -> None:
+        """The generators as the run's MLflow model ``model`` (:mod:`i2i.serving`)."""
+        if not self.main:
+            return
+        import tempfile
+
+        from i2i import serving
+
+        with tempfile.TemporaryDirectory(prefix="i2i-mlflow-model-") as tmp:
+            serving.save(generator_file, Path(tmp) / "model", example)
+            self.tracker.log_artifacts(Path(tmp) / "model", "model")
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self.tracker.log_metrics([(step, values)])

@@ -24,7 +24,14 @@ import torch
 
 from i2i import checkpoint, distributed, weights
 from i2i.config import Params, to_dict
-from i2i.data.loader import DomainImages, EvalImages, to_model_input, to_real_images, train_loader
+from i2i.data.loader import (
+    DomainImages,
+    centre_crop,
+    EvalImages,
+    to_model_input,
+    to_real_images,
+    train_loader,
+)
 from i2i.devices import pick_device
 from i2i.errors import I2IError
 from i2i.grids import tile, translation_grid
@@ -396,7 +403,8 @@ def export(
     log: TrainingLog,
 ) -> None:
     """The generators (``models/generator.pt``: the moving average when there is one, and the
-    trained weights beside it), logged to the run, and the run's id."""
+    trained weights beside it), logged to the run as an MLflow model (:mod:`i2i.serving`), and
+    the run's id."""
     model_file = paths.models / "generator.pt"
     checkpoint.export_generators(
         model_file,
@@ -406,7 +414,8 @@ def export(
         {"iterations": done, "run_id": run_id, "data_hash": data_hash},
         raw=t.nets.G if t.ema else None,
     )
-    log.artifact(model_file, "model")
+    example = centre_crop(DomainImages(paths.data / "train_a").image(0), params.data.crop_size)
+    log.model(model_file, example)
     write_json(
         paths.models / "run.json",
         {

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from i2i.data.images import IMAGE_SUFFIXES, BadImage, load_rgb, resize_shorter
-from i2i.data.loader import to_model_input
+from i2i.data.images import IMAGE_SUFFIXES, BadImage, load_rgb
+from i2i.data.loader import prepare
 from i2i.errors import I2IError
 from i2i.grids import tile, to_uint8
 from i2i.io import atomic_path
@@ -70,8 +69,8 @@ def _store(root: Path) -> str:
 def _from_mlflow(uri: str, store: str, workdir: Path) -> Path:
     import mlflow
 
-    if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # the run's generators
-        uri = uri.rstrip("/") + "/model/generator.pt"
+    if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # the run's MLflow model
+        uri = uri.rstrip("/") + "/model"
     try:
         local = mlflow.artifacts.download_artifacts(uri, dst_path=str(workdir), tracking_uri=store)
         local = Path(local)
@@ -130,21 +129,6 @@ def output_names(files: list[Path], out: Path) -> dict[Path, Path]:
     return {f: out / r.relative_to(common).with_suffix("") for f, r in zip(files, resolved)}
 
 
-def _prepare(image: Image.Image, size: int | None, nets: Networks) -> tuple[torch.Tensor, tuple]:
-    """[3, H', W'] in [-1, 1] padded (reflect) to the network's multiple, and the (H, W) to crop."""
-    if size:
-        image = resize_shorter(image, size)
-    x = to_model_input(torch.from_numpy(np.asarray(image).copy())[None], "cpu")[0]
-    h, w = x.shape[1:]
-    m = nets.size_multiple
-    ph = max(nets.min_size, h + (-h) % m) - h
-    pw = max(nets.min_size, w + (-w) % m) - w
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
-    return x, (h, w)
-
-
 def translate_files(
     source: Path,
     files: list[Path],
@@ -197,7 +181,7 @@ def translate_files(
     bar = progress(total=len(files), desc=f"translate {direction}", unit="img")
     for f in files:
         try:
-            x, crop = _prepare(load_rgb(f), size, nets)
+            x, crop = prepare(load_rgb(f), size, nets.size_multiple, nets.min_size)
         except (BadImage, OSError) as e:
             report.skipped[str(f)] = str(e)
             bar.update(1)
@@ -234,7 +218,7 @@ def _style_codes(nets: Networks, direction: str, styles: int, seed: int, example
             raise I2IError(f"--styles and --example need a model with style codes, not {nets.name}")
         return None
     if example is not None:
-        x, (h, w) = _prepare(load_rgb(example), size, nets)
+        x, (h, w) = prepare(load_rgb(example), size, nets.size_multiple, nets.min_size)
         return nets.style_of(x[None].to(device), direction[1])
     rng = torch.Generator().manual_seed(seed)
     return torch.randn(styles, nets.style_dim, 1, 1, generator=rng).to(device)

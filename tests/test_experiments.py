@@ -182,8 +182,8 @@ def test_every_experiment_is_one_mlflow_run_named_and_tagged_by_dvc(experiments:
         assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} >= {
             "samples/index.html"
         }
-        assert [a.path for a in client.list_artifacts(r.info.run_id, "model")] == [
-            "model/generator.pt"
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "model/artifacts")] == [
+            "model/artifacts/generator.pt"
         ], name
     assert by_name["no-identity"].data.params["loss.identity_w"] == "0.0"
     assert by_name["no-identity"].data.params["loss.vgg_w"] == "1.0"

@@ -230,8 +230,10 @@ def test_mlflow_run_holds_params_tags_curves_samples_and_model(
     assert lr[0] == pytest.approx(2e-4) and lr[-1] == pytest.approx(0.0)  # linear decay to zero
     samples = [a.path for a in client.list_artifacts(info["run_id"], "samples")]
     assert samples == ["samples/00000003.png", "samples/00000006.png"]
-    assert [a.path for a in client.list_artifacts(info["run_id"], "model")] == [
-        "model/generator.pt"
+    model = {a.path for a in client.list_artifacts(info["run_id"], "model")}
+    assert {"model/MLmodel", "model/requirements.txt", "model/code"} <= model  # tests/test_registry
+    assert [a.path for a in client.list_artifacts(info["run_id"], "model/artifacts")] == [
+        "model/artifacts/generator.pt"
     ]
 
 

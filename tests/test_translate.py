@@ -114,7 +114,7 @@ def test_munit_styles_are_shared_by_every_input_and_examples_and_grids_work(phot
     "case, message",
     [
         ("missing model", "no-such.pt: no such model file"),
-        ("another tool's file", "not a generator file written by i2i train"),
+        ("another tool's file", "not a generator file of i2i train, junyanz's CycleGAN"),
         ("empty folder", "no image files in"),
         ("over the inputs", "an input would be overwritten"),
         ("style on cyclegan", "--styles and --example need a model with style codes"),
@@ -124,7 +124,7 @@ def test_munit_styles_are_shared_by_every_input_and_examples_and_grids_work(phot
 def test_bad_requests_get_one_line_and_write_nothing(case, message, photos, tmp_path):
     model = str(generator_file(tmp_path, "cyclegan"))
     other = tmp_path / "net_G.pth"
-    torch.save({"model.1.weight": torch.zeros(1)}, other)
+    torch.save({"encoder.weight": torch.zeros(1)}, other)
     (tmp_path / "empty").mkdir()
     before = sorted(photos.rglob("*"))
     inputs, out, extra = [str(photos)], "out", []

@@ -7,6 +7,7 @@ Decompression bombs (more than PIL's MAX_IMAGE_PIXELS) are refused before decodi
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -39,18 +40,21 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def load_rgb(path: str | Path, box: tuple[float, float, float, float] | None = None) -> Image.Image:
-    """Open ``path`` as an RGB PIL image; ``box`` (fractions l, t, r, b) crops after orientation.
+def load_rgb(
+    path: str | Path | bytes, box: tuple[float, float, float, float] | None = None
+) -> Image.Image:
+    """Open ``path`` (or an image file's ``bytes``) as an RGB PIL image; ``box`` (fractions l,
+    t, r, b) crops after orientation.
 
     Raises :class:`BadImage` for empty, truncated, non-image or oversized files.
     """
-    path = Path(path)
-    if path.stat().st_size == 0:
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
+    if (len(path) if isinstance(path, bytes) else source.stat().st_size) == 0:
         raise BadImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 im = _to_rgb(im)

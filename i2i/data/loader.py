@@ -20,10 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from i2i.config import DataConfig
 from i2i.errors import I2IError
+from i2i.data.images import resize_shorter
 
 
 # Translation direction -> (source, target) test parts: what sampling and evaluation translate.
@@ -213,3 +216,21 @@ def to_real_images(
     """A training batch's two domains as the model inputs a training step takes:
     {"a": ..., "b": ...}."""
     return {k: to_model_input(batch[k], device, channels_last) for k in ("a", "b")}
+
+
+def prepare(
+    image: Image.Image, size: int | None, multiple: int, minimum: int
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """An image of any size as a network input: [3, H', W'] in [-1, 1], first resized (shorter
+    side to ``size``) when given, then padded by reflection at the bottom and right to a
+    multiple of ``multiple`` of at least ``minimum``; and the (H, W) to crop the output back to."""
+    if size:
+        image = resize_shorter(image, size)
+    x = to_model_input(torch.from_numpy(np.asarray(image).copy())[None], "cpu")[0]
+    h, w = x.shape[1:]
+    ph = max(minimum, h + (-h) % multiple) - h
+    pw = max(minimum, w + (-w) % multiple) - w
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"  # reflect needs pad < side
+        x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+    return x, (h, w)

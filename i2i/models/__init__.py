@@ -21,6 +21,7 @@ from i2i.models.cyclegan import (
 )
 from i2i.models.layers import init_weights
 from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
+from i2i.models import reference  # noqa: E402 - reads the references' files; no cycle
 
 
 class Networks(nn.Module):
@@ -178,8 +179,6 @@ def load_generators(
     """The generators exported by the train stage (``models/generator.pt``), ready for inference:
     their moving average when training kept one, or with ``raw`` the trained weights. A
     reference's released generator file is read too (:mod:`i2i.models.reference`)."""
-    from i2i.models import reference
-
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not (isinstance(state, dict) and "model_config" in state and "generators" in state):
         return reference.load(Path(path), state).to(device).eval()

@@ -59,7 +59,10 @@ def _cyclegan_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]
         )
     blocks = sorted({int(m[1]) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
     if "model.1.weight" not in state or not blocks:
-        raise I2IError("no 'model.1.weight' and 'model.<n>.conv_block.*': not a ResNet generator")
+        raise I2IError(
+            "no 'model.1.weight' or no residual blocks 'model.<n>.conv_block.*': not junyanz's "
+            "ResNet generator"
+        )
     norm = (
         "batch" if "model.2.weight" in state else "instance" if "model.1.bias" in state else "none"
     )

@@ -1,0 +1,183 @@
+"""The trained generators as an MLflow model: logged by the train stage, registered by
+`i2i register` under an alias, served by `mlflow models serve` (a real server process on
+127.0.0.1) and read back by `i2i translate --model models:/...`."""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from i2i.data.loader import prepare
+from i2i.grids import to_uint8
+from i2i.models import load_generators
+from tests.conftest import save_image, write_params
+from tests.train_helpers import project, run_stage, tiny_train_params
+
+pytestmark = pytest.mark.slow  # trainings, a model server
+
+BIN = Path(sys.executable).parent
+
+
+def _env(root: Path) -> dict[str, str]:
+    store = f"sqlite:///{root}/mlflow.db"
+    path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
+
+
+def i2i(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "i2i"), *args], cwd=root, capture_output=True, text=True, env=_env(root)
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """Two finished CycleGAN runs and a MUNIT one in one project: {run id: final G loss}."""
+    root = project(tmp_path_factory.mktemp("registry"), tiny_train_params("cyclegan"))
+    for name, seed in (("cyclegan", 0), ("cyclegan", 1), ("munit", 0)):
+        write_params(root / "params.yaml", tiny_train_params(name, seed=seed))
+        run_stage(root)
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    found = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    return root, {
+        r.info.run_id: r.data.metrics["loss/G/total"]
+        for r in found
+        if r.data.params["model.name"] == "cyclegan"
+    }
+
+
+def test_the_train_stage_logs_a_pyfunc_with_signature_example_and_pinned_requirements(runs):
+    root, losses = runs
+    run_id = next(iter(losses))
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == ["image"]
+    assert signature.outputs.input_names() == ["image"]
+    assert {p.name: p.default for p in signature.params} == {"direction": "ab", "seed": 0}
+    example = model.input_example
+    assert list(example.columns) == ["image"]
+    out = model.predict(example, params={"direction": "ba"})
+    image = Image.open(io.BytesIO(base64.b64decode(out["image"][0])))
+    assert image.size == Image.open(io.BytesIO(base64.b64decode(example["image"][0]))).size
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/requirements.txt"))
+    pins = dict(line.split("==") for line in local.read_text().split() if "==" in line)
+    for dist in ("torch", "numpy", "pillow", "pandas", "mlflow"):
+        assert pins[dist] == importlib.metadata.version(dist).split("+")[0], dist
+
+
+def test_register_picks_the_best_run_by_the_metric_and_sets_the_alias(runs):
+    root, losses = runs
+    best = min(losses, key=losses.get)
+    assert len(set(losses.values())) == 2  # the seeds differ: a choice is made
+    out = i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total",
+              "--tag", "model=cyclegan")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    version = client.get_model_version_by_alias("zebra", "champion")
+    assert version.run_id == best and f"registered as zebra version {version.version}" in out.stdout
+    again = i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total",
+                "--tag", "model=cyclegan")  # fmt: skip
+    assert f"version {version.version}," in again.stdout  # one version per run
+    # higher is better for iterations per second: the choice follows the metric's kind
+    fast = i2i(root, "register", "--name", "fast", "--metric", "train/iterations_per_second")
+    assert fast.returncode == 0, fast.stderr
+
+
+def test_register_names_a_metric_no_run_has(runs):
+    root, _ = runs
+    out = i2i(root, "register", "--name", "x", "--metric", "metric/fid/ab")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+    assert "no run has the metric 'metric/fid/ab'" in out.stderr and "loss/G/total" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp_path: Path):
+    root, losses = runs
+    i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total", "--tag", "model=cyclegan")
+    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    save_image(tmp_path / "in" / "photo.png", image)
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/zebra@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        began = time.monotonic()
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() - began < 180, "the model server did not start"
+                time.sleep(0.5)
+        body = {"dataframe_records": [{"image": base64.b64encode((tmp_path / "in" / "photo.png")
+                .read_bytes()).decode()}], "params": {"direction": "ba"}}  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["image"]))))
+
+    # the same alias through i2i translate
+    out = i2i(root, "translate", str(tmp_path / "in"), "--model", "models:/zebra@champion",
+              "--direction", "ba", "--out", str(tmp_path / "out"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    translated = np.asarray(Image.open(tmp_path / "out" / "photo.png"))
+
+    # and worked out here from the best run's own generator file
+    best = min(losses, key=losses.get)
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{best}/model/artifacts/generator.pt", dst_path=str(tmp_path)
+    )
+    nets = load_generators(local)
+    x, (h, w) = prepare(Image.fromarray(image), None, nets.size_multiple, nets.min_size)
+    with torch.no_grad():
+        want = to_uint8(nets.translate(x[None], "ba")[0, :, :, :h, :w])[0]
+    assert served.shape == (30, 45, 3)
+    assert np.array_equal(served, want) and np.array_equal(translated, want)
+
+
+def test_munit_serves_one_style_per_seed(runs):
+    root, _ = runs
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    [munit] = client.search_runs(
+        [client.get_experiment_by_name("i2i").experiment_id], "params.`model.name` = 'munit'"
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{munit.info.run_id}/model")
+    example = model.input_example
+    a, b, c = (model.predict(example, params={"seed": s})["image"][0] for s in (0, 0, 1))
+    assert a == b and a != c
+    with pytest.raises(Exception, match="direction 'xy'"):
+        model.predict(example, params={"direction": "xy"})
