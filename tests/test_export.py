@@ -3,6 +3,7 @@ they were traced at, match eager PyTorch, and are not written when they do not."
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -52,3 +53,22 @@ def test_an_export_that_differs_from_pytorch_is_not_written(tmp_path, monkeypatc
     with pytest.raises(I2IError, match="export differs from PyTorch by"):
         export.export(nets, "ab", "torchscript", tmp_path / "g.pt")
     assert not (tmp_path / "g.pt").exists()
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnx_without_the_export_extra_says_how_to_install_it(missing, tmp_path):
+    """Run with the package made unimportable (a stub that raises ImportError first on the path),
+    as on an install without the extra."""
+    stub = tmp_path / "hide" / missing
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(f'raise ImportError("No module named {missing}")\n')
+    out = tmp_path / "g.onnx"
+    proc = subprocess.run(
+        [str(BIN / "i2i"), "export", "--model", str(generator_file(tmp_path, "cyclegan")),
+         "--direction", "ab", "--format", "onnx", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")},
+    )  # fmt: skip
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        "Error: ONNX export needs onnx and onnxruntime: pip install 'i2i[export]'"
+    ]
