@@ -10,7 +10,8 @@ style code is drawn from it, one for the whole request. Output: a table with one
 network's multiple, cropped back).
 
 The model folder holds the generator file, a copy of the ``i2i`` package (so that it loads
-where i2i is not installed), a signature, an input example and the pip requirements: every
+where i2i is not installed), ``mlflow_model.py`` (MLflow's "models from code": the model is
+built by code, not unpickled), a signature, an input example and the pip requirements: every
 third-party package the serving code imports, pinned to the installed version.
 """
 
@@ -25,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
@@ -64,30 +66,25 @@ def translate_encoded(
     return out
 
 
-def _python_model():
-    """The PythonModel subclass (defined here so that importing this module needs no mlflow)."""
-    import mlflow.pyfunc
+class ImageTranslator(mlflow.pyfunc.PythonModel):
+    """The pyfunc: the generators loaded once, then a table of images per request."""
 
-    class ImageTranslator(mlflow.pyfunc.PythonModel):
-        def load_context(self, context) -> None:
-            from i2i.devices import pick_device
-            from i2i.models import load_generators
+    def load_context(self, context) -> None:
+        from i2i.devices import pick_device
+        from i2i.models import load_generators
 
-            self.device = pick_device("auto")
-            self.nets = load_generators(context.artifacts[ARTIFACT], self.device)
+        self.device = pick_device("auto")
+        self.nets = load_generators(context.artifacts[ARTIFACT], self.device)
 
-        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            params = params or {}
-            direction = params.get("direction", "ab")
-            if direction not in self.nets.directions:
-                raise ValueError(f"direction {direction!r}: expected one of {self.nets.directions}")
-            images = translate_encoded(
-                self.nets, list(model_input["image"]), direction, int(params.get("seed", 0)),
-                self.device,
-            )  # fmt: skip
-            return pd.DataFrame({"image": images})
-
-    return ImageTranslator()
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        params = params or {}
+        direction = params.get("direction", "ab")
+        if direction not in self.nets.directions:
+            raise ValueError(f"direction {direction!r}: expected one of {self.nets.directions}")
+        seed = int(params.get("seed", 0))
+        images = translate_encoded(self.nets, list(model_input["image"]), direction, seed,
+                                   self.device)  # fmt: skip
+        return pd.DataFrame({"image": images})
 
 
 def requirements() -> list[str]:
@@ -113,7 +110,6 @@ def requirements() -> list[str]:
 def save(generator_file: Path, out: Path, example: np.ndarray) -> None:
     """Write the MLflow model folder ``out`` for ``generator_file``; ``example``: one uint8
     image [H, W, 3] for the input example."""
-    import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -128,7 +124,7 @@ def save(generator_file: Path, out: Path, example: np.ndarray) -> None:
         shutil.copytree(sources.PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__"))
         mlflow.pyfunc.save_model(
             path=str(out),
-            python_model=_python_model(),
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),  # models from code
             artifacts={ARTIFACT: str(generator_file)},
             code_paths=[str(code)],
             signature=signature,

@@ -1,4 +1,5 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking: runs, their metrics and artifacts, and the Model Registry. The other modules
+that import mlflow are ``serving`` (the model flavour) and ``translate`` (fetching a model).
 
 The store is the repository root's, also when DVC runs a stage in a copy of the repository
 (``dvc exp run --temp`` and queued experiments run under ``<root>/.dvc/tmp/exps/``, where a
