@@ -1,0 +1,130 @@
+"""Training against a real `mlflow server` (database backend, artifacts proxied by the server)
+on 127.0.0.1: everything lands there, and a server killed and restarted mid-training loses
+nothing: training goes on, and the metrics on the server equal losses.csv."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, write_params
+from tests.train_helpers import project, tiny_train_params
+
+pytestmark = pytest.mark.slow  # a server process and a training
+
+BIN = Path(sys.executable).parent
+
+
+class Server:
+    """`mlflow server` with a sqlite backend and proxied artifacts, restartable on its port."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{self.folder}/server.db", "--serve-artifacts", "--artifacts-destination",
+             str(self.folder / "artifacts"), "-h", "127.0.0.1", "-p", str(self.port),
+             "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "a"),
+            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        began = time.monotonic()
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+                return
+            except OSError:
+                assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-2000:]
+                assert time.monotonic() - began < 120, "mlflow server did not start"
+                time.sleep(0.3)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers, no goodbye
+        self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    (tmp_path / "server").mkdir()
+    s = Server(tmp_path / "server")
+    s.start()
+    yield s
+    if s.proc.poll() is None:
+        s.kill()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _wait_for_step(path: Path, step: int, train: subprocess.Popen) -> None:
+    while not _rows(path) or int(_rows(path)[-1]["step"]) < step:
+        if train.poll() is not None:
+            return  # finished (or failed: asserted by the caller)
+        time.sleep(0.2)
+
+
+def test_a_server_killed_and_restarted_mid_training_loses_no_metric(server, tmp_path: Path):
+    params = tiny_train_params("cyclegan", iterations=300, checkpoint_every=20, log_every=5,
+                               sample_every=100)  # fmt: skip
+    params["tracking"]["uri"] = server.url
+    root = project(tmp_path / "project", params)
+    write_params(root / "params.yaml", params)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    train = subprocess.Popen(
+        [sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    losses = root / "reports" / "train" / "losses.csv"
+    _wait_for_step(losses, 40, train)
+    server.kill()
+    killed_at = int(_rows(losses)[-1]["step"])
+    _wait_for_step(losses, killed_at + 60, train)  # training goes on without the server
+    server.start()
+    out, err = train.communicate(timeout=600)
+    assert train.returncode == 0, err[-3000:]
+    assert killed_at < 300, "the server was killed after training ended: nothing was tested"
+    assert "cannot log to MLflow" in err and "MLflow is back" in err
+
+    client = MlflowClient(server.url)
+    [run] = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert run.info.status == "FINISHED"
+    rows = _rows(losses)
+    for key in ("loss/G/total", "loss/D/total", "loss/G/cycle_a"):
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == [int(r["step"]) for r in rows], key
+        assert [m.value for m in history] == pytest.approx([float(r[key]) for r in rows], rel=1e-5)
+    # the artifacts went through the server's proxy too, the model among them
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "samples")} == {
+        f"samples/{s:08d}.png" for s in (100, 200, 300)
+    }
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert any((server.folder / "artifacts").rglob("generator.pt"))
+
+    # i2i compare reads the same server
+    compare = subprocess.run(
+        [str(BIN / "i2i"), "compare", "--metric", "loss/G/total"], cwd=root, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert compare.returncode == 0, compare.stderr
+    assert "cyclegan@" in compare.stdout or run.info.run_name in compare.stdout
