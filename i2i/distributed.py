@@ -11,6 +11,7 @@ these cleanly. The result is the same synchronous data-parallel SGD. NCCL on GPU
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,23 @@ def gather_to_main(obj: object, group: Dist) -> list | None:
     out = [None] * group.world if group.main else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+def check_same(value: object, group: Dist, what: str) -> None:
+    """Stop every rank with one message naming each rank's host and value when the ranks see
+    different ``value``s (on several nodes: a checkpoint folder or data that is not shared)."""
+    if group.world == 1:
+        return
+    seen: list = [None] * group.world
+    dist.all_gather_object(seen, (value, socket.gethostname()))
+    if len({repr(v) for v, _ in seen}) > 1:
+        from i2i.errors import I2IError
+
+        each = "; ".join(f"rank {r} on {host}: {v}" for r, (v, host) in enumerate(seen))
+        raise I2IError(
+            f"the ranks see different {what} ({each}): every node must see the same data "
+            f"and checkpoints folder (shared storage)"
+        )
 
 
 def all_finite(flag: bool, group: Dist) -> bool:

@@ -261,6 +261,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         weights.for_training(params.loss), params.backbones, announce=group.main
     )
     run = checkpoint.find_resume(params, data_hash, backbones, paths.checkpoints, resume)
+    distributed.check_same((data_hash, run.start), group, "(data hash, resume iteration)")
     random_vgg = not weights.pretrained(backbones, "vgg16")
     t = Trainables.build(params, device, random_vgg, group.world)
     checkpoint.restore(t, run, device, group.rank)

@@ -67,16 +67,31 @@ def _store(root: Path) -> str:
 
 
 def _from_mlflow(uri: str, store: str, workdir: Path) -> Path:
+    """The generator file of an MLflow model: only that file is fetched when the URI names a
+    model i2i logged (``runs:/<id>``, ``models:/...``), else whatever the URI names."""
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # the run's MLflow model
         uri = uri.rstrip("/") + "/model"
-    try:
-        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(workdir), tracking_uri=store)
-        local = Path(local)
-    except Exception as e:  # noqa: BLE001 - MLflow's own error types
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise I2IError(f"{uri}: cannot fetch the model from MLflow ({first})") from None
+    tries = (
+        [uri]
+        if uri.endswith((".pt", ".pth"))
+        else [f"{uri.rstrip('/')}/artifacts/generator.pt", uri]
+    )
+    for i, candidate in enumerate(tries):
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                candidate, dst_path=str(workdir), tracking_uri=store
+            )
+            break
+        except Exception as e:  # noqa: BLE001 - MLflow's own error types
+            if i == len(tries) - 1:
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise I2IError(f"{uri}: cannot fetch the model from MLflow ({first})") from None
+    local = Path(local)
     found = [local] if local.is_file() else sorted(local.rglob("generator.pt"))
     if not found:
         raise I2IError(f"{uri}: holds no generator.pt")

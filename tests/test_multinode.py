@@ -1,0 +1,159 @@
+"""Multi-node training with torchrun's c10d rendezvous, on one host as 2 nodes x 1 process
+(gloo, 127.0.0.1): the same result as 1 node x 2 processes at the same global batch, and exact
+resume after one node dies, by an elastic restart or by launching again. Both "nodes" share the
+project folder, as nodes share storage in a cluster (docs/scaling.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.train_helpers import project, run_stage, tiny_train_params
+
+pytestmark = pytest.mark.slow  # torchrun launches
+
+BIN = Path(sys.executable).parent
+PARAMS = tiny_train_params(iterations=30, checkpoint_every=3, log_every=3, sample_every=30)
+PARAMS["model"]["cyclegan"]["dropout"] = True  # random numbers on both ranks
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nodes(root: Path, restarts: int = 0) -> list[subprocess.Popen]:
+    """Two torchrun agents of one job, as on two machines, each in its own session."""
+    port = _port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+              "--rdzv-id", f"i2i-{port}", "--max-restarts", str(restarts),
+              str(REPO / "stages" / "train.py"), "--params", "params.yaml"]  # fmt: skip
+    return [_launch(launch, root, env, root / f"node-{i}.log") for i in range(2)]
+
+
+def _launch(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    """A node's agent, its output in ``log`` (a pipe would fill up and stall it)."""
+    node = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "a"),
+        start_new_session=True,
+    )  # fmt: skip
+    node.log = log
+    return node
+
+
+def _wait(nodes: list[subprocess.Popen]) -> list[int]:
+    codes = []
+    for node in nodes:
+        node.wait(timeout=300)
+        codes.append(node.returncode)
+        node.stderr_text = node.log.read_text()
+    return codes
+
+
+def _wait_for_checkpoint(root: Path, iteration: int, nodes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + 180
+    while not list((root / "checkpoints").glob(f"*/ckpt-{iteration:08d}.pt")):
+        assert all(n.poll() is None for n in nodes), "training ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def _worker_of(node: subprocess.Popen) -> psutil.Process:
+    (worker,) = [c for c in psutil.Process(node.pid).children(recursive=True)
+                 if "RANK" in c.environ()]  # fmt: skip
+    return worker
+
+
+def _weights(root: Path) -> dict[str, torch.Tensor]:
+    return torch.load(root / "models" / "generator.pt")["generators"]
+
+
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory) -> Path:
+    """The reference: one node, two processes, uninterrupted."""
+    root = project(tmp_path_factory.mktemp("one-node"), PARAMS)
+    launcher = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2"]
+    run_stage(root, launcher=launcher)
+    return root
+
+
+def test_two_nodes_give_the_one_node_result(one_node, tmp_path):
+    root = project(tmp_path / "two-nodes", PARAMS)
+    nodes = _nodes(root)
+    assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    a, b = _weights(one_node), _weights(root)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (root / "reports" / "train" / "losses.csv").read_text() == (
+        one_node / "reports" / "train" / "losses.csv"
+    ).read_text()
+
+
+def test_an_elastic_restart_after_a_node_dies_resumes_exactly(one_node, tmp_path):
+    root = project(tmp_path / "elastic", PARAMS)
+    nodes = _nodes(root, restarts=3)
+    _wait_for_checkpoint(root, 6, nodes)
+    _worker_of(nodes[1]).kill()  # the worker dies; its agent survives and re-forms the group
+    assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert 6 <= summary["resumed_from"] < 30
+    a, b = _weights(one_node), _weights(root)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_launching_again_after_a_node_is_lost_resumes_exactly(one_node, tmp_path):
+    root = project(tmp_path / "relaunch", PARAMS)
+    nodes = _nodes(root)
+    _wait_for_checkpoint(root, 6, nodes)
+    os.killpg(nodes[1].pid, signal.SIGKILL)  # the whole second machine: agent and worker
+    codes = _wait(nodes)
+    assert codes[0] != 0 and codes[1] == -signal.SIGKILL  # the survivor stops, it does not hang
+    assert not (root / "models" / "generator.pt").exists()
+    nodes = _nodes(root)  # the same two commands again
+    assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert 6 <= summary["resumed_from"] < 30
+    a, b = _weights(one_node), _weights(root)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nodes_that_see_different_checkpoints_stop_naming_them(tmp_path):
+    """Each node in its own folder, one of them with a checkpoint the other lacks: the storage is
+    not shared, and training would silently diverge."""
+    import shutil
+
+    first = project(tmp_path / "node-a", PARAMS)
+    nodes = _nodes(first)
+    _wait_for_checkpoint(first, 6, nodes)
+    for node in nodes:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+    second = tmp_path / "node-b"
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns("checkpoints"))
+    port = _port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+              "--rdzv-id", f"i2i-{port}", str(REPO / "stages" / "train.py"), "--params",
+              "params.yaml"]  # fmt: skip
+    nodes = [_launch(launch, folder, env, folder / "node.log") for folder in (first, second)]
+    codes = _wait(nodes)
+    assert codes == [1, 1] or all(c != 0 for c in codes)
+    err = nodes[0].stderr_text + nodes[1].stderr_text
+    assert "the ranks see different (data hash, resume iteration)" in err
+    assert "shared storage" in err
