@@ -46,7 +46,8 @@ def repository_root(start: Path | None = None) -> Path:
 
 
 def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
-    uri = cfg.uri or "sqlite:///mlflow.db"
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the repository's ``mlflow.db``."""
+    uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path, _, query = uri[len("sqlite:///") :].partition("?")
         uri = f"sqlite:///{root / path}" + (f"?{query}" if query else "")

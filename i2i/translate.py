@@ -53,14 +53,10 @@ def model_file(source: str, root: Path, workdir: Path) -> Path:
 
 
 def _store(root: Path) -> str:
-    """The project's MLflow store: MLFLOW_TRACKING_URI, else params.yaml's tracking.uri."""
-    import os
-
+    """The project's MLflow store (params.yaml's tracking.uri, else MLFLOW_TRACKING_URI, ...)."""
     from i2i.config import TrackingConfig, load_params
     from i2i.tracking import tracking_uri
 
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
     params = root / "params.yaml"
     cfg = load_params(params).tracking if params.is_file() else TrackingConfig("", "i2i")
     return tracking_uri(cfg, root)

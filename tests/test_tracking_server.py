@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_params
+from tests.servers import MlflowServer
 from tests.train_helpers import project, tiny_train_params
 
 pytestmark = pytest.mark.slow  # a server process and a training
@@ -25,45 +23,10 @@ pytestmark = pytest.mark.slow  # a server process and a training
 BIN = Path(sys.executable).parent
 
 
-class Server:
-    """`mlflow server` with a sqlite backend and proxied artifacts, restartable on its port."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{self.folder}/server.db", "--serve-artifacts", "--artifacts-destination",
-             str(self.folder / "artifacts"), "-h", "127.0.0.1", "-p", str(self.port),
-             "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "a"),
-            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
-        began = time.monotonic()
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2)
-                return
-            except OSError:
-                assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-2000:]
-                assert time.monotonic() - began < 120, "mlflow server did not start"
-                time.sleep(0.3)
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers, no goodbye
-        self.proc.wait()
-
-
 @pytest.fixture
 def server(tmp_path: Path):
     (tmp_path / "server").mkdir()
-    s = Server(tmp_path / "server")
+    s = MlflowServer(tmp_path / "server")
     s.start()
     yield s
     if s.proc.poll() is None:

@@ -1,0 +1,170 @@
+"""Two machines, one project: two clones share a bare git remote, an S3-compatible DVC remote
+(moto) and an MLflow server, all real processes on 127.0.0.1. Clone 1 runs an experiment and
+pushes it; clone 2 pulls it, sees it, gets its model without training and translates with it;
+`i2i compare` on clone 2 lists both clones' runs; experiments queued on both do not collide."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, save_image, write_params
+from tests.servers import MlflowServer, S3Server
+from tests.train_helpers import tiny_train_params
+
+pytestmark = pytest.mark.slow  # three servers, several pipeline runs
+
+BIN = Path(sys.executable).parent
+DVC = str(BIN / "dvc")
+
+
+class Machine:
+    """A clone with its own environment: the shared services' addresses and credentials."""
+
+    def __init__(self, root: Path, env: dict[str, str]):
+        self.root, self.env = root, env
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True)
+        if check:
+            assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+
+def _stale(machine: Machine) -> set[str]:
+    """The stages `dvc repro` would run, but for the two that always run (cheap checks)."""
+    status = json.loads(machine.run(DVC, "status", "--json").stdout)
+    return set(status) - {"params", "backbones"}
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """The services, a seeded remote (baseline reproduced, pushed) and two fresh clones."""
+    base = tmp_path_factory.mktemp("team")
+    (base / "mlflow").mkdir()
+    mlflow = MlflowServer(base / "mlflow")
+    mlflow.start()
+    s3 = S3Server(base)
+    env = {**os.environ, **s3.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e.x",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e.x"}  # fmt: skip
+    subprocess.run(
+        ["git", "init", "-q", "--bare", "-b", "main", str(base / "remote.git")], check=True
+    )
+
+    seed = Machine(base / "seed", env)
+    seed.root.mkdir()
+    for name in ("i2i", "stages", "plots"):
+        shutil.copytree(REPO / name, seed.root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", seed.root / "dvc.yaml")
+    params = tiny_train_params()
+    params["backbones"].update(policy="fallback", mirror="http://127.0.0.1:9/")
+    params["tracking"]["uri"] = mlflow.url  # the team's server, committed with the project
+    write_params(seed.root / "params.yaml", params)
+    (seed.root / ".gitignore").write_text("checkpoints/\n__pycache__/\n")
+    seed.run("git", "init", "-q", "-b", "main")
+    seed.run(DVC, "init", "-q")
+    shutil.copy(REPO / ".dvc" / "config", seed.root / ".dvc" / "config")
+    # The remote, as docs/scaling.md configures it; credentials stay in the environment.
+    seed.run(DVC, "remote", "add", "-d", "storage", "s3://i2i/dvc")
+    seed.run(DVC, "remote", "modify", "storage", "endpointurl", s3.url)
+    seed.run(DVC, "repro")
+    seed.run("git", "add", "-A")
+    seed.run("git", "commit", "-qm", "baseline")
+    seed.run("git", "remote", "add", "origin", str(base / "remote.git"))
+    seed.run("git", "push", "-q", "origin", "main")
+    seed.run(DVC, "push")
+
+    machines = []
+    for name in ("one", "two"):
+        subprocess.run(["git", "clone", "-q", str(base / "remote.git"), str(base / name)],
+                       check=True, env=env)  # fmt: skip
+        machines.append(Machine(base / name, env))
+    yield mlflow, machines
+    mlflow.kill()
+    s3.stop()
+
+
+def test_pull_gets_data_models_and_classifiers_without_running_a_stage(team):
+    _, (one, _) = team
+    one.run(DVC, "pull")
+    for out in ("data/prepared/manifest.json", "models/generator.pt", "classifiers"):
+        assert (one.root / out).exists(), out
+    assert _stale(one) == set()
+
+
+def test_an_experiment_pushed_on_one_machine_is_used_on_the_other(team, tmp_path):
+    mlflow, (one, two) = team
+    one.run(DVC, "pull")
+    one.run(DVC, "exp", "run", "-n", "from-one", "-S", "loss.identity_w=0")
+    one.run(DVC, "exp", "push", "origin", "from-one")
+
+    two.run(DVC, "pull")
+    two.run(DVC, "exp", "pull", "origin", "from-one")
+    shown = json.loads(two.run(DVC, "exp", "show", "--json").stdout)
+    names = [e.get("name") for b in shown for e in b.get("experiments") or []]
+    assert "from-one" in names
+    client = MlflowClient(mlflow.url)
+    runs_before = len(client.search_runs([client.get_experiment_by_name("i2i").experiment_id]))
+    two.run(DVC, "exp", "apply", "from-one")
+    assert _stale(two) == set()  # its outputs came from the remote: nothing would run
+    image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    save_image(tmp_path / "photo.png", image)
+    two.run(str(BIN / "i2i"), "translate", str(tmp_path / "photo.png"), "--direction", "ab",
+            "--out", str(tmp_path / "out"))  # fmt: skip
+    assert (tmp_path / "out" / "photo.png").is_file()
+    # nothing trained on machine two
+    exp = client.get_experiment_by_name("i2i").experiment_id
+    assert len(client.search_runs([exp])) == runs_before
+
+    # machine two's own experiment, then i2i compare there lists both machines' runs
+    two.run(DVC, "exp", "run", "-n", "from-two", "-S", "loss.lambda_a=5")
+    compare = two.run(str(BIN / "i2i"), "compare")
+    assert "from-one" in compare.stdout and "from-two" in compare.stdout
+    hosts = {
+        r.data.tags["dvc_exp_name"]: r.info.run_id
+        for r in client.search_runs([exp])
+        if "dvc_exp_name" in r.data.tags
+    }
+    assert {"from-one", "from-two"} <= set(hosts)
+
+
+def test_experiments_queued_on_two_machines_stay_one_run_each(team):
+    mlflow, machines = team
+    for m in machines:
+        m.run(DVC, "pull")
+        m.run(DVC, "exp", "run", "--queue", "-S", "train.seed=7")  # the same change on both
+    workers = [
+        subprocess.Popen(
+            [DVC, "exp", "run", "--run-all"],
+            cwd=m.root,
+            env=m.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for m in machines
+    ]
+    assert [w.wait(timeout=900) for w in workers] == [0, 0]
+    queued = []
+    for m in machines:
+        shown = json.loads(m.run(DVC, "exp", "show", "--json").stdout)
+        queued += [
+            e["name"]
+            for b in shown
+            for e in b.get("experiments") or []
+            if e.get("name") and any(r.get("data", {}).get("params") for r in e["revs"])
+        ]
+    client = MlflowClient(mlflow.url)
+    runs = client.search_runs([client.get_experiment_by_name("i2i").experiment_id],
+                              "params.`train.seed` = '7'")  # fmt: skip
+    names = [r.data.tags.get("dvc_exp_name") for r in runs]
+    assert len(runs) == 2 and len(set(names)) == 2 and None not in names
+    assert all(r.info.status == "FINISHED" for r in runs)
