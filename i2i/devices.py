@@ -1,17 +1,70 @@
-"""The one place a device is picked, for training and for the single-process stages."""
+"""The one place a device is picked, for training and for the single-process stages.
+
+Several jobs on one machine (``dvc queue start -j N``) each take a share of it: on a machine
+with several GPUs, each process claims the lowest GPU no other i2i process holds; with
+``I2I_JOBS=N`` on a CPU, each claims slot k of N and keeps to cores [k*C/N, (k+1)*C/N) with as
+many threads. A claim is a lock file under ``$TMPDIR/i2i-devices`` (machine-wide, like the
+devices), held until the process ends, so a killed job frees its share at once. A process
+started by torchrun, or with ``CUDA_VISIBLE_DEVICES`` set, uses what it was given.
+"""
 
 from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 
 from i2i.errors import I2IError
 
+_held: dict[str, tuple[int, object]] = {}  # kind -> (slot, open lock file): this process's claim
 
-def pick_device(kind: str, local_rank: int = 0) -> torch.device:
-    """``auto | cpu | cuda`` -> CUDA (this process's GPU under torchrun) when asked for or
-    available, else the CPU. ``cuda`` where there is none is an error, not a silent CPU run."""
+
+def claim(kind: str, slots: int) -> int:
+    """The lowest of ``slots`` slots of ``kind`` that no other process holds, now held by this
+    one (the same slot on every call); when every slot is held, slot 0 (shared)."""
+    if kind in _held:
+        return _held[kind][0]
+    folder = Path(os.environ.get("I2I_DEVICE_LOCKS", Path(tempfile.gettempdir()) / "i2i-devices"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(slots):
+        f = open(folder / f"{kind}-{k}.lock", "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _held[kind] = (k, f)
+        return k
+    return 0
+
+
+def _cpu_share() -> None:
+    """With ``I2I_JOBS=N``: keep to this job's 1/N of the cores, with as many threads."""
+    jobs = int(os.environ.get("I2I_JOBS", "1") or 1)
+    if jobs <= 1 or "cpu" in _held or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    k = claim("cpu", jobs)
+    share = cores[k * len(cores) // jobs : (k + 1) * len(cores) // jobs] or cores[:1]
+    os.sched_setaffinity(0, share)
+    torch.set_num_threads(len(share))
+
+
+def pick_device(kind: str, local_rank: int | None = None) -> torch.device:
+    """``auto | cpu | cuda`` -> CUDA when asked for or available, else the CPU. ``cuda`` where
+    there is none is an error, not a silent CPU run. Under torchrun (``local_rank``) the rank's
+    GPU; otherwise this job's share of the machine (module docstring)."""
     if kind == "cuda" and not torch.cuda.is_available():
         raise I2IError("device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     if kind != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
+        if local_rank is not None:
+            return torch.device("cuda", local_rank)
+        n = torch.cuda.device_count()
+        shared = n > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ
+        return torch.device("cuda", claim("cuda", n) if shared else 0)
+    if local_rank is None:
+        _cpu_share()
     return torch.device("cpu")

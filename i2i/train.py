@@ -254,7 +254,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     """Train ``params``' model on the prepared data; return the summary written to summary.json."""
     tp = params.train
     group = distributed.setup(use_cuda=tp.device != "cpu" and torch.cuda.is_available())
-    device = pick_device(tp.device, group.local_rank)
+    device = pick_device(tp.device, group.local_rank if group.world > 1 else None)
     data_hash = prepared_data_hash(paths.data)
     # A random VGG16 gives another result than ImageNet's: it is part of the configuration.
     backbones = weights.resolve(
