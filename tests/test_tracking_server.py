@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -91,3 +92,25 @@ def test_a_server_killed_and_restarted_mid_training_loses_no_metric(server, tmp_
     )  # fmt: skip
     assert compare.returncode == 0, compare.stderr
     assert "cyclegan@" in compare.stdout or run.info.run_name in compare.stdout
+
+
+def test_a_killed_training_resumes_into_the_same_run_on_the_server(server, tmp_path: Path):
+    params = tiny_train_params("cyclegan", iterations=200, checkpoint_every=20, log_every=10,
+                               sample_every=100)  # fmt: skip
+    params["tracking"]["uri"] = server.url
+    root = project(tmp_path / "project", params)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    stage = [sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
+    train = subprocess.Popen(stage, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    losses = root / "reports" / "train" / "losses.csv"
+    _wait_for_step(losses, 60, train)
+    os.killpg(train.pid, signal.SIGKILL)
+    train.wait()
+    again = subprocess.run(stage, cwd=root, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    client = MlflowClient(server.url)
+    [run] = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss/G/total")]
+    assert sorted(steps) == list(range(10, 201, 10))  # each step once

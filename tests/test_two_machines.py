@@ -135,6 +135,12 @@ def test_an_experiment_pushed_on_one_machine_is_used_on_the_other(team, tmp_path
         if "dvc_exp_name" in r.data.tags
     }
     assert {"from-one", "from-two"} <= set(hosts)
+    # everything a run logs is on the server: params, scores, grids, gallery, model
+    run = client.get_run(hosts["from-two"])
+    assert run.data.params["loss.lambda_a"] == "5.0" and "metric/content_iou/ab" in run.data.metrics
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert "samples/index.html" in listed and any(p.endswith("00000006.png") for p in listed)
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
 
 
 def test_experiments_queued_on_two_machines_stay_one_run_each(team):
