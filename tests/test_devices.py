@@ -43,6 +43,13 @@ def _report(job: subprocess.Popen) -> dict:
     return json.loads(job.stdout.readline())
 
 
+@pytest.fixture(autouse=True)
+def _end_jobs(tmp_path: Path):
+    """The jobs end with the test, whether it passed or not."""
+    yield
+    (tmp_path / "end").touch()
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to share")
 def test_job_k_of_n_keeps_to_its_share_of_the_cores_and_frees_it_when_killed(tmp_path: Path):
     cores = sorted(os.sched_getaffinity(0))
