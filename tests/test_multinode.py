@@ -24,7 +24,8 @@ from tests.train_helpers import project, run_stage, tiny_train_params
 pytestmark = pytest.mark.slow  # torchrun launches
 
 BIN = Path(sys.executable).parent
-PARAMS = tiny_train_params(iterations=30, checkpoint_every=3, log_every=3, sample_every=30)
+PARAMS = tiny_train_params(iterations=120, checkpoint_every=6, log_every=6, sample_every=120)
+# Long enough that a node is killed mid-run (after checkpoint 12), not after its worker ended.
 PARAMS["model"]["cyclegan"]["dropout"] = True  # random numbers on both ranks
 
 
@@ -42,7 +43,20 @@ def _nodes(root: Path, restarts: int = 0) -> list[subprocess.Popen]:
               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
               "--rdzv-id", f"i2i-{port}", "--max-restarts", str(restarts),
               str(REPO / "stages" / "train.py"), "--params", "params.yaml"]  # fmt: skip
-    return [_launch(launch, root, env, root / f"node-{i}.log") for i in range(2)]
+    # Node 0 is the machine at the rendezvous endpoint: it hosts the store, as in a cluster.
+    first = _launch(launch, root, env, root / "node-0.log")
+    _wait_for_listener(port, first)
+    return [first, _launch(launch, root, env, root / "node-1.log")]
+
+
+def _wait_for_listener(port: int, node: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert node.poll() is None and time.monotonic() < deadline, "no rendezvous store"
+        time.sleep(0.1)
 
 
 def _launch(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
@@ -107,11 +121,11 @@ def test_two_nodes_give_the_one_node_result(one_node, tmp_path):
 def test_an_elastic_restart_after_a_node_dies_resumes_exactly(one_node, tmp_path):
     root = project(tmp_path / "elastic", PARAMS)
     nodes = _nodes(root, restarts=3)
-    _wait_for_checkpoint(root, 6, nodes)
+    _wait_for_checkpoint(root, 12, nodes)
     _worker_of(nodes[1]).kill()  # the worker dies; its agent survives and re-forms the group
     assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
-    assert 6 <= summary["resumed_from"] < 30
+    assert 12 <= summary["resumed_from"] < 120
     a, b = _weights(one_node), _weights(root)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -119,15 +133,17 @@ def test_an_elastic_restart_after_a_node_dies_resumes_exactly(one_node, tmp_path
 def test_launching_again_after_a_node_is_lost_resumes_exactly(one_node, tmp_path):
     root = project(tmp_path / "relaunch", PARAMS)
     nodes = _nodes(root)
-    _wait_for_checkpoint(root, 6, nodes)
-    os.killpg(nodes[1].pid, signal.SIGKILL)  # the whole second machine: agent and worker
+    _wait_for_checkpoint(root, 12, nodes)
+    # A whole machine lost (not the endpoint's): its agent and its worker (in its own session).
+    for proc in [_worker_of(nodes[1]), psutil.Process(nodes[1].pid)]:
+        proc.kill()
     codes = _wait(nodes)
     assert codes[0] != 0 and codes[1] == -signal.SIGKILL  # the survivor stops, it does not hang
     assert not (root / "models" / "generator.pt").exists()
     nodes = _nodes(root)  # the same two commands again
     assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
-    assert 6 <= summary["resumed_from"] < 30
+    assert 12 <= summary["resumed_from"] < 120
     a, b = _weights(one_node), _weights(root)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -139,7 +155,7 @@ def test_nodes_that_see_different_checkpoints_stop_naming_them(tmp_path):
 
     first = project(tmp_path / "node-a", PARAMS)
     nodes = _nodes(first)
-    _wait_for_checkpoint(first, 6, nodes)
+    _wait_for_checkpoint(first, 12, nodes)
     for node in nodes:
         os.killpg(node.pid, signal.SIGKILL)
         node.wait()
@@ -151,7 +167,9 @@ def test_nodes_that_see_different_checkpoints_stop_naming_them(tmp_path):
               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
               "--rdzv-id", f"i2i-{port}", str(REPO / "stages" / "train.py"), "--params",
               "params.yaml"]  # fmt: skip
-    nodes = [_launch(launch, folder, env, folder / "node.log") for folder in (first, second)]
+    nodes = [_launch(launch, first, env, first / "node.log")]
+    _wait_for_listener(port, nodes[0])
+    nodes.append(_launch(launch, second, env, second / "node.log"))
     codes = _wait(nodes)
     assert codes == [1, 1] or all(c != 0 for c in codes)
     err = nodes[0].stderr_text + nodes[1].stderr_text
