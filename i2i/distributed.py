@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,10 +37,31 @@ def setup(use_cuda: bool) -> Dist:
     if world == 1:
         return Dist()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if rank == 0 and restarts_reuse_store():
+        print(STALE_STORE_WARNING, file=sys.stderr, flush=True)
     if use_cuda:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(rank, world, local)
+
+
+# torchrun's c10d rendezvous lends its agents' store to the workers and keeps it across
+# restarts without a per-round prefix, so after a restart a worker can read its peers' addresses
+# from the round before and fail to connect (pytorch/pytorch#135712). Without the shared store,
+# rank 0 hosts a fresh one each round.
+STALE_STORE_WARNING = (
+    "WARNING: torchrun --max-restarts > 0 with its shared rendezvous store: after a restart the "
+    "workers can read the previous round's addresses and fail to reconnect. Launch torchrun "
+    "with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (docs/scaling.md)."
+)
+
+
+def restarts_reuse_store() -> bool:
+    """Whether torchrun may restart this group on a store that keeps the last round's keys."""
+    return (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    )
 
 
 def teardown(group: Dist) -> None:

@@ -18,6 +18,7 @@ import psutil
 import pytest
 import torch
 
+from i2i.distributed import STALE_STORE_WARNING
 from tests.conftest import REPO
 from tests.train_helpers import project, run_stage, tiny_train_params
 
@@ -35,10 +36,18 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _nodes(root: Path, restarts: int = 0) -> list[subprocess.Popen]:
+def _env(fresh_store: bool = True) -> dict[str, str]:
+    """The nodes' environment: docs/scaling.md's recipe sets TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+    (a fresh rendezvous store for the workers of every round, see i2i.distributed)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env.pop("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", None)
+    return {**env, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"} if fresh_store else env
+
+
+def _nodes(root: Path, restarts: int = 0, fresh_store: bool = True) -> list[subprocess.Popen]:
     """Two torchrun agents of one job, as on two machines, each in its own session."""
     port = _port()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env = _env(fresh_store)
     launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
               "--rdzv-id", f"i2i-{port}", "--max-restarts", str(restarts),
@@ -106,9 +115,11 @@ def one_node(tmp_path_factory) -> Path:
 
 
 def test_two_nodes_give_the_one_node_result(one_node, tmp_path):
+    """Launched without the recipe's fresh store and with restarts allowed: rank 0 says so."""
     root = project(tmp_path / "two-nodes", PARAMS)
-    nodes = _nodes(root)
+    nodes = _nodes(root, restarts=1, fresh_store=False)
     assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
+    assert sum(STALE_STORE_WARNING in n.stderr_text for n in nodes) == 1
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert summary["world_size"] == 2
     a, b = _weights(one_node), _weights(root)
@@ -118,17 +129,13 @@ def test_two_nodes_give_the_one_node_result(one_node, tmp_path):
     ).read_text()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("I2I_ELASTIC_TEST"),
-    reason="on one loaded host the two agents restart their workers out of step and gloo's "
-    "reconnect can fail every round; run with I2I_ELASTIC_TEST=1 on an idle machine",
-)
 def test_an_elastic_restart_after_a_node_dies_resumes_exactly(one_node, tmp_path):
     root = project(tmp_path / "elastic", PARAMS)
     nodes = _nodes(root, restarts=3)
     _wait_for_checkpoint(root, 12, nodes)
     _worker_of(nodes[1]).kill()  # the worker dies; its agent survives and re-forms the group
     assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
+    assert not any(STALE_STORE_WARNING in n.stderr_text for n in nodes)
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
     assert 12 <= summary["resumed_from"] < 120
     a, b = _weights(one_node), _weights(root)
@@ -166,8 +173,7 @@ def test_nodes_that_see_different_checkpoints_stop_naming_them(tmp_path):
         node.wait()
     second = tmp_path / "node-b"
     shutil.copytree(first, second, ignore=shutil.ignore_patterns("checkpoints"))
-    port = _port()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    port, env = _port(), _env()
     launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
               "--rdzv-id", f"i2i-{port}", str(REPO / "stages" / "train.py"), "--params",
