@@ -40,12 +40,18 @@ def _env(fresh_store: bool = True) -> dict[str, str]:
     """The nodes' environment: docs/scaling.md's recipe sets TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
     (a fresh rendezvous store for the workers of every round, see i2i.distributed)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    env.pop("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", None)
-    return {**env, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"} if fresh_store else env
+    if fresh_store:
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+    else:
+        env.pop("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", None)
+    return env
 
 
-def _nodes(root: Path, restarts: int = 0, fresh_store: bool = True) -> list[subprocess.Popen]:
-    """Two torchrun agents of one job, as on two machines, each in its own session."""
+def _nodes(
+    root: Path, restarts: int = 0, fresh_store: bool = True, second: Path | None = None
+) -> list[subprocess.Popen]:
+    """Two torchrun agents of one job, as on two machines, each in its own session; node 1 in
+    ``second`` when given (storage that is not shared), in ``root`` otherwise."""
     port = _port()
     env = _env(fresh_store)
     launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
@@ -55,7 +61,8 @@ def _nodes(root: Path, restarts: int = 0, fresh_store: bool = True) -> list[subp
     # Node 0 is the machine at the rendezvous endpoint: it hosts the store, as in a cluster.
     first = _launch(launch, root, env, root / "node-0.log")
     _wait_for_listener(port, first)
-    return [first, _launch(launch, root, env, root / "node-1.log")]
+    second = second or root
+    return [first, _launch(launch, second, env, second / "node-1.log")]
 
 
 def _wait_for_listener(port: int, node: subprocess.Popen) -> None:
@@ -172,15 +179,8 @@ def test_nodes_that_see_different_checkpoints_stop_naming_them(tmp_path):
         os.killpg(node.pid, signal.SIGKILL)
         node.wait()
     second = tmp_path / "node-b"
-    shutil.copytree(first, second, ignore=shutil.ignore_patterns("checkpoints"))
-    port, env = _port(), _env()
-    launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
-              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-              "--rdzv-id", f"i2i-{port}", str(REPO / "stages" / "train.py"), "--params",
-              "params.yaml"]  # fmt: skip
-    nodes = [_launch(launch, first, env, first / "node.log")]
-    _wait_for_listener(port, nodes[0])
-    nodes.append(_launch(launch, second, env, second / "node.log"))
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns("checkpoints", "node-*.log"))
+    nodes = _nodes(first, second=second)
     codes = _wait(nodes)
     assert codes == [1, 1] or all(c != 0 for c in codes)
     err = nodes[0].stderr_text + nodes[1].stderr_text
