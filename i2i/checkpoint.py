@@ -119,7 +119,7 @@ def save(folder: Path, iteration: int, state: dict[str, Any], keep: int) -> Path
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "iteration": iteration, **state}, tmp)
     for old in checkpoints(folder)[:-keep]:
-        old.unlink()
+        old.unlink(missing_ok=True)  # two trainings of one configuration both prune
     return path
 
 

@@ -74,6 +74,21 @@ def _check_url(key: str, url: str) -> Iterator[tuple[str, Any, str]]:
             url,
             ("expected an http://, https:// or file:// base URL, or '' for the official host"),
         )
+    yield from _no_credentials(key, url)
+
+
+def _no_credentials(key: str, url: str) -> Iterator[tuple[str, Any, str]]:
+    """params.yaml is committed, and DVC copies its values into dvc.lock: a password in a URL
+    there would travel with every push. The value is not repeated in the error."""
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        scheme = url.partition("://")[0]
+        yield (
+            key,
+            f"{scheme}://<user-info>@...",
+            "a URL with credentials; params.yaml and dvc.lock are committed. Give the URL "
+            "without them, and the credentials in the environment (MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or a MLFLOW_TRACKING_URI that holds them)",
+        )
 
 
 Init = Literal["normal", "xavier", "kaiming", "orthogonal"]
@@ -232,6 +247,9 @@ class BackbonesConfig:
 class TrackingConfig:
     uri: str
     experiment: str
+
+    def checks(self) -> Iterator[tuple[str, Any, str]]:
+        yield from _no_credentials("uri", self.uri)
 
 
 @dataclass(frozen=True)

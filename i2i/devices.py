@@ -3,15 +3,19 @@
 Several jobs on one machine (``dvc queue start -j N``) each take a share of it: on a machine
 with several GPUs, each process claims the lowest GPU no other i2i process holds; with
 ``I2I_JOBS=N`` on a CPU, each claims slot k of N and keeps to cores [k*C/N, (k+1)*C/N) with as
-many threads. A claim is a lock file under ``$TMPDIR/i2i-devices`` (machine-wide, like the
-devices), held until the process ends, so a killed job frees its share at once. A process
-started by torchrun, or with ``CUDA_VISIBLE_DEVICES`` set, uses what it was given.
+many threads. A claim is a lock file under ``$TMPDIR/i2i-devices-<uid>``, held until the process
+ends, so a killed job frees its share at once. The folder is the user's own (mode 0700, checked
+on use): in a folder other users can write, one of them could pre-create it, or plant a lock
+file that is a link. So claims share a machine between one user's jobs; users who share GPUs
+split them with ``CUDA_VISIBLE_DEVICES`` or a scheduler. A process started by torchrun, or with
+``CUDA_VISIBLE_DEVICES`` set, uses what it was given.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -27,10 +31,10 @@ def claim(kind: str, slots: int) -> int:
     one (the same slot on every call); when every slot is held, slot 0 (shared)."""
     if kind in _held:
         return _held[kind][0]
-    folder = Path(os.environ.get("I2I_DEVICE_LOCKS", Path(tempfile.gettempdir()) / "i2i-devices"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = lock_folder()
     for k in range(slots):
-        f = open(folder / f"{kind}-{k}.lock", "a")
+        fd = os.open(folder / f"{kind}-{k}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        f = os.fdopen(fd, "r+b")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -39,6 +43,27 @@ def claim(kind: str, slots: int) -> int:
         _held[kind] = (k, f)
         return k
     return 0
+
+
+def lock_folder() -> Path:
+    """This user's folder of claims, created 0700; one that is a link, someone else's or open to
+    others is refused, naming it."""
+    default = Path(tempfile.gettempdir()) / f"i2i-devices-{os.geteuid()}"
+    folder = Path(os.environ.get("I2I_DEVICE_LOCKS") or default)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise I2IError(
+            f"{folder}: the device claims' folder must be a folder of this user's with mode 0700 "
+            f"(it is {'a folder' if stat.S_ISDIR(st.st_mode) else 'not a folder'} of uid "
+            f"{st.st_uid}, mode {stat.filemode(st.st_mode)}); remove it, or set I2I_DEVICE_LOCKS "
+            f"to another folder"
+        )
+    return folder
 
 
 def _cpu_share() -> None:

@@ -1,4 +1,10 @@
-"""Atomic writes: a reader (or a killed writer) never sees half a file or half a folder."""
+"""Atomic writes: a reader (or a killed writer) never sees half a file or half a folder.
+
+What is written follows the umask, like any Unix tool: ``mkstemp`` and ``mkdtemp`` create their
+temporary file 0600 and folder 0700 (right for a secret, wrong for a report that a lab's other
+users, a separate ``mlflow server`` or a web server must read), so the temporary is given the
+umask's mode before it is renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,33 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def _umask() -> int:
+    # Reading the umask means setting it: /proc says it without a change where it can.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have given it."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str = "i2i-") -> Iterator[Path]:
+    """A temporary folder with the umask's mode, removed at the end: for staging files that are
+    then copied whole (MLflow copies a staged folder's mode onto its artifact folder)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        follow_umask(tmp, folder=True)
+        yield Path(tmp)
 
 
 @contextlib.contextmanager
@@ -23,6 +56,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     try:
+        follow_umask(tmp)
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -47,6 +81,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        follow_umask(tmp, folder=True)
         yield tmp
         old = None
         if path.exists():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from PIL import Image
 from i2i.config import Params
 from i2i.data.loader import TEST_PARTS, DomainImages, centre_crop, to_model_input
 from i2i.grids import tile, to_uint8
-from i2i.io import atomic_dir
+from i2i.io import atomic_dir, temp_dir
 from i2i.devices import pick_device
 from i2i.models import Networks, load_generators
 
@@ -163,8 +162,7 @@ def _log_gallery(params: Params, models: Path, out: Path, sections: list[dict[st
 
     tracker = Tracker(params.tracking)
     tracker.attach(models / "run.json", run_tags())
-    with tempfile.TemporaryDirectory() as staging:
-        staging = Path(staging)
+    with temp_dir("i2i-samples-") as staging:
         for name in ["index.html", *(f"grid_{s['direction']}.png" for s in sections)]:
             shutil.copy2(out / name, staging / name)
         for s in sections:

@@ -9,6 +9,22 @@ style code is drawn from it, one for the whole request. Output: a table with one
 ``preprocess`` reads them and translated as ``i2i translate`` translates them (padded to the
 network's multiple, cropped back).
 
+A request is outside input. Before any image is decoded, each is held to limits that
+``mlflow models serve`` reads from the environment when the model loads:
+
+- ``I2I_SERVE_MAX_ROWS`` (default 16): images per request;
+- ``I2I_SERVE_MAX_BYTES`` (default 33554432, 32 MiB): base64 characters per request, all images
+  together;
+- ``I2I_SERVE_MAX_PIXELS`` (default 4194304, 2048 x 2048): pixels per image, read from the
+  image's header.
+
+A request over a limit, or a malformed one (bad base64, not an image, a bad direction), gets
+HTTP 400 and one line of JSON naming the row and what would be accepted, never a traceback.
+MLflow checks the request's shape first (JSON, the ``image`` column, the params' types) and
+answers HTTP 400 in one line of JSON too, with its own message. MLflow's server reads the whole
+body before the model sees it: a hard cap on the bytes read belongs in the proxy in front of it
+(docs/security.md).
+
 The model folder holds the generator file, a copy of the ``i2i`` package (so that it loads
 where i2i is not installed), ``mlflow_model.py`` (MLflow's "models from code": the model is
 built by code, not unpickled), a signature, an input example and the pip requirements: every
@@ -26,19 +42,58 @@ import sys
 import tempfile
 from pathlib import Path
 
+import binascii
+import os
+
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
 from i2i import sources
-from i2i.data.images import load_rgb
+from i2i.data.images import BadImage, load_rgb
 from i2i.data.loader import prepare
 from i2i.grids import to_uint8
 from i2i.models import Networks
 
 ARTIFACT = "generators"  # the generator file's name among the MLflow model's artifacts
+LIMITS = {"rows": 16, "bytes": 32 << 20, "pixels": 2048 * 2048}  # defaults; I2I_SERVE_MAX_*
+
+
+class RequestRefused(MlflowException):
+    """A request the model will not run: HTTP 400 with one line of JSON.
+
+    MLflow's scoring server rewrites a predict error's message to "Failed to predict data
+    '<the whole request>'. Error: ..."; this message keeps its first value, so the reply stays one
+    line and never echoes the request back.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)  # HTTP 400
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_line"):
+            self._line = value
+
+
+def limits() -> dict[str, int]:
+    """The serving limits: ``I2I_SERVE_MAX_ROWS``, ``_BYTES`` and ``_PIXELS``, else the defaults."""
+    found = {}
+    for key, default in LIMITS.items():
+        variable = f"I2I_SERVE_MAX_{key.upper()}"
+        raw = os.environ.get(variable, "")
+        if raw and not (raw.isdigit() and int(raw) > 0):
+            raise ValueError(f"{variable}={raw!r}: expected a positive whole number")
+        found[key] = int(raw) if raw else default
+    return found
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -47,19 +102,46 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def translate_encoded(
-    nets: Networks, images: list[str], direction: str, seed: int, device: torch.device | str
+def decode_request(images: list, limit: dict[str, int]) -> list[Image.Image]:
+    """The request's images, each checked against ``limit`` before any pixel is decoded."""
+    if len(images) > limit["rows"]:
+        raise RequestRefused(
+            f"{len(images)} images in one request, more than the {limit['rows']} allowed "
+            f"(I2I_SERVE_MAX_ROWS)"
+        )
+    if not all(isinstance(cell, str) for cell in images):
+        raise RequestRefused("column 'image': expected base64 strings of image files")
+    size = sum(len(cell) for cell in images)
+    if size > limit["bytes"]:
+        raise RequestRefused(
+            f"{size:,} base64 characters in one request, more than the {limit['bytes']:,} "
+            f"allowed (I2I_SERVE_MAX_BYTES)"
+        )
+    decoded = []
+    for row, cell in enumerate(images):
+        try:
+            data = base64.b64decode(cell, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestRefused(f"row {row}: not valid base64") from None
+        try:
+            decoded.append(load_rgb(data, max_pixels=limit["pixels"]))
+        except BadImage as e:
+            hint = " (I2I_SERVE_MAX_PIXELS)" if "allowed" in str(e) else ""
+            raise RequestRefused(f"row {row}: {e}{hint}") from None
+    return decoded
+
+
+def translate_images(
+    nets: Networks, images: list[Image.Image], direction: str, seed: int, device: torch.device | str
 ) -> list[str]:
-    """Base64 image files translated along ``direction``: base64 PNGs, each at its input's size."""
+    """Images translated along ``direction``: base64 PNGs, each at its input's size."""
     codes = None
     if nets.style_dim:
         rng = torch.Generator().manual_seed(seed)
         codes = torch.randn(1, nets.style_dim, 1, 1, generator=rng).to(device)
     out = []
-    for cell in images:
-        x, (h, w) = prepare(
-            load_rgb(base64.b64decode(cell)), None, nets.size_multiple, nets.min_size
-        )
+    for image in images:
+        x, (h, w) = prepare(image, None, nets.size_multiple, nets.min_size)
         with torch.no_grad():
             y = nets.translate(x[None].to(device), direction, codes)[0, 0]  # [3, H', W']
         out.append(encode_png(to_uint8(y[None, :, :h, :w])[0]))
@@ -73,6 +155,7 @@ class ImageTranslator(mlflow.pyfunc.PythonModel):
         from i2i.devices import pick_device
         from i2i.models import load_generators
 
+        self.limits = limits()
         self.device = pick_device("auto")
         self.nets = load_generators(context.artifacts[ARTIFACT], self.device)
 
@@ -80,11 +163,14 @@ class ImageTranslator(mlflow.pyfunc.PythonModel):
         params = params or {}
         direction = params.get("direction", "ab")
         if direction not in self.nets.directions:
-            raise ValueError(f"direction {direction!r}: expected one of {self.nets.directions}")
-        seed = int(params.get("seed", 0))
-        images = translate_encoded(self.nets, list(model_input["image"]), direction, seed,
-                                   self.device)  # fmt: skip
-        return pd.DataFrame({"image": images})
+            raise RequestRefused(
+                f"direction {direction!r}: expected one of {', '.join(self.nets.directions)}"
+            )
+        seed = int(params.get("seed", 0))  # MLflow has checked the column and the params' types
+        images = decode_request(list(model_input["image"]), self.limits)
+        return pd.DataFrame(
+            {"image": translate_images(self.nets, images, direction, seed, self.device)}
+        )
 
 
 def requirements() -> list[str]:

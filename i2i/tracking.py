@@ -21,11 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
 from i2i.config import TrackingConfig
-from i2i.io import atomic_path
+from i2i.io import atomic_path, follow_umask
 
 DVC_COPIES = (".dvc", "tmp", "exps")
 
@@ -46,8 +47,16 @@ def repository_root(start: Path | None = None) -> Path:
 
 
 def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
-    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the repository's ``mlflow.db``."""
-    uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the repository's ``mlflow.db``.
+
+    The URI returned never holds credentials: a ``user:password@`` in ``MLFLOW_TRACKING_URI``
+    moves to ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, where MLflow's HTTP
+    client reads them, and the variable keeps the URI without them. The URI is written to
+    files, logged and printed (also by MLflow: "View run at ..."); the credentials stay in this
+    process and the processes it starts.
+    """
+    uri = cfg.uri or _without_credentials(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    uri = uri or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path, _, query = uri[len("sqlite:///") :].partition("?")
         uri = f"sqlite:///{root / path}" + (f"?{query}" if query else "")
@@ -55,6 +64,21 @@ def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
         # Wait for a busy database (another experiment writing) instead of failing at once.
         uri += ("&" if "?" in uri else "?") + "timeout=60"
     return uri
+
+
+def _without_credentials(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    for variable, value in (
+        ("MLFLOW_TRACKING_USERNAME", parts.username),
+        ("MLFLOW_TRACKING_PASSWORD", parts.password),
+    ):
+        if value is not None:
+            os.environ.setdefault(variable, unquote(value))
+    clean = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    os.environ["MLFLOW_TRACKING_URI"] = clean
+    return clean
 
 
 @contextlib.contextmanager
@@ -473,6 +497,7 @@ class TrainingLog:
         from i2i import serving
 
         folder = Path(tempfile.mkdtemp(prefix="i2i-mlflow-model-"))
+        follow_umask(folder, folder=True)
         serving.save(generator_file, folder / "model", example)
 
         def send() -> None:

@@ -126,7 +126,10 @@ def input_files(inputs: list[str]) -> list[Path]:
             files += [m for m in matches if m.is_file()]
     if not files:
         raise I2IError(f"no image files in {', '.join(inputs)}")
-    return files
+    unique: dict[Path, Path] = {}
+    for f in files:  # each file once, in the order first named
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def output_names(files: list[Path], out: Path) -> dict[Path, Path]:
@@ -166,10 +169,7 @@ def translate_files(
         f: [b.parent / f"{b.name}{t}.png" for t in tags]
         for f, b in output_names(files, out).items()
     }
-    inputs = {f.resolve() for f in files}
-    clash = next((p for ps in paths.values() for p in ps if p.resolve() in inputs), None)
-    if clash is not None:
-        raise I2IError(f"{clash}: an input would be overwritten; choose another --out")
+    _refuse_collisions(paths, out / "grid.png" if grid else None)
     report, sheet = TranslateReport(), []
     pending: list[tuple[Path, torch.Tensor, tuple]] = []  # one padded size, up to batch_size
 
@@ -206,6 +206,31 @@ def translate_files(
     if sheet:
         report.written.append(_save(out / "grid.png", tile(sheet)))
     return report
+
+
+def _refuse_collisions(paths: dict[Path, list[Path]], grid: Path | None) -> None:
+    """Refuse, before anything is written, outputs that would overwrite an input or each other
+    (``a.png`` and ``a.jpg`` both give ``a.png``; an input named like the contact sheet)."""
+    inputs = {f.resolve() for f in paths}
+    owner: dict[Path, Path] = {}
+    for f, outs in paths.items():
+        for p in outs:
+            key = p.resolve()
+            if key in inputs:
+                raise I2IError(f"{p}: an input would be overwritten; choose another --out")
+            if key in owner:
+                raise I2IError(
+                    f"{owner[key]} and {f} would both be written to {p}; rename one, or translate "
+                    f"them into different --out folders"
+                )
+            owner[key] = f
+    if grid is not None and grid.resolve() in inputs:
+        raise I2IError(f"{grid}: an input would be overwritten by --grid; choose another --out")
+    if grid is not None and grid.resolve() in owner:
+        raise I2IError(
+            f"{owner[grid.resolve()]} would be written to {grid}, where --grid puts the contact "
+            f"sheet; rename it or leave out --grid"
+        )
 
 
 def load_translator(source: Path, device: torch.device | str, raw: bool = False) -> Networks:

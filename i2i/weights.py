@@ -24,7 +24,6 @@ are never ranked against calibrated ones.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from i2i.cache import weights_dir
 from i2i.config import BackbonesConfig, EvaluateConfig, LossConfig, Params
-from i2i.data.fetch import DownloadError, HostUnreachable, fetch, sha256_of
+from i2i.data.fetch import DownloadError, HostUnreachable, fetch, pinned_sha256
 from i2i.errors import I2IError
 from i2i.io import write_json
 
@@ -146,6 +145,7 @@ def load(name: str, prefix: str = "") -> dict[str, "torch.Tensor"]:
     perceptual loss and LPIPS never run). Memory-mapped: unused tensors are never read."""
     import torch
 
+    digest(name)  # the bytes pinned at first use, not whatever sits under the name now
     state = torch.load(path(name), map_location="cpu", weights_only=True, mmap=True)
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -156,33 +156,15 @@ def digest(name: str) -> str | None:
     Hashing a 500 MB file takes seconds, so the digest is kept beside the file
     (``<file>.sha256.json``) and reused while the file's size and modification time are unchanged.
     A file whose digest does not start with its name's prefix is refused: it is not the file the
-    name promises (a truncated copy, another version).
+    name promises (a truncated copy, another version). torchvision publishes only that prefix, so
+    the full digest is pinned at the file's first use: other bytes under the same name later (a
+    shared cache overwritten, a second download from another mirror) are refused.
     """
     w = WEIGHTS[name]
     p = weights_dir() / w.filename
-    try:
-        st = p.stat()
-    except FileNotFoundError:
+    if not p.is_file():
         return None
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    sidecar = p.with_name(p.name + ".sha256.json")
-    try:
-        known = json.loads(sidecar.read_text())
-        if {k: known.get(k) for k in stamp} == stamp:
-            return known["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    sha = sha256_of(p)
-    if not sha.startswith(w.sha256_prefix):
-        raise DownloadError(
-            f"{p}: SHA-256 {sha} does not start with {w.sha256_prefix} as its name says; "
-            f"delete it and run `i2i weights {name}`, or download {w.url()} again"
-        )
-    try:
-        write_json(sidecar, {**stamp, "sha256": sha})
-    except OSError:
-        pass  # a read-only shared cache: hashed again next time, correct all the same
-    return sha
+    return pinned_sha256(p, prefix=w.sha256_prefix, recheck=False)
 
 
 def host(name: str, mirror: str = "") -> str:

@@ -75,23 +75,92 @@ def test_symlink_out_of_the_destination_is_refused(tmp_path: Path):
         make_tar(tmp_path / "h.tar.gz", GOOD, links={"ds/hard": (tarfile.LNKTYPE, "../outside")}),
     ]
     for archive in archives:
-        with pytest.raises(UnsafeArchiveError, match="outside the destination") as e:
+        with pytest.raises(UnsafeArchiveError, match="link; only regular files") as e:
             extract(archive, tmp_path / "dest")
-        assert "ds/" in str(e.value)
+        assert "ds/" in str(e.value) and str(archive) in str(e.value)
         assert not (tmp_path / "dest").exists()
 
 
-def test_symlink_inside_the_destination_is_kept(tmp_path: Path):
-    archive = make_tar(
-        tmp_path / "ok.tar.gz", GOOD, links={"ds/alias.png": (tarfile.SYMTYPE, "trainA/1.png")}
-    )
-    dest = extract(archive, tmp_path / "dest")
-    assert (dest / "ds/alias.png").read_bytes() == b"a"
+def test_a_link_chain_that_looks_inside_as_text_is_refused_and_nothing_leaves(tmp_path: Path):
+    # `p -> .` makes p the folder itself, so `esc -> p/p/p/../../..` reads as inside the
+    # destination but resolves to three folders up on disk; `esc/escaped.txt` would land there.
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    zipped = work / "chain.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for name, target in (("p", "."), ("esc", "p/p/p/../../..")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+        zf.writestr("esc/escaped.txt", b"pwned")
+    tarred = work / "chain.tar"
+    with tarfile.open(tarred, "w") as tf:
+        for name, target in (("p", "."), ("esc", "p/p/p/../../..")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tf.addfile(info)
+        info = tarfile.TarInfo("esc/escaped.txt")
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"pwned"))
+    for archive in (zipped, tarred):
+        with pytest.raises(UnsafeArchiveError, match="'p' is a symbolic link"):
+            extract(archive, work / "dest")
+        assert not (work / "dest").exists()
+        assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_zip_bomb_is_refused_before_a_byte_is_written(tmp_path: Path):
+    # 40 MB of zeros deflate to about 40 KB: the cap is checked on the size fields, up front.
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ds/trainA/ok.png", b"a")
+        zf.writestr("ds/zeros.bin", bytes(40 << 20))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(UnsafeArchiveError, match="unpacks to 41,943,041 bytes, more than the "
+                       "10,485,760 bytes allowed") as e:  # fmt: skip
+        extract(bomb, tmp_path / "dest", max_bytes=10 << 20)
+    assert str(bomb) in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]
+    # The same archive under a cap it fits extracts whole.
+    extract(bomb, tmp_path / "dest", max_bytes=64 << 20)
+    assert (tmp_path / "dest/ds/zeros.bin").stat().st_size == 40 << 20
+
+
+def test_too_many_entries_are_refused(tmp_path: Path):
+    archive = make_tar(tmp_path / "many.tar.gz", {f"ds/{i}.png": b"x" for i in range(11)})
+    with pytest.raises(UnsafeArchiveError, match="11 entries, more than the 10 allowed"):
+        extract(archive, tmp_path / "dest", max_entries=10)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_tar_modes_are_not_kept_files_follow_the_umask(tmp_path: Path):
+    archive = tmp_path / "modes.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("ds/run.sh")
+        info.size, info.mode = 2, 0o6777  # set-uid, set-gid, world-writable
+        tf.addfile(info, io.BytesIO(b"hi"))
+    old = os.umask(0o022)
+    try:
+        dest = extract(archive, tmp_path / "dest")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((dest / "ds/run.sh").stat().st_mode) == 0o644
+
+
+def test_an_entry_written_twice_is_refused(tmp_path: Path):
+    archive = tmp_path / "twice.tar"
+    with tarfile.open(archive, "w") as tf:
+        for data in (b"first", b"second"):
+            info = tarfile.TarInfo("ds/a.png")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(UnsafeArchiveError, match="'ds/a.png' appears twice"):
+        extract(archive, tmp_path / "dest")
 
 
 def test_device_entries_are_refused(tmp_path: Path):
     archive = make_tar(tmp_path / "d.tar.gz", GOOD, links={"ds/null": (tarfile.CHRTYPE, "")})
-    with pytest.raises(UnsafeArchiveError, match="device or FIFO"):
+    with pytest.raises(UnsafeArchiveError, match="is a device, FIFO or other special entry"):
         extract(archive, tmp_path / "dest")
 
 

@@ -23,6 +23,7 @@ import torch
 from i2i import weights
 from i2i.cache import weights_dir
 from i2i.config import params_from_dict
+from i2i.data.fetch import DownloadError
 from i2i.evaluate import prefix
 from tests.conftest import REPO, FileServer, tiny_params, write_params
 from tests.train_helpers import prepare, tiny_train_params
@@ -194,6 +195,23 @@ def test_fetched_weights_are_recorded_by_sha256_and_the_digest_is_kept(
     assert len(server.log) == requests
 
 
+def test_other_bytes_under_a_pinned_name_are_never_loaded(standins, monkeypatch):
+    """torchvision publishes 8 hex digits of each digest; 2^32 tries forge such a prefix. The
+    full digest pinned at first use is what stops a swapped file (here: any prefix passes)."""
+    for name, (path, _) in standins.items():
+        monkeypatch.setitem(weights.WEIGHTS, name, weights.WeightFile(name, path.name, ""))
+    cached = weights_dir() / standins["vgg16"][0].name
+    cached.parent.mkdir(parents=True)
+    shutil.copy(standins["vgg16"][0], cached)
+    first = weights.digest("vgg16")
+    assert weights.load("vgg16", "features.")  # loads, and the digest is pinned
+    torch.save({"features.0.weight": torch.zeros(1)}, cached)  # a shared cache overwritten
+    with pytest.raises(DownloadError) as e:
+        weights.load("vgg16", "features.")
+    assert first in str(e.value) and str(cached) in str(e.value)
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() in str(e.value)
+
+
 def test_a_cached_file_that_is_not_what_its_name_says_is_never_used(
     server, standins, monkeypatch, capsys
 ):
@@ -207,7 +225,7 @@ def test_a_cached_file_that_is_not_what_its_name_says_is_never_used(
         weights.resolve(["alexnet"], backbones_cfg("strict", server.url))
 
 
-def test_lpips_loads_the_backbone_torchvision_and_lpips_would_load(tmp_path):
+def test_lpips_loads_the_backbone_torchvision_and_lpips_would_load(tmp_path, monkeypatch):
     """SqueezeNet's nested Fire modules are the hardest case of the slice-to-features mapping."""
     import lpips
     from torchvision.models import squeezenet1_1
@@ -215,9 +233,12 @@ def test_lpips_loads_the_backbone_torchvision_and_lpips_would_load(tmp_path):
     from i2i.metrics.lpips_distance import LpipsDistance
 
     torch.manual_seed(3)
-    path = weights_dir() / weights.WEIGHTS["squeezenet1_1"].filename
+    w = weights.WEIGHTS["squeezenet1_1"]
+    path = weights_dir() / w.filename
     path.parent.mkdir(parents=True)
     torch.save(squeezenet1_1().state_dict(), path)
+    digits = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    monkeypatch.setitem(weights.WEIGHTS, w.name, weights.WeightFile(w.name, w.filename, digits))
     reference = lpips.LPIPS(
         net="squeeze", pnet_rand=False, verbose=False
     ).eval()  # torchvision reads the cache

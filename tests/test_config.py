@@ -169,3 +169,19 @@ def test_any_stage_can_read_another_params_file(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["data"]["seed"] == 7
+
+
+@pytest.mark.parametrize(
+    "section, key", [("tracking", "uri"), ("data", "mirror"), ("backbones", "mirror")]
+)
+def test_a_url_with_credentials_is_refused_without_repeating_them(section, key):
+    """params.yaml and dvc.lock are committed and pushed: a password there travels."""
+    p = default_params()
+    p[section][key] = "https://alice:s3cret@mlflow.lab.example:5000/"
+    with pytest.raises(ParamsError) as e:
+        params_from_dict(p)
+    message = str(e.value)
+    assert f"{section}.{key}" in message and "MLFLOW_TRACKING_PASSWORD" in message
+    assert "s3cret" not in message and "alice" not in message
+    p[section][key] = "https://mlflow.lab.example:5000/"  # the same URL without them is fine
+    params_from_dict(p)

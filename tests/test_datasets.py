@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from i2i.cache import datasets_dir
 from i2i.config import ShapesConfig, params_from_dict
 from i2i.data import shapes
 from i2i.data.archive import UnsafeArchiveError
@@ -183,3 +186,28 @@ def test_malicious_dataset_archive_from_the_server_is_refused(server, tmp_path: 
         download(cfg(dataset="facades", mirror=server.url), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_cached_archive_that_changed_since_its_first_download_is_refused(server, tmp_path: Path):
+    def publish(pixel: int) -> None:
+        with zipfile.ZipFile(server.root / "facades.zip", "w") as zf:
+            for folder in ("trainA", "trainB", "testA", "testB"):
+                zf.writestr(f"facades/{folder}/1.png", png(solid(8, 8, pixel)))
+
+    publish(0)
+    c = cfg(dataset="facades", mirror=server.url)
+    download(c, tmp_path / "raw")
+    cached = datasets_dir() / "facades.zip"
+    first = hashlib.sha256(cached.read_bytes()).hexdigest()
+    record = json.loads(cached.with_name("facades.zip.sha256.json").read_text())
+    assert record["sha256"] == first
+    # Another archive under the same name in the shared cache (another user, a mirror swap).
+    publish(255)
+    swapped = (server.root / "facades.zip").read_bytes()
+    cached.write_bytes(swapped)
+    with pytest.raises(DownloadError) as e:
+        download(c, tmp_path / "raw")
+    assert first in str(e.value) and hashlib.sha256(swapped).hexdigest() in str(e.value)
+    assert str(cached) in str(e.value)
+    # What the stage wrote before is untouched.
+    assert (tmp_path / "raw" / "trainA" / "1.png").read_bytes() == png(solid(8, 8, 0))

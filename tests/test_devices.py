@@ -86,3 +86,23 @@ def test_jobs_on_a_multi_gpu_machine_take_one_gpu_each(tmp_path: Path):
     for j in jobs:
         j.wait(timeout=60)
     assert devices == ["cuda:0", "cuda:1"]
+
+
+def test_a_claims_folder_others_could_tamper_with_is_refused(tmp_path: Path, monkeypatch):
+    from i2i import devices
+    from i2i.errors import I2IError
+
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)  # another user could plant a lock file that is a link
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere)
+    for folder, said in ((open_folder, "mode drwxrwxrwx"), (link, "not a folder")):
+        monkeypatch.setenv("I2I_DEVICE_LOCKS", str(folder))
+        with pytest.raises(I2IError, match="must be a folder of this user's with mode 0700") as e:
+            devices.lock_folder()
+        assert str(folder) in str(e.value) and said in str(e.value)
+    monkeypatch.setenv("I2I_DEVICE_LOCKS", str(tmp_path / "fresh"))
+    assert devices.lock_folder().stat().st_mode & 0o777 == 0o700

@@ -80,6 +80,37 @@ def test_a_typo_anywhere_in_params_stops_dvc_repro_before_any_stage(repo: Path):
     assert "Running stage 'download'" not in out and "Running stage 'preprocess'" not in out
 
 
+def test_a_dataset_zip_whose_links_lead_out_writes_nothing_through_dvc_repro(repo: Path, server):
+    """The attack as a mirror (or a man in the middle of the plain-http host) would send it:
+    ``p -> .`` then ``esc -> p/p/.../../..``, inside as text but ``/`` on disk, then an entry
+    through ``esc/proc/self/cwd/``, the stage's working directory: the repository root."""
+    import stat
+    import zipfile
+
+    depth = 25  # deeper than the destination, fewer link hops than the kernel allows (40)
+    with zipfile.ZipFile(server.root / "facades.zip", "w") as zf:
+        for name, target in (("p", "."), ("esc", "p/" * depth + "../" * depth)):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+        zf.writestr("esc/proc/self/cwd/stages/pwned.py", b"raise SystemExit('pwned')")
+        for folder in ("trainA", "trainB", "testA", "testB"):
+            zf.writestr(f"facades/{folder}/1.png", b"not read")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(dataset="facades", mirror=server.url)
+    write_params(repo / "params.yaml", params)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [str(BIN / "dvc"), "repro", "download"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "entry 'p' is a symbolic link" in out and "facades.zip" in out
+    assert [r["path"] for r in server.log] == ["/facades.zip"]  # it did come over HTTP
+    assert not (repo / "stages" / "pwned.py").exists()
+    assert not (repo / "data" / "raw").exists()
+
+
 RECORD_IMPORTS = """
 import atexit, json, runpy, shlex, sys
 def dump():

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -113,6 +114,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _post(port: int, body: dict | bytes) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+# What the served model answers each bad request, under the limits the test's server sets.
+_REFUSALS = {
+    "rows": "3 images in one request, more than the 2 allowed (I2I_SERVE_MAX_ROWS)",
+    "bytes": "21,000 base64 characters in one request, more than the 20,000 allowed "
+    "(I2I_SERVE_MAX_BYTES)",
+    "pixels": "row 1: 41x40 = 1,640 pixels, more than the 1,600 allowed (I2I_SERVE_MAX_PIXELS)",
+    "base64": "row 0: not valid base64",
+    "not an image": "row 0: not an image PIL can identify",
+    "direction": "direction 'xy': expected one of ab, ba",
+    # MLflow's own checks of the request's shape, before the model sees it
+    "seed": "Can not safely convert `<class 'str'>` to `DataType.long` for value `abc`",
+    "column": "Model is missing inputs ['image']",
+    "json": "Invalid input. Ensure that input is a valid JSON formatted string",
+}
+
+
+def _bad_requests(photo: str, tmp_path: Path) -> dict[str, dict]:
+    big = save_image(tmp_path / "big.png", np.zeros((40, 41, 3), np.uint8))
+    rows = lambda *cells: [{"image": c} for c in cells]  # noqa: E731
+    return {
+        "rows": {"dataframe_records": rows(photo, photo, photo)},
+        "bytes": {"dataframe_records": rows("A" * 21_000)},
+        "pixels": {"dataframe_records": rows(photo, base64.b64encode(big.read_bytes()).decode())},
+        "base64": {"dataframe_records": rows("not base64!")},
+        "not an image": {"dataframe_records": rows(base64.b64encode(b"GIF89 nope").decode())},
+        "direction": {"dataframe_records": rows(photo), "params": {"direction": "xy"}},
+        "seed": {"dataframe_records": rows(photo), "params": {"seed": "abc"}},
+        "column": {"dataframe_records": [{"picture": photo}]},
+        "json": b'{"dataframe_records": [{"image": ',
+    }
+
+
 def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp_path: Path):
     root, losses = runs
     i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total", "--tag", "model=cyclegan")
@@ -120,11 +166,17 @@ def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp
     save_image(tmp_path / "in" / "photo.png", image)
 
     port = _free_port()
+    limits = {
+        "I2I_SERVE_MAX_ROWS": "2",
+        "I2I_SERVE_MAX_PIXELS": str(40 * 40),
+        "I2I_SERVE_MAX_BYTES": "20000",
+    }
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", "models:/zebra@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=root, env={**_env(root), **limits}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    photo = base64.b64encode((tmp_path / "in" / "photo.png").read_bytes()).decode()
     try:
         began = time.monotonic()
         while True:
@@ -135,17 +187,18 @@ def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 assert time.monotonic() - began < 180, "the model server did not start"
                 time.sleep(0.5)
-        body = {"dataframe_records": [{"image": base64.b64encode((tmp_path / "in" / "photo.png")
-                .read_bytes()).decode()}], "params": {"direction": "ba"}}  # fmt: skip
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+        refused = {name: _post(port, body) for name, body in _bad_requests(photo, tmp_path).items()}
+        good = {"dataframe_records": [{"image": photo}], "params": {"direction": "ba"}}
+        status, text = _post(port, good)
+        assert status == 200, text  # the server still answers a good request afterwards
+        answer = json.loads(text)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    for name, (status, text) in refused.items():
+        assert status == 400, (name, status, text)
+        assert "\n" not in text.strip() and "Traceback" not in text, (name, text)
+        assert _REFUSALS[name] in json.loads(text)["message"], (name, text)
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["image"]))))
 
     # the same alias through i2i translate

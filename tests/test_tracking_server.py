@@ -114,3 +114,42 @@ def test_a_killed_training_resumes_into_the_same_run_on_the_server(server, tmp_p
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss/G/total")]
     assert sorted(steps) == list(range(10, 201, 10))  # each step once
+
+
+def test_credentials_in_the_tracking_uri_never_leave_the_process(server, tmp_path: Path):
+    """A lab's MLFLOW_TRACKING_URI with a user and token, through the whole `dvc repro`: the
+    token is in no output, no file of the repository (DVC's cache and git included), no log
+    line and nowhere in the server's store; the runs still land, authenticated."""
+    import shutil
+
+    secret = "s3cretTOKEN"
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("i2i", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    write_params(root / "params.yaml", tiny_train_params())
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": server.url.replace("http://", f"http://lab:{secret}@"),
+    }
+    out = ""
+    for cmd in (
+        ["git", "init", "-q"],
+        [str(BIN / "dvc"), "init", "-q"],
+        [str(BIN / "dvc"), "repro"],
+    ):
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+        out += proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+    assert f" at: {server.url}/#/experiments/" in out  # MLflow's own "View run ... at" line
+    client = MlflowClient(server.url)
+    [run] = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert run.info.status == "FINISHED" and "metric/content_iou/ab" in run.data.metrics
+    assert secret not in out
+    everything = (*root.rglob("*"), *server.folder.rglob("*"))
+    leaked = [p for p in everything if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+    assert (root / "models" / "run.json").read_text().count(server.url) == 1

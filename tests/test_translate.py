@@ -117,6 +117,8 @@ def test_munit_styles_are_shared_by_every_input_and_examples_and_grids_work(phot
         ("another tool's file", "not a generator file of i2i train, junyanz's CycleGAN"),
         ("empty folder", "no image files in"),
         ("over the inputs", "an input would be overwritten"),
+        ("two inputs, one output", "would both be written to"),
+        ("an input named like the sheet", "where --grid puts the contact sheet"),
         ("style on cyclegan", "--styles and --example need a model with style codes"),
         ("not a dvc experiment", "not a model file, an MLflow URI"),
     ],
@@ -136,6 +138,12 @@ def test_bad_requests_get_one_line_and_write_nothing(case, message, photos, tmp_
         inputs = [str(tmp_path / "empty")]
     elif case == "over the inputs":
         inputs, out = [str(photos / "odd.png")], str(photos)
+    elif case == "two inputs, one output":  # odd.png and odd.jpg both give odd.png
+        save_image(photos / "odd.jpg", np.zeros((8, 8, 3), np.uint8))
+        before = sorted(photos.rglob("*"))
+    elif case == "an input named like the sheet":
+        save_image(photos / "grid.png", np.zeros((8, 8, 3), np.uint8))
+        before, extra = sorted(photos.rglob("*")), ["--grid"]
     elif case == "style on cyclegan":
         extra = ["--styles", "2"]
     elif case == "not a dvc experiment":

@@ -5,6 +5,9 @@ sub-folders and ``masks/``) or ``paired`` (``train/ val/`` of side-by-side pairs
 the preprocess stage). ``dataset.json`` records which, where the data came from, and the
 classes a domain declares (a generator knows all of them even if a small set misses one;
 without a declaration the preprocess stage takes the class sub-folders it finds).
+
+A hosted archive is cached outside the repository, its SHA-256 recorded beside it at its first
+download and checked again at every later use; it is unpacked by :mod:`i2i.data.archive`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from i2i.cache import datasets_dir
 from i2i.config import DataConfig
 from i2i.data import shapes
 from i2i.data.archive import extract
-from i2i.data.fetch import fetch
+from i2i.data.fetch import fetch, pinned_sha256
 from i2i.data.registry import DATASETS
 from i2i.errors import I2IError
 from i2i.io import atomic_dir, write_json
@@ -47,6 +50,7 @@ def download(cfg: DataConfig, out: str | Path) -> dict:
         else:
             origin = spec.url(cfg.mirror)
             archive = fetch(origin, datasets_dir() / spec.archive)
+            pinned_sha256(archive)  # a cached archive is the one first fetched, byte for byte
             extracted = extract(archive, tmp / ".extracted")
             top = _find_layout(extracted, spec.layout, str(archive))
             for name in REQUIRED[spec.layout]:

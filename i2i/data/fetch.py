@@ -5,12 +5,17 @@ process earlier) continues from there with an HTTP Range request. Size and, when
 are checked before the part file is renamed onto ``dest``, so an existing ``dest`` is complete
 and fetching it again is a no-op. Processes that fetch the same file at once (queued DVC
 experiments) take turns through a lock file beside it; the later ones find it done.
+
+:func:`pinned_sha256` guards a file in a cache shared by clones and users: the file's full
+SHA-256 is recorded beside it at its first use (``<file>.sha256.json``), and a later use that
+finds other bytes under the same name is refused, naming both digests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import socket
@@ -44,6 +49,50 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def pinned_sha256(path: Path, *, prefix: str = "", recheck: bool = True) -> str:
+    """The SHA-256 of ``path``, which must equal the one recorded at its first use and start
+    with ``prefix`` (a file is not recorded when it does not).
+
+    The record is ``<path>.sha256.json`` (size, modification time, digest); it is written when
+    missing. With ``recheck=False`` a file whose size and modification time match the record is
+    not hashed again (seconds for a 500 MB file, for a check that runs on every ``dvc repro``).
+    """
+    st = path.stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    record = path.with_name(path.name + ".sha256.json")
+    try:
+        known = json.loads(record.read_text())
+        pinned = str(known["sha256"])
+    except FileNotFoundError:
+        known, pinned = {}, ""
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DownloadError(
+            f"{record}: unreadable digest record of {path}; delete both to fetch it again"
+        ) from None
+    if pinned and not recheck and {k: known.get(k) for k in stamp} == stamp:
+        return pinned
+    got = sha256_of(path)
+    if not got.startswith(prefix.lower()):
+        raise DownloadError(
+            f"{path}: SHA-256 {got} does not start with {prefix} as its name says; it is not the "
+            f"file the name promises (a truncated copy, another version): delete it and fetch it "
+            f"again"
+        )
+    if pinned and got != pinned:
+        raise DownloadError(
+            f"{path}: SHA-256 {got}, but {pinned} was recorded at its first use ({record}); "
+            f"the file changed. Delete both files to fetch it again"
+        )
+    if known != {**stamp, "sha256": got}:
+        from i2i.io import write_json
+
+        try:
+            write_json(record, {**stamp, "sha256": got})
+        except OSError:
+            pass  # a read-only shared cache: hashed again next time, checked all the same
+    return got
 
 
 def fetch(

@@ -41,12 +41,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def load_rgb(
-    path: str | Path | bytes, box: tuple[float, float, float, float] | None = None
+    path: str | Path | bytes,
+    box: tuple[float, float, float, float] | None = None,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """Open ``path`` (or an image file's ``bytes``) as an RGB PIL image; ``box`` (fractions l,
     t, r, b) crops after orientation.
 
-    Raises :class:`BadImage` for empty, truncated, non-image or oversized files.
+    Raises :class:`BadImage` for empty, truncated, non-image or oversized files: over PIL's
+    bomb limit, or over ``max_pixels`` (read from the header, before any pixel is decoded).
     """
     source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
     if (len(path) if isinstance(path, bytes) else source.stat().st_size) == 0:
@@ -55,9 +58,16 @@ def load_rgb(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
+                if max_pixels is not None and im.width * im.height > max_pixels:
+                    raise BadImage(
+                        f"{im.width}x{im.height} = {im.width * im.height:,} pixels, more than the "
+                        f"{max_pixels:,} allowed"
+                    )
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 im = _to_rgb(im)
+    except BadImage:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"decompression bomb refused ({e})") from None
     except Image.UnidentifiedImageError:
