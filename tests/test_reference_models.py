@@ -301,3 +301,29 @@ def test_translate_and_the_cli_accept_a_reference_file(tmp_path: Path):
         want = to_uint8(g_b(to_model_input(torch.from_numpy(image)[None], "cpu")))[0]
     got = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "out" / "x.png"))
     assert np.array_equal(got, want)
+
+
+def test_a_file_that_declares_huge_widths_costs_no_more_memory_than_it_holds(tmp_path: Path):
+    """Widths come from the file: a stem of 65536 channels would make i2i build ResNet blocks of
+    262144 channels (2.5 TB of weights) before any check. The networks are built without memory
+    and checked key by key, so the first misfit is named and nothing large is allocated."""
+    path, g_a, _ = save_junyanz(tmp_path / "j")
+    state = g_a.state_dict()
+    state["model.1.weight"] = torch.zeros(65536, 3, 1, 1)  # 786 KB in the file
+    torch.save(state, path)
+    with pytest.raises(I2IError, match=r"'model\.1\.weight' has shape \(65536, 3, 1, 1\), i2i's"):
+        load_generators(path)
+
+    # i2i's own file format declares its widths in a config: the same holds.
+    from i2i import checkpoint
+    from i2i.config import params_from_dict, to_dict
+    from i2i.models import build_networks
+    from tests.train_helpers import tiny_train_params
+
+    cfg = params_from_dict(tiny_train_params("cyclegan")).model
+    config = to_dict(cfg)
+    config["cyclegan"]["ngf"] = 65536
+    tiny = build_networks(cfg, discriminators=False).G
+    checkpoint.export_generators(tmp_path / "i2i.pt", "cyclegan", config, tiny, {})
+    with pytest.raises(RuntimeError, match=r"size mismatch for ab\.model\.1\.weight"):
+        load_generators(tmp_path / "i2i.pt")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from i2i.config import ModelConfig, model_from_dict
+from i2i.errors import I2IError
 from i2i.models.cyclegan import (
     NLayerDiscriminator,
     PixelDiscriminator,
@@ -178,14 +179,31 @@ def load_generators(
 ) -> Networks:
     """The generators exported by the train stage (``models/generator.pt``), ready for inference:
     their moving average when training kept one, or with ``raw`` the trained weights. A
-    reference's released generator file is read too (:mod:`i2i.models.reference`)."""
+    reference's released generator file is read too (:mod:`i2i.models.reference`).
+
+    A file is outside input: its config could declare widths that need terabytes. The networks
+    are built without memory (:func:`empty_generators`) and take the file's tensors as their
+    own once every key and shape fits, so loading never allocates more than the file holds.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not (isinstance(state, dict) and "model_config" in state and "generators" in state):
         return reference.load(Path(path), state).to(device).eval()
-    nets = build_networks(
-        model_from_dict(state["model_config"], source=str(path)), discriminators=False
-    )
-    nets.G.load_state_dict(
-        state["generators_raw" if raw and "generators_raw" in state else "generators"]
-    )
+    nets = empty_generators(model_from_dict(state["model_config"], source=str(path)))
+    weights = state["generators_raw" if raw and "generators_raw" in state else "generators"]
+    nets.G.load_state_dict(weights, assign=True)  # strict: every key, every shape
+    materialised(nets.G, str(path))
     return nets.to(device).eval()
+
+
+def empty_generators(cfg: ModelConfig) -> Networks:
+    """The generators of ``cfg`` on the meta device: shapes without storage, for weights from a
+    file to be checked against and then assigned (``load_state_dict(..., assign=True)``)."""
+    with torch.device("meta"):
+        return build_networks(cfg, discriminators=False)
+
+
+def materialised(module: nn.Module, where: str) -> None:
+    """Refuse a network of which a file left part without weights (still on the meta device)."""
+    empty = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if empty:
+        raise I2IError(f"{where}: no weight for {empty[0]!r} ({len(empty)} missing)")

@@ -12,10 +12,11 @@ used with the same code as a trained run.
 The architecture is read from the weights' shapes (widths, block counts, dropout, norm).
 What weights cannot show is taken from the references' published configurations: MUNIT's
 activation ``relu`` and padding ``reflect``. Keys are renamed onto i2i's modules by the rules
-below, then every tensor's shape is checked against the network i2i builds; the first key
-that does not fit is named in the error. Normalisation running statistics that the references'
-InstanceNorm layers saved under older PyTorch (and that neither reference uses at test time)
-are dropped.
+below, then every tensor's shape is checked against the network i2i builds (without memory, on
+the meta device; the file's tensors become its weights, so a file that declares huge widths
+costs no more memory than it holds); the first key that does not fit is named in the error.
+Normalisation running statistics that the references' InstanceNorm layers saved under older
+PyTorch (and that neither reference uses at test time) are dropped.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _fit(
     missing = [k for k in wanted if k not in mapped]
     if missing:
         raise I2IError(f"{where}: no weight for i2i's {missing[0]!r} ({len(missing)} missing)")
-    target.load_state_dict(mapped)
+    target.load_state_dict(mapped, assign=True)  # the file's tensors: nothing else allocated
 
 
 def _junyanz_files(path: Path) -> dict[str, Path]:
@@ -145,7 +146,7 @@ def _junyanz_files(path: Path) -> dict[str, Path]:
 
 def load(path: Path, state: dict) -> Networks:
     """The generators of a reference's file ``path`` (whose contents are ``state``)."""
-    from i2i.models import Networks, build_networks
+    from i2i.models import Networks, empty_generators, materialised
 
     found = kind(state)
     if found is None:
@@ -157,10 +158,11 @@ def load(path: Path, state: dict) -> Networks:
         section, _ = _munit_keys(_strip(state["a"]))
         config = {"name": "munit", "munit": section, "cyclegan": {**_CYCLEGAN, "ngf": 64,
                   "n_blocks": 9, "norm": "instance", "dropout": False}}  # fmt: skip
-        nets = build_networks(model_from_dict(config, source=str(path)), discriminators=False)
+        nets = empty_generators(model_from_dict(config, source=str(path)))
         for domain in ("a", "b"):
             part = _strip(state[domain])
             _fit(nets.G[domain], part, _munit_keys(part)[1], f"{path} [{domain!r}]")
+        materialised(nets.G, str(path))
         return nets
     generators = {}
     for direction, file in _junyanz_files(path).items():
@@ -171,8 +173,9 @@ def load(path: Path, state: dict) -> Networks:
             raise I2IError(f"{file}: {e}") from None
         config = {"name": "cyclegan", "cyclegan": section, "munit": {**_MUNIT, "dim": 64,
                   "mlp_dim": 256, "style_dim": 8, "n_downsample": 2, "n_res": 4}}  # fmt: skip
-        nets = build_networks(model_from_dict(config, source=str(file)), discriminators=False)
+        nets = empty_generators(model_from_dict(config, source=str(file)))
         _fit(nets.G["ab"], part, names, str(file))
+        materialised(nets.G["ab"], str(file))
         generators[direction] = nets.G["ab"]
     return Networks("cyclegan", generators, {})
 
