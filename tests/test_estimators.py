@@ -133,3 +133,18 @@ def test_frechet_distance_of_a_small_set_with_itself_is_zero_in_high_dimension()
     x = np.random.default_rng(2).normal(size=(12, 256)) ** 3
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
     assert frechet_distance(x, x[::-1] + 1.0) == pytest.approx(256.0, rel=1e-6)  # mean shift only
+
+
+@pytest.mark.parametrize("n, m, d", [(30, 50, 64), (50, 30, 64), (80, 120, 16)])
+def test_frechet_distance_of_unequal_sets_matches_scipys_matrix_square_root(n, m, d):
+    """pytorch-fid's route, worked out independently: np.cov and scipy.linalg.sqrtm of S_a S_b.
+    (30, 50, 64) and (50, 30, 64) take the few-samples branch, (80, 120, 16) the other."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(n + m)
+    a = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.3
+    b = rng.normal(size=(m, d)) * 1.5 + 0.2
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(s_a @ s_b).real
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)

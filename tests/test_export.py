@@ -55,6 +55,31 @@ def test_an_export_that_differs_from_pytorch_is_not_written(tmp_path, monkeypatc
     assert not (tmp_path / "g.pt").exists()
 
 
+def test_one_pixel_off_is_enough_to_refuse_an_export(tmp_path, monkeypatch):
+    """The check is the largest difference, not an average: one pixel off by 1e-3 in a batch of
+    thousands of values (a mean of under 1e-7) is refused."""
+    from i2i import export
+    from i2i.errors import I2IError
+
+    nets = load_generators(generator_file(tmp_path, "cyclegan"))
+    real_runner = export.runner
+
+    def one_pixel_off(data, fmt):
+        run = real_runner(data, fmt)
+
+        def planted(*args):
+            y = run(*args).clone()
+            y[0, 0, 0, 0] += 1e-3
+            return y
+
+        return planted
+
+    monkeypatch.setattr(export, "runner", one_pixel_off)
+    with pytest.raises(I2IError, match=r"differs from PyTorch by 1\.00e-03"):
+        export.export(nets, "ab", "torchscript", tmp_path / "g.pt")
+    assert not (tmp_path / "g.pt").exists()
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_onnx_without_the_export_extra_says_how_to_install_it(missing, tmp_path):
     """Run with the package made unimportable (a stub that raises ImportError first on the path),

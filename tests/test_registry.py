@@ -27,6 +27,7 @@ from PIL import Image
 from i2i.data.loader import prepare
 from i2i.grids import to_uint8
 from i2i.models import load_generators
+from i2i.serving import RequestRefused
 from tests.conftest import save_image, write_params
 from tests.train_helpers import project, run_stage, tiny_train_params
 
@@ -99,6 +100,13 @@ def test_register_picks_the_best_run_by_the_metric_and_sets_the_alias(runs):
     # higher is better for iterations per second: the choice follows the metric's kind
     fast = i2i(root, "register", "--name", "fast", "--metric", "train/iterations_per_second")
     assert fast.returncode == 0, fast.stderr
+    speeds = {
+        r.info.run_id: r.data.metrics["train/iterations_per_second"]
+        for r in client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    }
+    assert len(set(speeds.values())) == len(speeds)  # a choice is made
+    chosen = client.get_model_version_by_alias("fast", "champion").run_id
+    assert chosen == max(speeds, key=speeds.get) and "(highest of 3" in fast.stdout
 
 
 def test_register_names_a_metric_no_run_has(runs):
@@ -232,5 +240,28 @@ def test_munit_serves_one_style_per_seed(runs):
     example = model.input_example
     a, b, c = (model.predict(example, params={"seed": s})["image"][0] for s in (0, 0, 1))
     assert a == b and a != c
-    with pytest.raises(Exception, match="direction 'xy'"):
+    with pytest.raises(RequestRefused, match="direction 'xy': expected one of ab, ba"):
         model.predict(example, params={"direction": "xy"})
+
+
+def _record(run_id: str, **metrics: float):
+    from i2i.tracking import RunRecord
+
+    return RunRecord(run_id, run_id, "FINISHED", 0, {}, metrics, {})
+
+
+@pytest.mark.parametrize(
+    "metric, values, best",
+    [
+        ("metric/content_iou/ab", [0.91, 0.97, 0.62], "r1"),  # higher is better
+        ("metric/inception_score/ab", [1.2, 1.1, 3.4], "r2"),
+        ("metric/fid/ab", [55.0, 41.0, 70.0], "r1"),  # lower is better
+        ("metric/kid/ba", [0.02, 0.05, 0.01], "r2"),
+        ("loss/G/total", [3.0, 2.0, 2.5], "r1"),
+    ],
+)
+def test_best_run_follows_each_metrics_direction(metric, values, best):
+    from i2i.compare import best_run
+
+    runs = [_record(f"r{i}", **{metric: v}) for i, v in enumerate(values)]
+    assert best_run(runs, metric).run_id == best

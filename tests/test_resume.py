@@ -189,3 +189,22 @@ def test_a_checkpoint_the_trainer_cannot_restore_is_a_clear_error(prepared, tmp_
         _train(tmp_path / "second", prepared, p, monkeypatch, resume=ckpt)
     msg = str(e.value)
     assert str(ckpt) in msg and "cannot restore the trainer" in msg and "torch 1.0.0" in msg
+
+
+def test_pruning_a_checkpoint_another_training_already_pruned_goes_on(tmp_path, monkeypatch):
+    """Two trainings of one configuration share its checkpoint folder and both prune it: the
+    older file can be gone between listing the folder and removing it."""
+    from i2i import checkpoint
+
+    for it in (1, 2):
+        checkpoint.save(tmp_path, it, {}, keep=5)
+    listed = checkpoint.checkpoints
+
+    def listed_then_pruned_by_the_other(folder):
+        found = listed(folder)
+        found[0].unlink()  # the other training removes it first
+        return found
+
+    monkeypatch.setattr(checkpoint, "checkpoints", listed_then_pruned_by_the_other)
+    checkpoint.save(tmp_path, 3, {}, keep=1)
+    assert [p.name for p in listed(tmp_path)] == ["ckpt-00000003.pt"]
