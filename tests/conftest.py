@@ -104,6 +104,20 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("I2I_QUIET", "1")
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_tracking_uri():
+    """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, so a test that calls it would
+    send every later test's `i2i` processes in this worker to its store: undo it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)  # None: unset, which also removes the variable
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def default_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 

@@ -211,3 +211,28 @@ def test_a_cached_archive_that_changed_since_its_first_download_is_refused(serve
     assert str(cached) in str(e.value)
     # What the stage wrote before is untouched.
     assert (tmp_path / "raw" / "trainA" / "1.png").read_bytes() == png(solid(8, 8, 0))
+
+
+def test_an_archive_that_unpacks_past_the_cap_is_refused_before_a_byte_is_written(
+    server, tmp_path: Path
+):
+    """A zip bomb as the download stage meets it, under the default cap (64 GiB): 17 entries
+    whose size fields say 4 GiB each, in a file of a few kilobytes."""
+    archive = server.root / "facades.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for folder in ("trainA", "trainB", "testA", "testB"):
+            zf.writestr(f"facades/{folder}/1.png", png(solid(8, 8, 0)))
+        for i in range(17):
+            zf.writestr(f"facades/trainA/bomb{i}.bin", b"\0" * 1000)
+    data = bytearray(archive.read_bytes())
+    at = data.find(b"PK\x01\x02")  # the central directory: each entry's declared size
+    while at != -1:
+        name_len = int.from_bytes(data[at + 28 : at + 30], "little")
+        if data[at + 46 : at + 46 + name_len].startswith(b"facades/trainA/bomb"):
+            data[at + 24 : at + 28] = (0xFFFFFFFE).to_bytes(4, "little")
+        at = data.find(b"PK\x01\x02", at + 46)
+    archive.write_bytes(bytes(data))
+    assert archive.stat().st_size < 10_000
+    with pytest.raises(UnsafeArchiveError, match=r"unpacks to 68\.00 GiB, more than the 64\.00"):
+        download(cfg(dataset="facades", mirror=server.url), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists() and not list(tmp_path.glob(".raw*"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, write_params
-from tests.train_helpers import tiny_train_params
+from tests.train_helpers import dvc_repo, tiny_train_params
 
 pytestmark = pytest.mark.slow  # real DVC processes
 
@@ -29,16 +28,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh git + DVC repository holding this project's pipeline and a tiny params.yaml."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("i2i", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    write_params(root / "params.yaml", tiny_train_params())
-    run(["git", "init", "-q"], root)
-    run([str(BIN / "dvc"), "init", "-q"], root)
-    run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    return root
+    return dvc_repo(tmp_path / "repo", tiny_train_params())
 
 
 def test_a_changed_param_reruns_the_stage_that_reads_it_not_the_ones_before(repo: Path):

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_params
 from tests.servers import MlflowServer
-from tests.train_helpers import project, tiny_train_params
+from tests.train_helpers import dvc_repo, project, tiny_train_params
 
 pytestmark = pytest.mark.slow  # a server process and a training
 
@@ -120,30 +120,19 @@ def test_credentials_in_the_tracking_uri_never_leave_the_process(server, tmp_pat
     """A lab's MLFLOW_TRACKING_URI with a user and token, through the whole `dvc repro`: the
     token is in no output, no file of the repository (DVC's cache and git included), no log
     line and nowhere in the server's store; the runs still land, authenticated."""
-    import shutil
-
     secret = "s3cretTOKEN"
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("i2i", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    write_params(root / "params.yaml", tiny_train_params())
+    root = dvc_repo(tmp_path / "repo", tiny_train_params())
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "OMP_NUM_THREADS": "1",
         "MLFLOW_TRACKING_URI": server.url.replace("http://", f"http://lab:{secret}@"),
     }
-    out = ""
-    for cmd in (
-        ["git", "init", "-q"],
-        [str(BIN / "dvc"), "init", "-q"],
-        [str(BIN / "dvc"), "repro"],
-    ):
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-        out += proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-3000:]
+    proc = subprocess.run(
+        [str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
     assert f" at: {server.url}/#/experiments/" in out  # MLflow's own "View run ... at" line
     client = MlflowClient(server.url)
     [run] = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])

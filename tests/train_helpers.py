@@ -57,6 +57,25 @@ def project(root: Path, params: dict) -> Path:
     return root
 
 
+def dvc_repo(root: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline and ``params``."""
+    import shutil
+
+    root.mkdir(parents=True)
+    for name in ("i2i", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    write_params(root / "params.yaml", params)
+    dvc = str(BIN / "dvc")
+    for cmd in (
+        ["git", "init", "-q"],
+        [dvc, "init", "-q"],
+        [dvc, "config", "core.analytics", "false"],
+    ):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    return root
+
+
 def run_stage(
     root: Path,
     *args: str,
