@@ -147,6 +147,14 @@ def test_tar_modes_are_not_kept_files_follow_the_umask(tmp_path: Path):
     assert stat.S_IMODE((dest / "ds/run.sh").stat().st_mode) == 0o644
 
 
+def test_a_file_and_a_folder_of_one_name_are_refused(tmp_path: Path):
+    for entries in ({"ds/a": b"file", "ds/a/b.png": b"x"}, {"ds/a/b.png": b"x", "ds/a": b"file"}):
+        archive = make_zip(tmp_path / "clash.zip", entries)
+        with pytest.raises(UnsafeArchiveError, match="clashes with an earlier entry"):
+            extract(archive, tmp_path / "dest")
+        assert not (tmp_path / "dest").exists()
+
+
 def test_an_entry_written_twice_is_refused(tmp_path: Path):
     archive = tmp_path / "twice.tar"
     with tarfile.open(archive, "w") as tf:

@@ -129,7 +129,7 @@ def _parts(name: str, archive: Path) -> tuple[str, ...]:
 
 def _folder(root: Path, parts: tuple[str, ...]) -> Path:
     """``root/parts...`` as real folders, none of them a link (nothing here writes links, so a
-    link found is a race with another process: refused)."""
+    link found is a race with another process) or a file an earlier entry wrote."""
     folder = root
     for part in parts:
         folder = folder / part
@@ -137,18 +137,24 @@ def _folder(root: Path, parts: tuple[str, ...]) -> Path:
             os.mkdir(folder)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                raise UnsafeArchiveError(f"{folder}: exists and is not a folder") from None
+                raise FileExistsError(folder) from None
     return folder
 
 
 def _write(archive: Path, entry: _Entry, root: Path) -> None:
     parts = _parts(entry.name, archive)
-    if entry.kind == "dir" or not parts:
-        _folder(root, parts)
-        return
-    folder = _folder(root, parts[:-1])
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
-    fd = os.open(folder / parts[-1], flags, 0o666)  # the umask decides the mode
+    try:
+        if entry.kind == "dir" or not parts:
+            _folder(root, parts)
+            return
+        folder = _folder(root, parts[:-1])
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
+        fd = os.open(folder / parts[-1], flags, 0o666)  # the umask decides the mode
+    except (FileExistsError, IsADirectoryError, NotADirectoryError):
+        raise UnsafeArchiveError(
+            f"{archive}: entry {entry.name!r} clashes with an earlier entry (a file where a "
+            f"folder is, or the other way round); refusing to extract"
+        ) from None
     with entry.open() as src, os.fdopen(fd, "wb") as out:
         shutil.copyfileobj(src, out, CHUNK)
 
