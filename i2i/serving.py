@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import ast
 import base64
+import binascii
 import importlib.metadata
 import io
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-
-import binascii
-import os
 
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
@@ -54,7 +53,7 @@ import torch
 from PIL import Image
 
 from i2i import sources
-from i2i.data.images import BadImage, load_rgb
+from i2i.data.images import BadImage, TooManyPixels, load_rgb
 from i2i.data.loader import prepare
 from i2i.grids import to_uint8
 from i2i.models import Networks
@@ -125,9 +124,10 @@ def decode_request(images: list, limit: dict[str, int]) -> list[Image.Image]:
             raise RequestRefused(f"row {row}: not valid base64") from None
         try:
             decoded.append(load_rgb(data, max_pixels=limit["pixels"]))
+        except TooManyPixels as e:
+            raise RequestRefused(f"row {row}: {e} (I2I_SERVE_MAX_PIXELS)") from None
         except BadImage as e:
-            hint = " (I2I_SERVE_MAX_PIXELS)" if "allowed" in str(e) else ""
-            raise RequestRefused(f"row {row}: {e}{hint}") from None
+            raise RequestRefused(f"row {row}: {e}") from None
     return decoded
 
 

@@ -23,6 +23,10 @@ class BadImage(ValueError):
     """A file that cannot be used as a training image; the message is the reason."""
 
 
+class TooManyPixels(BadImage):
+    """An image larger than the caller allows (its header says so; nothing was decoded)."""
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
@@ -59,7 +63,7 @@ def load_rgb(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 if max_pixels is not None and im.width * im.height > max_pixels:
-                    raise BadImage(
+                    raise TooManyPixels(
                         f"{im.width}x{im.height} = {im.width * im.height:,} pixels, more than the "
                         f"{max_pixels:,} allowed"
                     )
