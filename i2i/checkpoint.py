@@ -25,6 +25,7 @@ import torch
 
 from i2i import sources
 from i2i.config import Params, to_dict
+from i2i.configuration import RUN_ONLY_KEYS, flatten
 from i2i.errors import I2IError
 from i2i.io import atomic_path
 
@@ -47,34 +48,14 @@ REQUIRED = {
     "scaler",
     "ranks",
 }
-# Keys that change how a run is carried out or reported, not what it computes.
-NOT_FINGERPRINTED = {
-    "data.num_workers",
-    "train.iterations",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.log_every",
-    "train.sample_every",
-    "train.num_samples",
-    "train.device",
-    "train.compile",
-}
+# Keys that change how a run is carried out or reported, not what it computes: the run-only
+# keys, and the length (a longer run resumes from a shorter one's checkpoints).
+NOT_FINGERPRINTED = {*RUN_ONLY_KEYS, "train.iterations"}
 NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "backbones", "tracking")
 
 
 class ResumeError(I2IError, RuntimeError):
     """A checkpoint cannot continue this run."""
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat |= flatten(v, f"{prefix}{k}.")
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
 
 
 def result_shaping(config: dict) -> dict[str, Any]:

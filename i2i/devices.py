@@ -93,3 +93,29 @@ def pick_device(kind: str, local_rank: int | None = None) -> torch.device:
     if local_rank is None:
         _cpu_share()
     return torch.device("cpu")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    """What a timing, and bit equality between two runs, depends on: the processor (the GPU's
+    name on CUDA), the threads and the torch build."""
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

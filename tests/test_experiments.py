@@ -212,20 +212,19 @@ def test_dvc_exp_show_leads_with_the_scores(experiments: Path):
     scores = [c for c in columns[first:] if c.startswith(("metric/", "uncalibrated/"))]
     assert columns[first : first + 4] == scores[:4]
     is_reference = [
-        c.split("/")[1].endswith("_real")
-        or c.split("/")[1] in ("classifier_accuracy", "num_modes", "kid_std")
+        c.split("/")[1].endswith("_real") or c.split("/")[1] in ("classifier_accuracy", "num_modes")
         for c in scores
     ]
     assert is_reference == sorted(is_reference)  # every score before every reference value
     after = columns.index(scores[-1]) + 1
-    training = ["iterations_per_second", "final.loss/G/total", "final.loss/D/total"]
-    assert columns[after : after + 3] == training  # then the training's speed and total losses
-    assert columns[after + 3].startswith("data.")  # then the params: no other metrics
+    training = ["config_id", "iterations_per_second", "final.loss/G/total", "final.loss/D/total"]
+    assert columns[after : after + 4] == training  # then the configuration, speed and losses
+    assert columns[after + 4].startswith("data.")  # then the params: no other metrics
 
 
 def test_compare_writes_a_sorted_table_of_differing_params_and_a_chart(experiments: Path):
     out = run([str(BIN / "i2i"), "compare", "--sort", "metric/content_iou/ab"], experiments).stdout
-    md = (experiments / "reports" / "compare.md").read_text()
+    md = (experiments / "reports" / "compare.md").read_text().split("## Runs")[1]
     header = next(line for line in md.splitlines() if line.startswith("| run"))
     columns = [c.strip() for c in header.strip("|").split("|")]
     for param in ("loss.identity_w", "loss.vgg_w", "model.name"):
@@ -289,26 +288,27 @@ def test_compare_ranks_scores_and_puts_reference_values_in_the_caption(tmp_path:
     from i2i.errors import I2IError
     from i2i.tracking import RunRecord
 
-    def scores(cis: float, kid_std: float) -> dict[str, float]:
+    def scores(cis: float, accuracy: float) -> dict[str, float]:
         return {
             "metric/cis/ab": cis,
             "metric/inception_score_real/ab": 3.78,
             "metric/num_modes/ab": 4.0,
-            "metric/kid_std/ab": kid_std,
+            "metric/classifier_accuracy/ab": accuracy,
         }
 
     runs = [
         RunRecord("a" * 32, "x", "FINISHED", 1, {"p": "1"}, scores(1.5, 0.2), {}),
         RunRecord("b" * 32, "y", "FINISHED", 2, {"p": "2"}, scores(2.5, 0.1), {}),
     ]
-    table = compare(runs, tmp_path / "c.md", tmp_path / "c.png", sort="metric/cis/ab")
+    table = compare(runs, tmp_path / "c.md", tmp_path / "c.png", sort="metric/cis/ab").runs
     assert list(table.columns) == ["run", "status", "run_id", "p", "metric/cis/ab"]
     assert table["run"].tolist() == ["y", "x"]  # CIS: higher is better
     md = (tmp_path / "c.md").read_text()
     assert "- `metric/inception_score_real/ab`: 3.78\n" in md  # the same in every run: one value
-    assert "- `metric/kid_std/ab`: 0.1 to 0.2\n" in md and "- `metric/num_modes/ab`: 4\n" in md
+    assert "- `metric/classifier_accuracy/ab`: 0.1 to 0.2\n" in md
+    assert "- `metric/num_modes/ab`: 4\n" in md
     with pytest.raises(I2IError, match="a reference value, not a score"):
-        compare(runs, tmp_path / "d.md", tmp_path / "d.png", sort="metric/kid_std/ab")
+        compare(runs, tmp_path / "d.md", tmp_path / "d.png", sort="metric/classifier_accuracy/ab")
 
 
 def test_scores_of_random_backbones_get_their_own_columns_and_are_never_ranked_with_calibrated():
