@@ -175,6 +175,10 @@ class TrainConfig:
     log_every: int = bounded(ge=1)
     sample_every: int = bounded(ge=1)
     num_samples: int = bounded(ge=1, le=64)
+    validation: float = bounded(ge=0)
+    validation_seed: int = bounded(ge=0)
+    validation_every: int = bounded(ge=1)
+    validation_metric: Literal["content_iou"]
 
 
 @dataclass(frozen=True)
@@ -199,13 +203,12 @@ METRIC_NAMES = (
 # Scores (metric/<key>/<direction>) where lower is better; all others are better higher.
 LOWER_IS_BETTER = ("fid", "kid")
 # Keys the metrics report beside the scores, to read them by: values of the real test images,
-# the classifier's test accuracy, the number of modes, KID's spread. Never ranked.
+# the classifier's test accuracy, the number of modes. Never ranked.
 REFERENCE_VALUES = (
     "lpips_diversity_real",
     "inception_score_real",
     "classifier_accuracy",
     "num_modes",
-    "kid_std",
 )
 
 
@@ -223,6 +226,7 @@ class EvaluateConfig:
     batch_size: int = bounded(ge=1)
     seed: int = bounded(ge=0)
     device: Literal["auto", "cpu", "cuda"]
+    best_on_validation: bool
 
     def checks(self) -> Iterator[tuple[str, Any, str]]:
         for name in self.metrics:
@@ -282,6 +286,11 @@ ADDED = {
     "evaluate used train.device",
     "train.ema_images": "add `ema_images: 0`: the generators' moving average, off",
     "train.ema_rampup": "add `ema_rampup: 0.05`",
+    "train.validation": "add `validation: 0` (images per domain held out of training; 0 = off)",
+    "train.validation_seed": "add `validation_seed: 0`",
+    "train.validation_every": "add `validation_every: 100`",
+    "train.validation_metric": "add `validation_metric: content_iou`",
+    "evaluate.best_on_validation": "add `best_on_validation: false`",
 }
 
 

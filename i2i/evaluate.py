@@ -6,11 +6,14 @@ backbone which was random (``backbones.policy``, ``i2i.weights``) is stored as
 ``uncalibrated/<name>/<direction>`` instead: a different name in metrics.json, ``dvc exp show``,
 MLflow and ``i2i compare``, so it is never ranked against a calibrated one. A metric that does
 not apply to a direction (no class labels in the target, no geometry masks) is ``null`` with
-the reason in ``reports/evaluate.json``, which also records the backbones used.
+the reason in ``reports/evaluate.json``, which also records the backbones used and, beside each
+score that can be recomputed on resampled test sets, its 95 % bootstrap interval over the test
+inputs (``intervals``: the run's own uncertainty; across seeds, ``i2i compare``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -22,11 +25,17 @@ import torch
 from i2i import weights
 from i2i.config import REFERENCE_VALUES, Params
 from i2i.data.loader import TEST_PARTS, DomainImages
-from i2i.devices import pick_device
+from i2i.errors import I2IError
+from i2i.devices import machine, pick_device
 from i2i.io import write_json
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
-from i2i.metrics.registry import METRICS
+from i2i.metrics.registry import METRICS, Resampled
 from i2i.models import load_generators
+from i2i.statistics import LEVEL, bootstrap_interval
+
+# Resamples of the test sets behind each score's bootstrap interval (the 95 % interval's ends
+# are the 5th and the 195th of the sorted resampled scores).
+BOOTSTRAP_RESAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ def score(
     metrics: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
     for direction, (source, target) in TEST_PARTS.items():
         if direction not in nets.directions:  # a reference file with one generator
             for name in cfg.metrics:
@@ -82,9 +92,18 @@ def score(
             except Skip as e:
                 skipped[f"{name}/{direction}"] = str(e)
                 values = {name: None}
-            seconds[f"{name}/{direction}"] = round(time.perf_counter() - began, 2)
             kind = prefix(name, params, backbones)
-            metrics |= {f"{kind}/{k}/{direction}": v for k, v in values.items()}
+            for k, v in values.items():
+                if isinstance(v, Resampled):
+                    low, high = bootstrap_interval(
+                        v.statistic, v.sizes, BOOTSTRAP_RESAMPLES, cfg.seed
+                    )
+                    intervals[f"{kind}/{k}/{direction}"] = [low, high]
+            seconds[f"{name}/{direction}"] = round(time.perf_counter() - began, 2)
+            metrics |= {
+                f"{kind}/{k}/{direction}": None if v is None else float(v)
+                for k, v in values.items()
+            }
     # The scores first, then what they are read by: `dvc exp show` lists the columns in this order.
     metrics = dict(sorted(metrics.items(), key=lambda kv: kv[0].split("/")[1] in REFERENCE_VALUES))
     uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
@@ -96,6 +115,12 @@ def score(
         "uncalibrated": uncalibrated,
         "real_features": networks.real_from,
         "seconds": seconds,
+        "intervals": {
+            "level": LEVEL,
+            "method": f"percentile bootstrap over the test inputs, {BOOTSTRAP_RESAMPLES} resamples",
+            **intervals,
+        },
+        "machine": machine(device),
         "classifier": cfg.classifier,
         "lpips_net": cfg.lpips_net,
         "protocol": {
@@ -103,6 +128,35 @@ def score(
             for k in ("lpips_inputs", "lpips_pairs", "cis_inputs", "cis_samples", "seed")
         },
     }
+    return metrics, details
+
+
+def with_best(
+    params: Params,
+    paths: EvaluatePaths,
+    device: torch.device,
+    backbones: dict[str, str],
+    metrics: dict[str, Any],
+    details: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Add the scores of the best-on-validation generators (``models/generator_best.pt``) as
+    ``<kind>/<name>/<direction>_best``, and their intervals and skips likewise."""
+    best = paths.models / "generator_best.pt"
+    if not best.is_file():
+        raise I2IError(
+            f"evaluate.best_on_validation is true but {best} does not exist: train with "
+            f"train.validation > 0 (held-out images to pick the best iteration), or set it false"
+        )
+    extra, more = score(params, dataclasses.replace(paths, model=best), device, backbones)
+    metrics = metrics | {f"{k}_best": v for k, v in extra.items()}
+    metrics = dict(sorted(metrics.items(), key=lambda kv: kv[0].split("/")[1] in REFERENCE_VALUES))
+    for part in ("skipped", "seconds"):
+        details[part] |= {f"{k}_best": v for k, v in more[part].items()}
+    details["intervals"] |= {
+        f"{k}_best": v for k, v in more["intervals"].items() if k.count("/") == 2
+    }
+    iteration = torch.load(best, map_location="cpu", weights_only=True)["iterations"]
+    details["best_on_validation"] = {"file": str(best), "iteration": int(iteration)}
     return metrics, details
 
 
@@ -117,6 +171,8 @@ def evaluate(
     device = pick_device(params.evaluate.device)
     began = time.perf_counter()
     metrics, details = score(params, paths, device, backbones)
+    if params.evaluate.best_on_validation and paths.model is None:
+        metrics, details = with_best(params, paths, device, backbones, metrics, details)
     details["seconds"]["total"] = round(time.perf_counter() - began, 2)
     write_json(paths.details, details)
     write_json(paths.metrics, metrics)

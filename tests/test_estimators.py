@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from i2i.metrics.estimators import (
+    ResampledKernelDistance,
     conditional_inception_score,
     frechet_distance,
     inception_score,
@@ -148,3 +149,29 @@ def test_frechet_distance_of_unequal_sets_matches_scipys_matrix_square_root(n, m
     root = linalg.sqrtm(s_a @ s_b).real
     expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * root)
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_kid_on_draws_with_replacement_leaves_out_pairs_of_one_image():
+    """KID's bootstrap statistic: on the identity draw it is the unbiased estimate itself, by
+    hand from the cubic kernel; on a draw with duplicates, a pair of copies of one image counts
+    as the diagonal does (not at all), so the resamples centre on the estimate instead of far
+    above it."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, (40, 16)), rng.normal(0.3, 1, (50, 16))
+    stat = ResampledKernelDistance(a, b)
+    k = lambda x, y: (x @ y.T / 16 + 1) ** 3  # noqa: E731
+    by_hand = (
+        (k(a, a).sum() - np.trace(k(a, a))) / (40 * 39)
+        + (k(b, b).sum() - np.trace(k(b, b))) / (50 * 49)
+        - 2 * k(a, b).mean()
+    )
+    assert stat(np.arange(40), np.arange(50)) == pytest.approx(by_hand, rel=1e-12)
+    i, j = np.array([0, 0, 1, 2]), np.array([5, 6, 6, 7])
+    x, y = a[i], b[j]
+    keep_x = np.array([[p != q and i[p] != i[q] for q in range(4)] for p in range(4)])
+    keep_y = np.array([[p != q and j[p] != j[q] for q in range(4)] for p in range(4)])
+    expected = k(x, x)[keep_x].mean() + k(y, y)[keep_y].mean() - 2 * k(x, y).mean()
+    assert stat(i, j) == pytest.approx(expected, rel=1e-12)
+    draws = [stat(rng.integers(0, 40, 40), rng.integers(0, 50, 50)) for _ in range(200)]
+    spread = np.std(draws)
+    assert abs(np.mean(draws) - by_hand) < 0.5 * spread  # naive duplicates: many spreads above

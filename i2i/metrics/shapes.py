@@ -70,7 +70,12 @@ def iou(pred: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
+def content_ious(outputs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per-input IoU [N] between the outputs' filled foreground and the inputs' geometry masks,
+    outside the masks' boundary band."""
+    return iou(filled(foreground(outputs)), masks, boundary_band(masks))
+
+
 def content_iou(outputs: np.ndarray, masks: np.ndarray) -> float:
-    """Mean IoU between the outputs' filled foreground and the inputs' geometry masks, outside
-    the masks' boundary band."""
-    return float(iou(filled(foreground(outputs)), masks, boundary_band(masks)).mean())
+    """The mean of :func:`content_ious`."""
+    return float(content_ious(outputs, masks).mean())
