@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from i2i import checkpoint, distributed, weights
+from i2i.configuration import configuration_id, flatten
 from i2i.config import Params, to_dict
 from i2i.data.loader import (
     DomainImages,
@@ -32,15 +34,16 @@ from i2i.data.loader import (
     to_real_images,
     train_loader,
 )
-from i2i.devices import pick_device
+from i2i.devices import machine, pick_device
 from i2i.errors import I2IError
 from i2i.grids import tile, translation_grid
-from i2i.io import write_json
+from i2i.io import atomic_path, write_json
 from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
 from i2i.optim import WeightAverage, adam, scheduler
 from i2i.progress import progress, quiet
 from i2i.tracking import TrainingLog, run_tags
+from i2i.validation import BEST_FILE, Validation
 
 
 log = logging.getLogger(__name__)
@@ -223,12 +226,15 @@ def train_step(
 
 
 def sample_inputs(
-    params: Params, data: Path, style_dim: int, device: torch.device
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """The test inputs and style codes (MUNIT) that every sample grid of the run shows."""
+    params: Params, data: Path, style_dim: int, device: torch.device,
+    held: dict[str, DomainImages] | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
+    """The inputs and style codes (MUNIT) that every sample grid of the run shows: test images,
+    or the held-out training images when there are some (the test set is then never read)."""
     inputs = {}
     for direction, part in (("ab", "test_a"), ("ba", "test_b")):
-        images = EvalImages(DomainImages(data / part), params.data.crop_size)
+        source = held[direction[0]] if held else DomainImages(data / part)
+        images = EvalImages(source, params.data.crop_size)
         n = min(params.train.num_samples, len(images))
         inputs[direction] = to_model_input(torch.stack([images[i]["x"] for i in range(n)]), device)
     styles = None
@@ -269,15 +275,21 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     if tp.compile:
         t.nets.compile_each()
     log = TrainingLog(params.tracking, paths.reports / "losses.csv", group.main)
+    flat = flatten(to_dict(params))
     tags = run_tags() | {
-        "dataset_hash": data_hash, "code_hash": run.code, "device": str(device),
+        "config_id": configuration_id(flat), "dataset_hash": data_hash, "code_hash": run.code,
+        "device": str(device),
         "precision": tp.precision, "model": params.model.name, "world_size": str(group.world),
     } | {f"backbone/{name}": used for name, used in backbones.items()}  # fmt: skip
-    run_id = log.start(checkpoint.flatten(to_dict(params)), tags, run.state)
-    inputs, styles = sample_inputs(params, paths.data, t.nets.style_dim, device)
+    run_id = log.start(flat, tags, run.state)
+    val = Validation(params, paths.data, device) if tp.validation else None
+    if val:
+        val.load_state_dict((run.state or {}).get("validation"))
+    held = val.held if val else None
+    inputs, styles = sample_inputs(params, paths.data, t.nets.style_dim, device, held)
     shown = Networks(t.nets.name, dict(t.generators.items()), {})  # the EMA's, when on
     loader = train_loader(paths.data, params.data, tp.batch_size, tp.seed, run.start, group.rank,
-                          group.world)  # fmt: skip
+                          group.world, val.train_indices if val else None)  # fmt: skip
     data = iter(loader)
     guard = FiniteGuard(device, group, tp.log_every)
     bar = progress(total=tp.iterations, initial=run.start, desc=f"train {params.model.name}",
@@ -302,8 +314,11 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             if group.main and (done % tp.sample_every == 0 or last):
                 rows = [[translation_grid(shown, inputs[k], k, styles)] for k in ("ab", "ba")]
                 log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
+            if val and group.main and val.due(done, last):
+                validate(val, shown, done, run, params, log)
             if save_now:
-                save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group)
+                save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group,
+                                val)  # fmt: skip
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -318,9 +333,12 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                         backbones, log.last())  # fmt: skip
     if group.main:
         export(t, params, paths, done, run_id, data_hash, log)
+        if val:
+            summary["validation"] = export_best(val, run, paths)
         write_json(paths.reports / "summary.json", summary)
-        # What `dvc exp show` lists beside the scores: speed and the final total losses.
-        lean = {k: summary[k] for k in ("iterations_per_second", "final")}
+        # What `dvc exp show` lists beside the scores: which configuration (seeds of one setting
+        # share it), speed and the final total losses.
+        lean = {k: summary[k] for k in ("config_id", "iterations_per_second", "final")}
         write_json(paths.reports / "metrics.json", lean)
         log.metrics(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})
         log.end("FINISHED")
@@ -340,9 +358,11 @@ def summarize(params: Params, start: int, done: int, seconds: float, device: tor
     """summary.json: how the run went, and on what."""
     steps = done - start
     return {
+        "config_id": configuration_id(flatten(to_dict(params))),
         "iterations": params.train.iterations, "resumed_from": start, "seconds": round(seconds, 2),
         "iterations_per_second": round(steps / seconds, 3) if seconds > 0 and steps else None,
         "device": str(device), "precision": params.train.precision, "world_size": group.world,
+        "machine": machine(device),  # what the speed (and bit equality) depends on
         "backbones": backbones,  # {"vgg16": sha256 | "random"} when the perceptual loss is on
         "final": {k: round(last[k], 6) for k in ("loss/G/total", "loss/D/total") if k in last},
     }  # fmt: skip
@@ -358,6 +378,7 @@ def save_checkpoint(
     run_id: str | None,
     log: TrainingLog,
     group: distributed.Dist,
+    val: Validation | None = None,
 ) -> None:
     """Gather every rank's random state; rank 0 writes the checkpoint, then flushes the log."""
     ranks = distributed.gather_to_main(t.rank_state(), group)
@@ -378,6 +399,7 @@ def save_checkpoint(
                 "backbones": backbones,
                 "rows": log.to_save(),
                 "ranks": ranks,
+                "validation": val.state_dict() if val else None,
                 **t.state_dict(),
             },
             params.train.keep_checkpoints,
@@ -392,6 +414,35 @@ def save_checkpoint(
                 flush=True,
             )
     log.saved()
+
+
+def validate(
+    val: Validation, shown: Networks, done: int, run: checkpoint.Resume, params: Params,
+    log: TrainingLog,
+) -> None:  # fmt: skip
+    """Score the shown generators on the held-out images, log the curve, keep the best."""
+    values = val.score(shown)
+    log.metrics(done, values)
+    if val.improves(done, values):
+        checkpoint.export_generators(
+            run.folder / BEST_FILE,
+            params.model.name,
+            to_dict(params.model),
+            shown.G,
+            {"iterations": done, "validation": val.best},
+        )
+
+
+def export_best(val: Validation, run: checkpoint.Resume, paths: TrainPaths) -> dict[str, Any]:
+    """``models/generator_best.pt``: the best iteration's generators; what summary.json says."""
+    with atomic_path(paths.models / "generator_best.pt") as tmp:
+        shutil.copyfile(run.folder / BEST_FILE, tmp)
+    return {
+        "metric": val.metric,
+        "held_out": {d: len(images) for d, images in val.held.items()},
+        "best_iteration": val.best["iteration"],
+        "best_score": round(val.best["score"], 6),
+    }
 
 
 def export(

@@ -43,6 +43,9 @@ def _client(root: Path) -> MlflowClient:
 def evaluated(request, tmp_path_factory) -> tuple[str, Path, dict[str, str]]:
     params = tiny_train_params(request.param)
     params["data"]["shapes"].update(num_train=16, num_test=4)
+    # a validation split, and the best-on-validation generators scored beside the final ones
+    params["train"].update(validation=4, validation_every=2)
+    params["evaluate"]["best_on_validation"] = True
     root = project(tmp_path_factory.mktemp(request.param), params)
     return request.param, root, _pipeline(root)
 
@@ -72,6 +75,25 @@ def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(ev
             and "no class labels" in details["skipped"][f"{metric}/ba"]
         )
     assert set(details["uncalibrated"]) == random_backbone
+    # the run's own uncertainty: a bootstrap interval over the test inputs beside each score that
+    # has one (not FID, whose bias moves with the number of distinct images; not LPIPS)
+    intervals = details["intervals"]
+    assert intervals["level"] == 0.95 and "200 resamples" in intervals["method"]
+    bootstrapped = {k for k in intervals if k.count("/") == 2 and not k.endswith("_best")}
+    assert bootstrapped == {
+        "metric/content_iou/ab", "metric/content_iou/ba", "metric/inception_score/ab",
+        "metric/cis/ab", "metric/mode_coverage/ab", "uncalibrated/kid/ab", "uncalibrated/kid/ba",
+    }  # fmt: skip
+    for key in ("metric/content_iou/ab", "metric/content_iou/ba"):
+        low, high = intervals[key]
+        assert low <= metrics[key] <= high, key
+    assert details["machine"]["torch"] == torch.__version__
+    # the best-on-validation model's scores, each under its own name
+    summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+    assert details["best_on_validation"]["iteration"] == summary["validation"]["best_iteration"]
+    for key in [k for k in metrics if not k.endswith("_best")]:
+        assert f"{key}_best" in metrics, key
+    assert {f"{k}_best" for k in bootstrapped} <= set(intervals)
     assert details["backbones"] == {"alexnet": "random", "inception_fid": "random"}
     assert (
         metrics["metric/classifier_accuracy/ab"]

@@ -217,6 +217,21 @@ def test_mlflow_run_holds_params_tags_curves_samples_and_model(
     manifest = json.loads((prepared_root / "data" / "prepared" / "manifest.json").read_text())
     assert tags["dataset_hash"] == manifest["content_hash"] and tags["dvc_exp_name"] == "brisk-lamb"
     assert tags["device"] == "cpu" and tags["precision"] == "fp32" and tags["model"] == "munit"
+    # the configuration id, the same from the logged params (strings) as from params.yaml, and
+    # in the DVC metrics file `dvc exp show` reads
+    from i2i.compare import run_configuration
+    from i2i.configuration import configuration_id, flatten
+    from i2i.tracking import RunRecord
+
+    from i2i.config import to_dict
+
+    typed = flatten(to_dict(params_from_dict(p)))  # as loaded: floats are floats
+    expected = configuration_id(typed | {"train.seed": 99, "train.device": "cuda"})
+    assert tags["config_id"] == expected
+    untagged = RunRecord("x", "y", "FINISHED", 0, dict(run.data.params), {}, {})
+    assert run_configuration(untagged) == expected
+    train_metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert train_metrics["config_id"] == expected
     for key in ("loss/G/recon_x_a", "loss/D/a", "loss/G/total", "lr/G"):
         assert [m.step for m in client.get_metric_history(info["run_id"], key)] == [
             1,

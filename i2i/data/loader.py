@@ -15,6 +15,7 @@ depend on the number of workers or on where a run was interrupted.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -52,6 +53,13 @@ class DomainImages:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def subset(self, indices: np.ndarray) -> "DomainImages":
+        """A view of some of the images, in the given order (a validation split)."""
+        view = copy.copy(self)
+        view.index, view.labels = self.index[indices], self.labels[indices]
+        view.names = [self.names[i] for i in indices]
+        return view
 
     @property
     def has_masks(self) -> bool:
@@ -169,12 +177,17 @@ def train_loader(
     start: int = 0,
     rank: int = 0,
     world: int = 1,
+    keep: dict[str, np.ndarray] | None = None,
 ) -> DataLoader:
-    """Pinned, prefetching, endless loader of unpaired uint8 batches from iteration ``start`` on."""
+    """Pinned, prefetching, endless loader of unpaired uint8 batches from iteration ``start`` on;
+    ``keep``: per domain, the indices of the training images to use (the rest are held out)."""
     prepared = Path(prepared)
+    parts = {d: DomainImages(prepared / f"train_{d}") for d in "ab"}
+    if keep is not None:
+        parts = {d: part.subset(keep[d]) for d, part in parts.items()}
     dataset = UnpairedDataset(
-        DomainImages(prepared / "train_a"),
-        DomainImages(prepared / "train_b"),
+        parts["a"],
+        parts["b"],
         cfg.crop_size,
         cfg.flip,
         seed,
