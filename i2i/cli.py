@@ -304,7 +304,8 @@ def translate(
 @click.option("--direction", required=True, type=click.Choice(["ab", "ba"]))
 @click.option("--format", "fmt", required=True, type=click.Choice(["torchscript", "onnx"]))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Default: models/generator_<direction>.pt or .onnx.")  # fmt: skip
+              help="Default: exported/generator_<direction>.pt or .onnx (models/ is the train "
+                   "stage's DVC output).")  # fmt: skip
 @click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
 @user_errors
 def export_model(model: str, direction: str, fmt: str, out: Path | None, raw: bool) -> None:
@@ -315,7 +316,7 @@ def export_model(model: str, direction: str, fmt: str, out: Path | None, raw: bo
     from i2i.tracking import repository_root
     from i2i.translate import load_translator, model_file
 
-    out = out or Path("models") / f"generator_{direction}.{'onnx' if fmt == 'onnx' else 'pt'}"
+    out = out or Path("exported") / f"generator_{direction}.{'onnx' if fmt == 'onnx' else 'pt'}"
     with tempfile.TemporaryDirectory(prefix="i2i-model-") as tmp:
         nets = load_translator(model_file(model, repository_root(), Path(tmp)), "cpu", raw)
         worst = export(nets, direction, fmt, out)
@@ -462,6 +463,11 @@ def evaluate(
     "--metric", "metrics", multiple=True, help="Scores to show (default: every metric/... key)."
 )
 @click.option("--sort", help="Sort by this score, best first, e.g. metric/content_iou/ab.")
+@click.option(
+    "--baseline",
+    help="Compare every configuration with this one: KEY=VALUE (a param or tag, e.g. "
+    "loss.vgg_w=0), an experiment name, a run id or a configuration id.",
+)
 @click.option("--all", "include_all", is_flag=True, help="Also unfinished and failed runs.")
 @click.option(
     "--out",
@@ -484,13 +490,14 @@ def compare(
     run_ids: tuple[str, ...],
     metrics: tuple[str, ...],
     sort: str | None,
+    baseline: str | None,
     include_all: bool,
     out: Path,
     chart: Path,
 ) -> None:
-    """Compare MLflow runs: the params that differ and the scores, as a table and a chart."""
+    """Compare configurations (runs that differ only in their seed): n, mean and 95 % interval
+    of every score, the difference from a baseline with a verdict, then the single runs."""
     from i2i.compare import compare as run
-    from i2i.compare import to_markdown
     from i2i.tracking import find_runs
 
     bad = [t for t in tags if "=" not in t]
@@ -504,8 +511,8 @@ def compare(
     )
     if not include_all and not run_ids:
         runs = [r for r in runs if r.status == "FINISHED"]
-    table = run(runs, out, chart, list(metrics) or None, sort)
-    click.echo(to_markdown(table), nl=False)
+    result = run(runs, out, chart, list(metrics) or None, sort, baseline)
+    click.echo(result.markdown, nl=False)
     click.echo(f"-> {out}, {chart}")
 
 
@@ -759,3 +766,21 @@ def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 when a table differs from its reports."
+)
+@user_errors
+def tables(check: bool) -> None:
+    """Render the result tables of README.md and docs/ from the committed reports."""
+    from i2i.doc_tables import update
+    from i2i.tracking import repository_root
+
+    changed = update(repository_root(), check)
+    if check and changed:
+        raise click.ClickException(
+            f"{', '.join(changed)}: generated tables differ from the reports; run `i2i tables`"
+        )
+    click.echo(f"rewrote: {', '.join(changed)}" if changed else "up to date")
