@@ -237,15 +237,17 @@ def export_generators(
     path: Path,
     model_name: str,
     model_config: dict,
-    generators: torch.nn.Module,
+    generators: torch.nn.Module | dict[str, torch.Tensor],
     extra: dict[str, Any],
     raw: torch.nn.Module | None = None,
 ) -> None:
-    """Write the generators' weights with what is needed to rebuild them, no optimiser state;
-    ``raw``: the trained weights, when ``generators`` is their moving average."""
+    """Write the generators' weights (a module, or its state dict) with what is needed to
+    rebuild them, no optimiser state; ``raw``: the trained weights, when ``generators`` is their
+    moving average."""
 
-    def cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    def cpu(module: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        weights = module if isinstance(module, dict) else module.state_dict()
+        return {k: v.detach().cpu() for k, v in weights.items()}
 
     state = {"format": FORMAT, "model": model_name, "model_config": model_config,
              "generators": cpu(generators), **extra}  # fmt: skip

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -37,13 +36,13 @@ from i2i.data.loader import (
 from i2i.devices import machine, pick_device
 from i2i.errors import I2IError
 from i2i.grids import tile, translation_grid
-from i2i.io import atomic_path, write_json
+from i2i.io import write_json
 from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
 from i2i.optim import WeightAverage, adam, scheduler
 from i2i.progress import progress, quiet
 from i2i.tracking import TrainingLog, run_tags
-from i2i.validation import BEST_FILE, Validation
+from i2i.validation import Validation
 
 
 log = logging.getLogger(__name__)
@@ -315,7 +314,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                 rows = [[translation_grid(shown, inputs[k], k, styles)] for k in ("ab", "ba")]
                 log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
             if val and group.main and val.due(done, last):
-                validate(val, shown, done, run, params, log)
+                validate(val, shown, done, log)
             if save_now:
                 save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group,
                                 val)  # fmt: skip
@@ -334,7 +333,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     if group.main:
         export(t, params, paths, done, run_id, data_hash, log)
         if val:
-            summary["validation"] = export_best(val, run, paths)
+            summary["validation"] = export_best(val, params, paths)
         write_json(paths.reports / "summary.json", summary)
         # What `dvc exp show` lists beside the scores: which configuration (seeds of one setting
         # share it), speed and the final total losses.
@@ -416,27 +415,23 @@ def save_checkpoint(
     log.saved()
 
 
-def validate(
-    val: Validation, shown: Networks, done: int, run: checkpoint.Resume, params: Params,
-    log: TrainingLog,
-) -> None:  # fmt: skip
+def validate(val: Validation, shown: Networks, done: int, log: TrainingLog) -> None:
     """Score the shown generators on the held-out images, log the curve, keep the best."""
     values = val.score(shown)
     log.metrics(done, values)
-    if val.improves(done, values):
-        checkpoint.export_generators(
-            run.folder / BEST_FILE,
-            params.model.name,
-            to_dict(params.model),
-            shown.G,
-            {"iterations": done, "validation": val.best},
-        )
+    val.update(done, values, shown.G)
 
 
-def export_best(val: Validation, run: checkpoint.Resume, paths: TrainPaths) -> dict[str, Any]:
+def export_best(val: Validation, params: Params, paths: TrainPaths) -> dict[str, Any]:
     """``models/generator_best.pt``: the best iteration's generators; what summary.json says."""
-    with atomic_path(paths.models / "generator_best.pt") as tmp:
-        shutil.copyfile(run.folder / BEST_FILE, tmp)
+    best = {"iteration": val.best["iteration"], "score": val.best["score"]}
+    checkpoint.export_generators(
+        paths.models / "generator_best.pt",
+        params.model.name,
+        to_dict(params.model),
+        val.best["generators"],
+        {"iterations": best["iteration"], "validation": best},
+    )
     return {
         "metric": val.metric,
         "held_out": {d: len(images) for d, images in val.held.items()},

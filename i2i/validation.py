@@ -7,9 +7,10 @@ the seeds of a configuration validate on one set) is left out of training. Every
 (the moving average when there is one) translate them and are scored by
 ``train.validation_metric`` through the metric registry, as the evaluate stage scores the test
 set. The curve goes to MLflow (``val/<metric>/<direction>`` and their mean ``val/<metric>``),
-and the best iteration's generators are kept beside the checkpoints and exported as
-``models/generator_best.pt``. Papers that report the best test score seen during training pick
-the model on the test set; this picks it on data the test score never sees.
+and the best iteration's generators travel in every checkpoint (so a resumed run, wherever its
+checkpoint came from, knows its best so far) and are exported as ``models/generator_best.pt``.
+Papers that report the best test score seen during training pick the model on the test set;
+this picks it on data the test score never sees.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from i2i.errors import I2IError
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
 from i2i.metrics.registry import METRICS
 from i2i.models import Networks
-
-BEST_FILE = "best.pt"  # in the run's checkpoint folder
 
 
 def split(n: int, size: float, seed: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +64,8 @@ class Validation:
             images = DomainImages(data / f"train_{domain}")
             keep, held = split(len(images), tp.validation, tp.validation_seed, domain)
             self.train_indices[domain], self.held[domain] = keep, images.subset(held)
-        self.best: dict[str, Any] | None = None  # {"iteration": k, "score": v}
+        # {"iteration": k, "score": v, "generators": their weights on the CPU}
+        self.best: dict[str, Any] | None = None
 
     def due(self, done: int, last: bool) -> bool:
         return done % self.every == 0 or last
@@ -96,13 +96,15 @@ class Validation:
         values[f"val/{self.metric}"] = float(np.mean(list(values.values())))
         return values
 
-    def improves(self, iteration: int, values: dict[str, float]) -> bool:
-        """Record ``values`` of ``iteration``; whether it is the best so far (ties: earliest)."""
+    def update(self, iteration: int, values: dict[str, float], generators: torch.nn.Module) -> bool:
+        """Record ``values`` of ``iteration`` and, when it is the best so far (ties: the
+        earliest), a copy of the generators' weights; whether it was."""
         score = values[f"val/{self.metric}"]
         best = self.best["score"] if self.best else None
         better = best is None or (score < best if self.lower_is_better else score > best)
         if better:
-            self.best = {"iteration": iteration, "score": score}
+            weights = {k: v.detach().cpu().clone() for k, v in generators.state_dict().items()}
+            self.best = {"iteration": iteration, "score": score, "generators": weights}
         return better
 
     def state_dict(self) -> dict[str, Any]:

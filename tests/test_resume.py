@@ -44,6 +44,9 @@ CASES = {
     # The generators' moving average: its own state, exported instead of the trained weights.
     "cyclegan-ema": ("cyclegan", {"train": {"ema_images": 16.0}}),
     "munit-ema": ("munit", {"train": {"ema_images": 16.0, "ema_rampup": 0.0}}),
+    # A validation split: its best-so-far (iteration, score, weights) travels in the checkpoint.
+    "cyclegan-validation": ("cyclegan", {"train": {"validation": 2, "validation_every": 2}}),
+    "munit-validation": ("munit", {"train": {"validation": 2, "validation_every": 2}}),
 }
 
 
@@ -88,6 +91,11 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(
     resumed = _train(tmp_path / "resumed", prepared, p, monkeypatch, resume=ckpt)
     differ = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not differ, f"{len(differ)} of {len(straight)} tensors differ, e.g. {differ[:3]}"
+    if "validation" in case:  # the best iteration's generators too, from another folder
+        a, b = (torch.load(tmp_path / n / "models" / "generator_best.pt") for n in
+                ("straight", "resumed"))  # fmt: skip
+        assert a["validation"] == b["validation"]
+        assert all(torch.equal(a["generators"][k], b["generators"][k]) for k in a["generators"])
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_resume_stays_exact(
