@@ -168,3 +168,31 @@ def test_the_compare_outputs_are_never_committed():
     for name in ("reports/compare.md", "reports/compare.json", "reports/compare.png"):
         ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO)
         assert ignored.returncode == 0, name
+
+
+def test_every_measured_number_in_a_docs_table_is_in_the_report_the_page_cites():
+    """A table of measurements cites its reports (in the lines before it); each decimal number
+    in it must be found in them, so a hand-typed or stale number fails. Generated tables
+    (`i2i tables`) are checked against their reports by the test above."""
+    for page in PAGES:
+        if page.name == "references.md":  # the papers' numbers, cited by section
+            continue
+        text = re.sub(r"<!-- table [\w-]+ -->.*?<!-- /table -->", "", page.read_text(), flags=re.S)
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("|") or set(line) <= set("|-: "):
+                continue
+            cells = re.sub(r"`[^`]*`", "", line.split("|", 2)[-1])  # not commands or addresses
+            numbers = re.findall(r"(?<![\w.])\d[\d,]*\.\d+", cells)
+            if not numbers:
+                continue
+            start = i
+            while start > 0 and lines[start - 1].startswith("|"):
+                start -= 1
+            cited = set(
+                re.findall(r"reports/[\w./-]+\.(?:json|md)", "\n".join(lines[start - 20 : i + 1]))
+            )
+            assert cited, f"{page.name}:{i + 1}: measured numbers {numbers} cite no report"
+            reports = " ".join((REPO / c).read_text() for c in cited)
+            for n in numbers:
+                assert n in reports, f"{page.name}:{i + 1}: {n} is not in {sorted(cited)}"
