@@ -1,7 +1,8 @@
 """What a newcomer's first hour costs, measured on a fresh clone, and the README's headline
 ablation: writes reports/timings.json and reports/ablation/ (compare.md, .json, .png).
 
-    git clone <this repository> /tmp/fresh && python3 /tmp/fresh/benchmarks/fresh_clone.py /tmp/fresh
+    git clone <this repository> /tmp/fresh
+    python3 /tmp/fresh/benchmarks/fresh_clone.py /tmp/fresh
 
 Steps, each timed: `make repro` (install, then every stage), a second `dvc repro` (nothing to
 do), the untrained-vs-trained content IoU, then the ablation as the README gives it: CycleGAN
@@ -28,7 +29,8 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
     return seconds, proc.stdout
 
 
