@@ -26,6 +26,11 @@ from i2i.config import LOWER_IS_BETTER, Params
 from i2i.data.loader import DomainImages
 from i2i.errors import I2IError
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
+
+# The metric context imports these where it first needs them; importing them here keeps the
+# train stage's runtime imports (its DVC code deps) equal to its static import closure (the
+# checkpoint fingerprint, i2i.sources).
+from i2i.metrics import classifier, inception, real  # noqa: F401, E402
 from i2i.metrics.registry import METRICS
 from i2i.models import Networks
 
