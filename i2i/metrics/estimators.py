@@ -81,6 +81,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + tr_a + tr_b - 2 * cross)
 
 
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's kernel k(x, y) = (x . y / d + 1)^3 between the rows of [N, D] and [M, D]."""
+    return (x @ y.T / x.shape[1] + 1) ** 3
+
+
 def kernel_distance(
     a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
@@ -89,13 +94,12 @@ def kernel_distance(
     n = min(len(a), len(b), subset_size)
     if n < 2:
         raise ValueError("KID needs at least two samples per set")
-    d = a.shape[1]
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(subsets):
         x = a[rng.choice(len(a), n, replace=False)]
         y = b[rng.choice(len(b), n, replace=False)]
-        kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
         off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (n * (n - 1))
         values.append(off - 2 * kxy.mean())
     return float(np.mean(values)), float(np.std(values))
@@ -109,9 +113,8 @@ class ResampledKernelDistance:
 
     def __init__(self, a: np.ndarray, b: np.ndarray):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        d = a.shape[1]
-        self.kxx, self.kyy = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3
-        self.kxy = (a @ b.T / d + 1) ** 3
+        self.kxx, self.kyy = polynomial_kernel(a, a), polynomial_kernel(b, b)
+        self.kxy = polynomial_kernel(a, b)
 
     def __call__(self, i: np.ndarray, j: np.ndarray) -> float:
         distinct_i, distinct_j = i[:, None] != i[None, :], j[:, None] != j[None, :]
