@@ -214,12 +214,21 @@ class Tracker:
         self.run_id = run.info.run_id
         return self.run_id
 
-    def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None:
-        """``rows`` of (step, {key: value}), in one batched write per 1000 values."""
+    def log_metrics(self, rows: list[tuple[int, dict[str, float]]], again: bool = False) -> None:
+        """``rows`` of (step, {key: value}), in ascending steps, one batched write per 1000 values.
+
+        ``again``: these rows may have reached the run already (a server that committed a
+        batch and died before answering). Values at or below a key's highest logged step are
+        then left out, so a resend never logs a step twice: batches go out in step order, so
+        what the server holds of them is, for each key, a prefix of the steps.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
+        if again:
+            logged = {key: self.last_step(key) for key in {m.key for m in items}}
+            items = [m for m in items if m.step > logged[m.key]]
         for i in range(0, len(items), 1000):
             _retry(self.client.log_batch, self.run_id, metrics=items[i : i + 1000])
 
@@ -386,7 +395,9 @@ class NullTracker:
     def attach(self, run_file: Path, tags: dict[str, str]) -> None:
         return None
 
-    def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
+    def log_metrics(self, rows: list[tuple[int, dict[str, float]]], again: bool = False) -> None:
+        return None
+
     def last_step(self, key: str) -> int:
         return 0
 
@@ -476,7 +487,7 @@ class TrainingLog:
             self.rows = self.to_save()
             write_rows(self.csv, self.rows)
             rows = list(self.pending)
-            self._send(f"{len(rows)} rows of metrics", lambda: self.tracker.log_metrics(rows))
+            self._send(f"{len(rows)} rows of metrics", lambda: self._log_metrics(rows))
         self.pending = []
 
     def last(self) -> dict[str, float]:
@@ -507,7 +518,11 @@ class TrainingLog:
         self._send("the MLflow model", send)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
-        self._send(f"{len(values)} metrics", lambda: self.tracker.log_metrics([(step, values)]))
+        self._send(f"{len(values)} metrics", lambda: self._log_metrics([(step, values)]))
+
+    def _log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        # After a failure, a call may be one the server carried out without answering.
+        self.tracker.log_metrics(rows, again=self.failures > 0)
 
     def end(self, status: str) -> None:
         """Mark the run ended, after what the outbox holds (waiting up to ``final_wait`` s)."""

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -78,3 +79,61 @@ class S3Server:
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+
+class AnswerLosingProxy:
+    """An HTTP proxy in front of ``upstream`` that can lose answers: after :meth:`lose_answers`,
+    the next ``count`` requests whose path contains ``path`` reach the upstream server, which
+    carries them out, and then the client's connection is closed with no answer, as when a
+    server dies between committing a request and replying."""
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+
+        proxy = self
+        self.upstream, self.path, self.count, self.lost = upstream, "", 0, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                request = urllib.request.Request(
+                    proxy.upstream + self.path,
+                    data=body or None,
+                    headers=headers,
+                    method=self.command,
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as r:
+                        status, answer, kinds = r.status, r.read(), r.headers.items()
+                except urllib.error.HTTPError as e:
+                    status, answer, kinds = e.code, e.read(), e.headers.items()
+                if proxy.count and proxy.path in self.path:
+                    proxy.count -= 1
+                    proxy.lost += 1
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response(status)
+                for k, v in kinds:
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None: ...
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def lose_answers(self, path: str, count: int) -> None:
+        self.path, self.count = path, count
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

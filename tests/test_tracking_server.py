@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_params
-from tests.servers import MlflowServer
+from tests.servers import AnswerLosingProxy, MlflowServer
 from tests.train_helpers import dvc_repo, project, tiny_train_params
 
 pytestmark = pytest.mark.slow  # a server process and a training
@@ -142,3 +142,33 @@ def test_credentials_in_the_tracking_uri_never_leave_the_process(server, tmp_pat
     leaked = [p for p in everything if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
     assert (root / "models" / "run.json").read_text().count(server.url) == 1
+
+
+def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(server, tmp_path):
+    """The server commits a batch of metrics and the answer is lost (it died before replying):
+    whether MLflow's client or the outbox sends it again, no step is logged twice."""
+    from i2i.config import TrackingConfig
+    from i2i.tracking import TrainingLog
+
+    proxy = AnswerLosingProxy(server.url)
+    try:
+        log = TrainingLog(TrackingConfig(proxy.url, "i2i"), tmp_path / "losses.csv", True,
+                          retry_every=0.0, final_wait=5.0)  # fmt: skip
+        log.start({"model": "cyclegan"}, {}, None)
+        for step in (5, 10):
+            log.add(step, {"loss/G/total": step / 10, "loss/D/total": step / 20})
+        proxy.lose_answers("log-batch", 100)  # MLflow's own retries lose theirs too
+        log.saved()
+        assert proxy.lost >= 1 and log.outbox, "the batch was not left for the outbox"
+        proxy.lose_answers("", 0)
+        log.add(15, {"loss/G/total": 1.5, "loss/D/total": 0.75})
+        log.saved()
+        log.metrics(15, {"train/iterations_per_second": 3.0})
+        log.end("FINISHED")
+        assert not log.outbox
+    finally:
+        proxy.stop()
+    client = MlflowClient(server.url)
+    for key, values in (("loss/G/total", [0.5, 1.0, 1.5]), ("loss/D/total", [0.25, 0.5, 0.75])):
+        history = sorted(client.get_metric_history(log.run_id, key), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == list(zip((5, 10, 15), values)), key
