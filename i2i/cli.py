@@ -65,6 +65,7 @@ def main() -> None:
 def params(params_path: Path, ok_file: Path | None) -> None:
     """Validate a params file and print it resolved, as JSON."""
     resolved = load_params(params_path)
+    resolved.model.validate()  # every model's section, which other stages build only when used
     if ok_file is None:
         click.echo(json.dumps(to_dict(resolved), indent=2))
     elif not ok_file.is_file() or ok_file.read_text() != "valid\n":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,16 @@ class ParamsError(I2IError, ValueError):
     """A params file that cannot drive a stage."""
 
 
-def bounded(*, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
-    """A dataclass field with an inclusive/exclusive numeric range checked at load time."""
-    return field(metadata={"ge": ge, "gt": gt, "le": le})
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A dataclass field with an inclusive/exclusive numeric range checked at load time, and
+    optionally a default (a key with a default may be left out of params.yaml)."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
 
 
 @dataclass(frozen=True)
@@ -94,43 +102,55 @@ def _no_credentials(key: str, url: str) -> Iterator[tuple[str, Any, str]]:
 Init = Literal["normal", "xavier", "kaiming", "orthogonal"]
 
 
-@dataclass(frozen=True)
-class CycleGANConfig:
-    generator: Literal["resnet", "unet_128", "unet_256"]
-    n_blocks: int = bounded(ge=1)
-    ngf: int = bounded(ge=1)
-    discriminator: Literal["basic", "n_layers", "pixel"]
-    n_layers_d: int = bounded(ge=1, le=8)
-    ndf: int = bounded(ge=1)
-    norm: Literal["instance", "batch", "none"]
-    dropout: bool
-    init: Init
-    init_gain: float = bounded(gt=0)
-
-
-@dataclass(frozen=True)
-class MunitConfig:
-    dim: int = bounded(ge=1)
-    mlp_dim: int = bounded(ge=1)
-    style_dim: int = bounded(ge=1)
-    n_downsample: int = bounded(ge=0, le=6)
-    n_res: int = bounded(ge=0)
-    activation: Literal["relu", "lrelu"]
-    padding: Literal["reflect", "replicate", "zero"]
-    init: Init
-    dis_dim: int = bounded(ge=1)
-    dis_n_layer: int = bounded(ge=1, le=8)
-    dis_num_scales: int = bounded(ge=1, le=5)
-    dis_norm: Literal["none", "in", "ln"]
-    dis_init: Init
-    init_gain: float = bounded(gt=0)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelConfig:
-    name: Literal["cyclegan", "munit"]
-    cyclegan: CycleGANConfig
-    munit: MunitConfig
+    """``model``: which model (a name in :data:`i2i.model_registry.MODELS`) and its section.
+
+    params.yaml may hold a section for every model (``model.cyclegan``, ``model.cut``, ...). A
+    missing section, or a key missing from one, takes the model's reference default (its
+    ``ModelSpec.config``). Sections are validated where they are used: the selected one when a
+    stage first reads :attr:`section`, every one by :meth:`validate` (the ``params`` stage, which
+    runs before every other). So a stage that never touches the model, such as ``download``,
+    does not import the models' code, and a change to it does not re-run that stage.
+    """
+
+    name: str
+    raw: dict = field(default_factory=dict, repr=False)  # the sections as params.yaml has them
+    source: str = field(default="<params>", repr=False)
+    prefix: str = field(default="model.", repr=False)
+
+    @functools.cached_property
+    def section(self) -> Any:
+        """The selected model's section, validated."""
+        return self._section(self.name)
+
+    def validate(self) -> None:
+        """Validate every section params.yaml holds; raise :class:`ParamsError` on the first
+        problem."""
+        for name in self.raw:
+            self._section(name)
+        self.section
+
+    def _section(self, name: str) -> Any:
+        from i2i import model_registry as registry
+
+        config = registry.spec(name).config
+        if name not in self.raw:
+            return config()
+        return _build(config, self.raw[name], f"{self.prefix}{name}.", self.source)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ModelConfig):
+            return NotImplemented
+        return (self.name, self.section) == (other.name, other.section)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.section))
+
+    def __getattr__(self, key: str) -> Any:  # cfg.model.cyclegan: the selected model's section
+        if key == self.__dict__.get("name"):
+            return self.section
+        raise AttributeError(key)
 
 
 @dataclass(frozen=True)
@@ -333,17 +353,47 @@ def model_from_dict(raw: Any, source: str = "<model config>") -> "ModelConfig":
     return _build(ModelConfig, raw, "model.", source)
 
 
+def _build_model(raw: Any, prefix: str, source: str) -> ModelConfig:
+    """``model``: ``name`` and any registered model's section; the selected one is kept."""
+    from i2i import model_registry as registry
+
+    where = prefix.rstrip(".")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
+    allowed = ("name", *registry.names())
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ParamsError(
+                f"{source}: unknown key '{prefix}{key}'{hint}; keys allowed in {where}: "
+                f"name and a section per model: {', '.join(registry.names())}"
+            )
+    if "name" not in raw:
+        raise ParamsError(f"{source}: missing key '{prefix}name'")
+    name = raw["name"]
+    if name not in registry.names():
+        raise _fail(source, f"{prefix}name", name, f"expected one of {', '.join(registry.names())}")
+    sections = {k: v for k, v in raw.items() if k != "name"}
+    return ModelConfig(name, sections, source, prefix)
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
-    """Plain nested dict of a config (tuples become lists), the inverse of params_from_dict."""
+    """Plain nested dict of a config (tuples become lists), the inverse of params_from_dict.
+    The ``model`` section holds the selected model's section only."""
 
     def plain(v: Any) -> Any:
+        if isinstance(v, ModelConfig):
+            return {"name": v.name, v.name: plain(v.section)}
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(obj))
+    return plain(obj)
 
 
 def _fail(source: str, key: str, value: Any, what: str) -> ParamsError:
@@ -351,6 +401,8 @@ def _fail(source: str, key: str, value: Any, what: str) -> ParamsError:
 
 
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if cls is ModelConfig:
+        return _build_model(raw, prefix, source)
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
@@ -369,6 +421,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     values = {}
     for name, f in fields.items():
         key = prefix + name
+        if name not in raw and f.default is not dataclasses.MISSING:
+            values[name] = f.default
+            continue
         if name not in raw:
             hint = f" ({ADDED[key]})" if key in ADDED else ""
             raise ParamsError(f"{source}: missing key '{key}'{hint}")

@@ -72,9 +72,10 @@ def score(
     seconds: dict[str, float] = {}
     intervals: dict[str, list[float]] = {}
     for direction, (source, target) in TEST_PARTS.items():
-        if direction not in nets.directions:  # a reference file with one generator
+        if direction not in nets.directions:  # one-way (CUT, a reference file of one generator)
             for name in cfg.metrics:
                 skipped[f"{name}/{direction}"] = "the model has no generator for this direction"
+                metrics[f"{prefix(name, params, backbones)}/{name}/{direction}"] = None
             continue
         ctx = DirectionContext(
             nets,

@@ -102,6 +102,10 @@ def export(nets: Networks, direction: str, fmt: str, out: Path) -> float:
     ``TOLERANCE``."""
     if fmt not in FORMATS:
         raise I2IError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if direction not in nets.directions:
+        raise I2IError(
+            f"--direction {direction}: {nets.name} translates {' and '.join(nets.directions)} only"
+        )
     if fmt == "onnx":
         try:
             import onnx  # noqa: F401 - the legacy exporter needs it to serialise

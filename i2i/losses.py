@@ -1,4 +1,4 @@
-"""GAN losses, regularisers and the CycleGAN and MUNIT objectives.
+"""GAN losses, regularisers, and what every model's objective shares.
 
 One contract for both models, in the spirit of StyleGAN's ``Loss.accumulate_gradients``: an
 objective has a generator phase and a discriminator phase; each takes a batch of real images
@@ -161,7 +161,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _total(
+def summed(
     terms: dict[str, torch.Tensor], prefix: str, fakes: dict[str, torch.Tensor] | None = None
 ) -> PhaseOutput:
     loss = sum(terms.values())
@@ -210,7 +210,7 @@ class Objective:
         ``fake[d]`` are translations into domain d, judged by ``D[d]`` against ``real[d]``.
         """
         cfg, terms = self.cfg, {}
-        for d in ("a", "b"):
+        for d in (d for d in ("a", "b") if d in fake):
             D = self.nets.D[d]
             terms[d] = scale * cfg.gan_w * self.gan.discriminator(D(real[d]), D(fake[d]))
             if cfg.gan_mode == "wgangp" and cfg.gp_w > 0:
@@ -227,140 +227,25 @@ class Objective:
         if self.perceptual is None:
             return {}
         return {
-            f"vgg_{d}": self.cfg.vgg_w * self.perceptual(outputs[d], sources[d]) for d in ("a", "b")
+            f"vgg_{d}": self.cfg.vgg_w * self.perceptual(outputs[d], sources[d])
+            for d in ("a", "b")
+            if d in outputs
         }
 
 
-class CycleGANObjective(Objective):
-    """CycleGAN (Zhu et al. 2017, eq. 3 with the identity loss of Sec. 5.2).
-
-    G: gan_w * [L_GAN(G_ab, D_b) + L_GAN(G_ba, D_a)] + lambda_a |G_ba(G_ab(a)) - a|_1
-       + lambda_b |G_ab(G_ba(b)) - b|_1
-       + identity_w * [lambda_b |G_ab(b) - b|_1 + lambda_a |G_ba(a) - a|_1]
-       + vgg_w * [P(G_ba(b), b) + P(G_ab(a), a)].
-    D: 0.5 * gan_w * [L_D(D_a) + L_D(D_b)] (halved as in the reference) + penalties, judging
-       fakes drawn from an ImagePool of ``loss.pool_size`` per domain.
-    """
-
-    def __init__(
-        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
-    ):
-        super().__init__(nets, cfg, perceptual, seed)
-        self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
-
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"pools": {d: p.state_dict() for d, p in self.pools.items()}}
-
-    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
-        super().load_state_dict(state, device)
-        for d, pool in self.pools.items():
-            pool.load_state_dict(state["pools"][d], device)
-
-    def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0) -> PhaseOutput:
-        G, cfg = self.nets.G, self.cfg
-        a, b = real["a"], real["b"]
-        with frozen(self.nets.D):
-            fake_b, fake_a = G["ab"](a), G["ba"](b)
-            rec_a, rec_b = G["ba"](fake_b), G["ab"](fake_a)
-            terms = {
-                "gan_ab": cfg.gan_w * self.gan.generator(self.nets.D["b"](fake_b)),
-                "gan_ba": cfg.gan_w * self.gan.generator(self.nets.D["a"](fake_a)),
-                "cycle_a": cfg.lambda_a * F.l1_loss(rec_a, a),
-                "cycle_b": cfg.lambda_b * F.l1_loss(rec_b, b),
-            }
-            if cfg.identity_w > 0:
-                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(G["ab"](b), b)
-                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(G["ba"](a), a)
-            terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
-        return _total(terms, "loss/G", fakes={"ab": fake_b, "ba": fake_a})
-
-    def discriminator_phase(
-        self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor], step: int = 0
-    ) -> PhaseOutput:
-        fake = {"b": self.pools["b"].query(fakes["ab"]), "a": self.pools["a"].query(fakes["ba"])}
-        return _total(self.discriminator_terms(real, fake, step, scale=0.5), "loss/D")
-
-
-class MunitObjective(Objective):
-    """MUNIT (Huang et al. 2018, eq. 5 and Sec. 5.1), both directions.
-
-    With random styles s_a, s_b ~ N(0, I) and (c_a, s_a') = E_a(x_a):
-    G: gan_w * [L_GAN(x_ba, D_a) + L_GAN(x_ab, D_b)] + recon_x_w |G_a(c_a, s_a') - x_a|_1
-       + recon_c_w |c_a_recon - c_a|_1 + recon_s_w |s_a_recon - s_a|_1
-       + recon_x_cyc_w |x_aba - x_a|_1 + vgg_w P(x_ba, x_b) + (the same with a and b swapped),
-       where x_ba = G_a(c_b, s_a), (c_b_recon, s_a_recon) = E_a(x_ba), x_aba = G_a(c_a_recon, s_a').
-    D: gan_w * [L_D(D_a) + L_D(D_b)] + penalties.
-    """
-
-    def __init__(
-        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
-    ):
-        super().__init__(nets, cfg, perceptual, seed)
-        self.style_rng = torch.Generator().manual_seed(seed + 1)
-
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"style_rng": self.style_rng.get_state()}
-
-    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
-        super().load_state_dict(state, device)
-        self.style_rng.set_state(state["style_rng"])
-
-    def random_styles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Style codes s_a, s_b from the prior; drawn on the CPU so runs repeat across devices."""
-        g = self.nets.G
-        return (
-            g["a"].random_style(n, generator=self.style_rng).to(device),
-            g["b"].random_style(n, generator=self.style_rng).to(device),
-        )
-
-    def generator_phase(
-        self,
-        real: dict[str, torch.Tensor],
-        step: int = 0,
-        styles: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> PhaseOutput:
-        G, cfg = self.nets.G, self.cfg
-        x_a, x_b = real["a"], real["b"]
-        s_a, s_b = styles if styles is not None else self.random_styles(x_a.shape[0], x_a.device)
-        with frozen(self.nets.D):
-            c_a, s_a_prime = G["a"].encode(x_a)
-            c_b, s_b_prime = G["b"].encode(x_b)
-            x_a_recon, x_ba = G["a"].decode(c_a, s_a_prime), G["a"].decode(c_b, s_a)
-            x_b_recon, x_ab = G["b"].decode(c_b, s_b_prime), G["b"].decode(c_a, s_b)
-            c_b_recon, s_a_recon = G["a"].encode(x_ba)
-            c_a_recon, s_b_recon = G["b"].encode(x_ab)
-            terms = {
-                "gan_a": cfg.gan_w * self.gan.generator(self.nets.D["a"](x_ba)),
-                "gan_b": cfg.gan_w * self.gan.generator(self.nets.D["b"](x_ab)),
-                "recon_x_a": cfg.recon_x_w * F.l1_loss(x_a_recon, x_a),
-                "recon_x_b": cfg.recon_x_w * F.l1_loss(x_b_recon, x_b),
-                "recon_s_a": cfg.recon_s_w * F.l1_loss(s_a_recon, s_a),
-                "recon_s_b": cfg.recon_s_w * F.l1_loss(s_b_recon, s_b),
-                "recon_c_a": cfg.recon_c_w * F.l1_loss(c_a_recon, c_a),
-                "recon_c_b": cfg.recon_c_w * F.l1_loss(c_b_recon, c_b),
-            }
-            if cfg.recon_x_cyc_w > 0:
-                terms["cyc_x_a"] = cfg.recon_x_cyc_w * F.l1_loss(
-                    G["a"].decode(c_a_recon, s_a_prime), x_a
-                )
-                terms["cyc_x_b"] = cfg.recon_x_cyc_w * F.l1_loss(
-                    G["b"].decode(c_b_recon, s_b_prime), x_b
-                )
-            terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
-        return _total(terms, "loss/G", fakes={"ab": x_ab, "ba": x_ba})
-
-    def discriminator_phase(
-        self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor], step: int = 0
-    ) -> PhaseOutput:
-        fake = {"a": fakes["ba"], "b": fakes["ab"]}
-        return _total(self.discriminator_terms(real, fake, step), "loss/D")
-
-
 def build_objective(
-    nets: Networks, cfg: LossConfig, seed: int = 0, pretrained_vgg: bool = True
-) -> CycleGANObjective | MunitObjective:
-    """The objective of ``nets``' model; builds the VGG16 only when ``loss.vgg_w`` > 0, with
-    ImageNet weights or (``pretrained_vgg=False``) random ones from the current torch seed."""
+    nets: Networks,
+    cfg: LossConfig,
+    seed: int = 0,
+    pretrained_vgg: bool = True,
+    section: object | None = None,
+) -> Objective:
+    """The objective of ``nets``' model (its :class:`i2i.model_registry.ModelSpec`), with the
+    model's params ``section`` (default: the model's defaults); builds the VGG16 only when
+    ``loss.vgg_w`` > 0, with ImageNet weights or (``pretrained_vgg=False``) random ones from the
+    current torch seed."""
+    from i2i import model_registry as registry
+
+    spec = registry.spec(nets.name)
     perceptual = PerceptualLoss(pretrained_vgg) if cfg.vgg_w > 0 else None
-    cls = CycleGANObjective if nets.name == "cyclegan" else MunitObjective
-    return cls(nets, cfg, perceptual, seed)
+    return spec.objective(nets, section or spec.config(), cfg, perceptual, seed)

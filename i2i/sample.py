@@ -124,6 +124,8 @@ def sample(
     sections, counts = [], {}
     with atomic_dir(out) as tmp:
         for direction, (src_part, tgt_part) in TEST_PARTS.items():
+            if direction not in nets.directions:  # a one-way model (CUT): nothing to write
+                continue
             source, target = DomainImages(data / src_part), DomainImages(data / tgt_part)
             inputs, outputs, columns, examples = translate_direction(
                 nets, source, target, direction, params, device

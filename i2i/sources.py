@@ -1,5 +1,6 @@
 """The i2i source files a module runs: its import closure inside the package, read from the code
-(every ``import i2i...`` at any level, also inside functions), not from what one process
+(every ``import i2i...`` at any level, also inside functions, and every module named in a string
+for importlib, as ``"i2i.models.cut:CUT"`` in the model registry), not from what one process
 happened to import. The checkpoint fingerprint hashes the training code's closure; the DVC
 train stage lists the same files as its dependencies (tests/test_pipeline.py checks both)."""
 
@@ -7,9 +8,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
+_NAMED = re.compile(r"^(i2i(?:\.\w+)+)(?::\w+)?$")  # "i2i.models.cut" or "i2i.models.cut:CUT"
 
 
 def _file(module: str) -> Path | None:
@@ -30,6 +33,9 @@ def _imports(path: Path) -> set[str]:
             found = [node.module] + [
                 f"{node.module}.{a.name}" for a in node.names
             ]  # names may be modules
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            named = _NAMED.match(node.value)
+            found = [named[1]] if named else []
         else:
             continue
         for name in found:

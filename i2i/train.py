@@ -131,9 +131,9 @@ class Trainables:
         nets = build_networks(params.model).to(device)
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
         objective = build_objective(
-            nets, params.loss, seed=tp.seed, pretrained_vgg=not random_vgg
+            nets, params.loss, tp.seed, not random_vgg, params.model.section
         ).to(device)
-        opt_g, opt_d = adam(nets.G, tp), adam(nets.D, tp)
+        opt_g, opt_d = adam(nets.generator_side, tp), adam(nets.D, tp)
         return cls(
             nets,
             objective,
@@ -207,7 +207,7 @@ def train_step(
     guard.update(g.terms, it)
     t.opt_g.zero_grad(set_to_none=True)
     t.scaler.scale(g.loss).backward()
-    distributed.average_gradients(t.nets.G, group)
+    distributed.average_gradients(t.nets.generator_side, group)
     t.scaler.step(t.opt_g)
     if t.ema:
         t.ema.update(t.nets.G, images=(it + 1) * t.ema.batch)
@@ -311,7 +311,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                     G=f"{values['loss/G/total']:.3f}", D=f"{values['loss/D/total']:.3f}"
                 )
             if group.main and (done % tp.sample_every == 0 or last):
-                rows = [[translation_grid(shown, inputs[k], k, styles)] for k in ("ab", "ba")]
+                rows = [[translation_grid(shown, inputs[k], k, styles)] for k in shown.directions]
                 log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
             if val and group.main and val.due(done, last):
                 validate(val, shown, done, log)

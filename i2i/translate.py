@@ -161,6 +161,11 @@ def translate_files(
     if direction not in ("ab", "ba"):
         raise I2IError(f"--direction {direction!r}: expected ab or ba")
     nets = load_translator(source, device, raw)
+    if direction not in nets.directions:
+        raise I2IError(
+            f"--direction {direction}: {source} ({nets.name}) translates "
+            f"{' and '.join(nets.directions)} only"
+        )
     codes = _style_codes(nets, direction, styles, seed, example, size, device)
     tags = ["_example"] if example is not None else [""]
     if codes is not None and example is None:

@@ -13,15 +13,15 @@ from torch import nn
 
 from i2i.config import LossConfig, params_from_dict
 from i2i.losses import (
-    CycleGANObjective,
     GANLoss,
     ImagePool,
-    MunitObjective,
     build_objective,
     gradient_penalty,
     r1_penalty,
 )
 from i2i.models import Networks, build_networks
+from i2i.models.cyclegan import CycleGANObjective
+from i2i.models.munit import MunitObjective
 from i2i.weights import MissingWeightsError
 from tests.conftest import default_params
 

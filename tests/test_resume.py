@@ -47,6 +47,10 @@ CASES = {
     # A validation split: its best-so-far (iteration, score, weights) travels in the checkpoint.
     "cyclegan-validation": ("cyclegan", {"train": {"validation": 2, "validation_every": 2}}),
     "munit-validation": ("munit", {"train": {"validation": 2, "validation_every": 2}}),
+    # One direction, projection heads trained with G, patch locations drawn from its own RNG.
+    "cut": ("cut", {}),
+    "fastcut": ("fastcut", {}),  # flip equivariance draws from the same RNG
+    "cut-ema-hinge": ("cut", {"train": {"ema_images": 16.0}, "loss": {"gan_mode": "hinge"}}),
 }
 
 

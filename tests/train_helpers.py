@@ -23,6 +23,8 @@ def tiny_train_params(name: str = "cyclegan", **train) -> dict:
     p["model"]["munit"].update(
         dim=4, mlp_dim=8, n_res=1, dis_dim=4, dis_n_layer=2, dis_num_scales=2
     )
+    for cut in ("cut", "fastcut"):
+        p["model"][cut].update(ngf=4, n_blocks=1, ndf=4, num_patches=8, head_dim=8)
     p["train"].update(
         iterations=6,
         batch_size=2,

@@ -1,12 +1,15 @@
 """Networks only (no optimisers, no I/O): building them from ``model`` params, and translating.
 
-Names follow the domains: CycleGAN's ``G["ab"]`` maps A to B and ``G["ba"]`` B to A; MUNIT's
-``G["a"]`` is domain A's auto-encoder. In both, ``D["b"]`` judges whether an image is a real B.
+Each model's module builds its :class:`Networks` (:mod:`i2i.model_registry`). Generators come in
+two kinds. A translator maps one domain to the other and is keyed by its direction (CycleGAN's
+``G["ab"]`` maps A to B, ``G["ba"]`` B to A; CUT has ``G["ab"]`` alone). An auto-encoder with
+style codes (it has a ``style_dim``) is keyed by its domain (MUNIT's ``G["a"]``), and any two
+translate both ways. ``D["b"]`` judges whether an image is a real B. ``H`` holds networks that
+train with the generators but translate nothing (CUT's projection heads).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -14,14 +17,6 @@ from torch import nn
 
 from i2i.config import ModelConfig, model_from_dict
 from i2i.errors import I2IError
-from i2i.models.cyclegan import (
-    NLayerDiscriminator,
-    PixelDiscriminator,
-    ResnetGenerator,
-    UnetGenerator,
-)
-from i2i.models.layers import init_weights
-from i2i.models.munit import MultiScaleDiscriminator, MunitGenerator
 from i2i.models import reference  # noqa: E402 - reads the references' files; no cycle
 
 
@@ -30,23 +25,34 @@ class Networks(nn.Module):
     every user of a trained model needs: translation, with or without style codes."""
 
     def __init__(
-        self, name: str, generators: dict[str, nn.Module], discriminators: dict[str, nn.Module]
+        self,
+        name: str,
+        generators: dict[str, nn.Module],
+        discriminators: dict[str, nn.Module],
+        heads: dict[str, nn.Module] | None = None,
     ):
         super().__init__()
         self.name = name
         self.G = nn.ModuleDict(generators)
         self.D = nn.ModuleDict(discriminators)
+        if heads:  # absent otherwise, so other models' state dicts keep their keys
+            self.H = nn.ModuleDict(heads)
 
     @property
     def style_dim(self) -> int:
-        """The size of a style code; 0 for a model without one (CycleGAN: one output per input)."""
-        return 0 if self.name == "cyclegan" else self.G["a"].style_dim
+        """The size of a style code; 0 for translators (one output per input)."""
+        return max((getattr(g, "style_dim", 0) for g in self.G.values()), default=0)
 
     @property
     def directions(self) -> tuple[str, ...]:
-        """The directions this model translates: both, except for a reference CycleGAN file
-        that holds one generator."""
-        return tuple(self.G) if self.name == "cyclegan" else ("ab", "ba")
+        """The directions this model translates: a translator's keys (CUT: A to B only; a
+        reference CycleGAN file may hold one generator), both for auto-encoders."""
+        return ("ab", "ba") if self.style_dim else tuple(self.G)
+
+    @property
+    def generator_side(self) -> nn.ModuleList:
+        """What the generator phase trains: the generators and the heads."""
+        return nn.ModuleList([self.G, *([self.H] if hasattr(self, "H") else [])])
 
     @property
     def size_multiple(self) -> int:
@@ -111,12 +117,12 @@ class Networks(nn.Module):
         return self.G[domain].encode(x)[1]
 
     def compile_each(self, mode: str | None = None) -> None:
-        """torch.compile each network in place (state-dict keys unchanged). MUNIT generators are
-        called through encode/decode, so their parts are compiled instead of their forward.
+        """torch.compile each network in place (state-dict keys unchanged). A generator called
+        through other methods than forward (MUNIT's encode/decode) names its ``compiled_parts``.
         ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs)."""
         parts = list(self.D.values())
         for g in self.G.values():
-            parts += [g.enc_style, g.enc_content, g.dec, g.mlp] if self.style_dim else [g]
+            parts += g.compiled_parts() if hasattr(g, "compiled_parts") else [g]
         for part in parts:
             part.compile(mode=mode)
 
@@ -126,52 +132,9 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
 
     ``discriminators=False`` builds the generators alone, for inference.
     """
-    if cfg.name == "cyclegan":
-        c = cfg.cyclegan
+    from i2i import model_registry as registry
 
-        def generator() -> nn.Module:
-            if c.generator == "resnet":
-                return ResnetGenerator(c.ngf, c.n_blocks, c.norm, c.dropout)
-            return UnetGenerator(
-                {"unet_128": 7, "unet_256": 8}[c.generator], c.ngf, c.norm, c.dropout
-            )
-
-        def discriminator() -> nn.Module:
-            if c.discriminator == "pixel":
-                return PixelDiscriminator(c.ndf, c.norm)
-            return NLayerDiscriminator(
-                c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm
-            )
-
-        nets = Networks(
-            "cyclegan",
-            {"ab": generator(), "ba": generator()},
-            {"a": discriminator(), "b": discriminator()} if discriminators else {},
-        )
-        init_weights(nets, c.init, c.init_gain)
-        return nets
-    m = cfg.munit
-
-    def munit_generator() -> nn.Module:
-        return MunitGenerator(
-            m.dim, m.style_dim, m.n_downsample, m.n_res, m.mlp_dim, m.activation, m.padding
-        )
-
-    def munit_discriminator() -> nn.Module:
-        return MultiScaleDiscriminator(
-            m.dis_dim, m.dis_n_layer, m.dis_num_scales, m.dis_norm, "lrelu", m.padding
-        )
-
-    nets = Networks(
-        "munit",
-        {"a": munit_generator(), "b": munit_generator()},
-        {"a": munit_discriminator(), "b": munit_discriminator()} if discriminators else {},
-    )
-    # MUNIT's weights_init (utils.py): N(0, 0.02) for gaussian, gain sqrt(2) for xavier and
-    # orthogonal.
-    init_weights(nets.G, m.init, m.init_gain, matrix_gain=math.sqrt(2))
-    init_weights(nets.D, m.dis_init, m.init_gain, matrix_gain=math.sqrt(2))
-    return nets
+    return registry.spec(cfg.name).build(cfg.section, discriminators)
 
 
 def load_generators(

@@ -12,10 +12,18 @@ redundant), except the first discriminator conv and the output layers, as in the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from i2i.models.layers import activation, check_image, norm_2d
+from i2i.config import Init, LossConfig, bounded
+from i2i.losses import ImagePool, Objective, PhaseOutput, frozen, summed
+from i2i.models import Networks
+from i2i.models.layers import activation, check_image, init_weights, norm_2d
+from i2i.model_registry import ModelSpec
 
 
 class ResnetBlock(nn.Module):
@@ -233,3 +241,101 @@ class PixelDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, "PixelGAN discriminator", channels=self.in_channels)
         return self.model(x)  # [N, 1, H, W]
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    """``model.cyclegan``; the defaults are the reference's 256 px horse2zebra settings."""
+
+    generator: Literal["resnet", "unet_128", "unet_256"] = "resnet"
+    n_blocks: int = bounded(9, ge=1)
+    ngf: int = bounded(64, ge=1)
+    discriminator: Literal["basic", "n_layers", "pixel"] = "basic"
+    n_layers_d: int = bounded(3, ge=1, le=8)
+    ndf: int = bounded(64, ge=1)
+    norm: Literal["instance", "batch", "none"] = "instance"
+    dropout: bool = False
+    init: Init = "normal"
+    init_gain: float = bounded(0.02, gt=0)
+
+
+def generator(c: CycleGANConfig) -> nn.Module:
+    if c.generator == "resnet":
+        return ResnetGenerator(c.ngf, c.n_blocks, c.norm, c.dropout)
+    return UnetGenerator({"unet_128": 7, "unet_256": 8}[c.generator], c.ngf, c.norm, c.dropout)
+
+
+def discriminator(c: CycleGANConfig) -> nn.Module:
+    if c.discriminator == "pixel":
+        return PixelDiscriminator(c.ndf, c.norm)
+    return NLayerDiscriminator(c.ndf, 3 if c.discriminator == "basic" else c.n_layers_d, c.norm)
+
+
+def build(c: CycleGANConfig, discriminators: bool = True) -> Networks:
+    """G["ab"], G["ba"] and (with ``discriminators``) D["a"], D["b"], initialised."""
+    nets = Networks(
+        "cyclegan",
+        {"ab": generator(c), "ba": generator(c)},
+        {"a": discriminator(c), "b": discriminator(c)} if discriminators else {},
+    )
+    init_weights(nets, c.init, c.init_gain)
+    return nets
+
+
+class CycleGANObjective(Objective):
+    """CycleGAN (Zhu et al. 2017, eq. 3 with the identity loss of Sec. 5.2).
+
+    G: gan_w * [L_GAN(G_ab, D_b) + L_GAN(G_ba, D_a)] + lambda_a |G_ba(G_ab(a)) - a|_1
+       + lambda_b |G_ab(G_ba(b)) - b|_1
+       + identity_w * [lambda_b |G_ab(b) - b|_1 + lambda_a |G_ba(a) - a|_1]
+       + vgg_w * [P(G_ba(b), b) + P(G_ab(a), a)].
+    D: 0.5 * gan_w * [L_D(D_a) + L_D(D_b)] (halved as in the reference) + penalties, judging
+       fakes drawn from an ImagePool of ``loss.pool_size`` per domain.
+    """
+
+    def __init__(
+        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
+    ):
+        super().__init__(nets, cfg, perceptual, seed)
+        self.pools = {d: ImagePool(cfg.pool_size, seed + i) for i, d in enumerate("ab")}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"pools": {d: p.state_dict() for d, p in self.pools.items()}}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        super().load_state_dict(state, device)
+        for d, pool in self.pools.items():
+            pool.load_state_dict(state["pools"][d], device)
+
+    def generator_phase(self, real: dict[str, torch.Tensor], step: int = 0) -> PhaseOutput:
+        G, cfg = self.nets.G, self.cfg
+        a, b = real["a"], real["b"]
+        with frozen(self.nets.D):
+            fake_b, fake_a = G["ab"](a), G["ba"](b)
+            rec_a, rec_b = G["ba"](fake_b), G["ab"](fake_a)
+            terms = {
+                "gan_ab": cfg.gan_w * self.gan.generator(self.nets.D["b"](fake_b)),
+                "gan_ba": cfg.gan_w * self.gan.generator(self.nets.D["a"](fake_a)),
+                "cycle_a": cfg.lambda_a * F.l1_loss(rec_a, a),
+                "cycle_b": cfg.lambda_b * F.l1_loss(rec_b, b),
+            }
+            if cfg.identity_w > 0:
+                terms["idt_b"] = cfg.identity_w * cfg.lambda_b * F.l1_loss(G["ab"](b), b)
+                terms["idt_a"] = cfg.identity_w * cfg.lambda_a * F.l1_loss(G["ba"](a), a)
+            terms |= self.perceptual_terms({"a": fake_a, "b": fake_b}, {"a": b, "b": a})
+        return summed(terms, "loss/G", fakes={"ab": fake_b, "ba": fake_a})
+
+    def discriminator_phase(
+        self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor], step: int = 0
+    ) -> PhaseOutput:
+        fake = {"b": self.pools["b"].query(fakes["ab"]), "a": self.pools["a"].query(fakes["ba"])}
+        return summed(self.discriminator_terms(real, fake, step, scale=0.5), "loss/D")
+
+
+SPEC = ModelSpec(
+    "cyclegan",
+    CycleGANConfig,
+    build,
+    lambda nets, section, loss, perceptual, seed: CycleGANObjective(nets, loss, perceptual, seed),
+    "CycleGAN (Zhu et al. 2017): two generators, both directions, cycle consistency",
+)

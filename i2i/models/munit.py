@@ -16,11 +16,26 @@ concurrently and traced by torch.compile; the arithmetic is the same.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from i2i.models.layers import LayerNorm, activation, adaptive_instance_norm, check_image, pad_2d
+from i2i.config import Init, LossConfig, bounded
+from i2i.losses import Objective, PhaseOutput, frozen, summed
+from i2i.models import Networks
+from i2i.models.layers import (
+    LayerNorm,
+    activation,
+    adaptive_instance_norm,
+    check_image,
+    init_weights,
+    pad_2d,
+)
+from i2i.model_registry import ModelSpec
 
 
 class ConvBlock(nn.Module):
@@ -210,6 +225,10 @@ class MunitGenerator(nn.Module):
             )
         return self.dec(content, self.mlp(style))
 
+    def compiled_parts(self) -> list[nn.Module]:
+        """What torch.compile compiles: it is called through encode and decode, not forward."""
+        return [self.enc_style, self.enc_content, self.dec, self.mlp]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction x -> decode(encode(x))."""
         return self.decode(*self.encode(x))
@@ -271,3 +290,130 @@ class MultiScaleDiscriminator(nn.Module):
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             outputs.append(cnn(x))  # [N, 1, h_i, w_i]
         return outputs
+
+
+@dataclass(frozen=True)
+class MunitConfig:
+    """``model.munit``; the defaults are the reference's edges2shoes configuration."""
+
+    dim: int = bounded(64, ge=1)
+    mlp_dim: int = bounded(256, ge=1)
+    style_dim: int = bounded(8, ge=1)
+    n_downsample: int = bounded(2, ge=0, le=6)
+    n_res: int = bounded(4, ge=0)
+    activation: Literal["relu", "lrelu"] = "relu"
+    padding: Literal["reflect", "replicate", "zero"] = "reflect"
+    init: Init = "kaiming"
+    dis_dim: int = bounded(64, ge=1)
+    dis_n_layer: int = bounded(4, ge=1, le=8)
+    dis_num_scales: int = bounded(3, ge=1, le=5)
+    dis_norm: Literal["none", "in", "ln"] = "none"
+    dis_init: Init = "normal"
+    init_gain: float = bounded(0.02, gt=0)
+
+
+def build(m: MunitConfig, discriminators: bool = True) -> Networks:
+    """An auto-encoder per domain, G["a"] and G["b"], and (with ``discriminators``) D["a"],
+    D["b"]. Initialised as MUNIT's weights_init (utils.py): N(0, 0.02) for normal, gain sqrt(2)
+    for xavier and orthogonal."""
+
+    def gen() -> nn.Module:
+        return MunitGenerator(
+            m.dim, m.style_dim, m.n_downsample, m.n_res, m.mlp_dim, m.activation, m.padding
+        )
+
+    def dis() -> nn.Module:
+        return MultiScaleDiscriminator(
+            m.dis_dim, m.dis_n_layer, m.dis_num_scales, m.dis_norm, "lrelu", m.padding
+        )
+
+    nets = Networks(
+        "munit", {"a": gen(), "b": gen()}, {"a": dis(), "b": dis()} if discriminators else {}
+    )
+    init_weights(nets.G, m.init, m.init_gain, matrix_gain=math.sqrt(2))
+    init_weights(nets.D, m.dis_init, m.init_gain, matrix_gain=math.sqrt(2))
+    return nets
+
+
+class MunitObjective(Objective):
+    """MUNIT (Huang et al. 2018, eq. 5 and Sec. 5.1), both directions.
+
+    With random styles s_a, s_b ~ N(0, I) and (c_a, s_a') = E_a(x_a):
+    G: gan_w * [L_GAN(x_ba, D_a) + L_GAN(x_ab, D_b)] + recon_x_w |G_a(c_a, s_a') - x_a|_1
+       + recon_c_w |c_a_recon - c_a|_1 + recon_s_w |s_a_recon - s_a|_1
+       + recon_x_cyc_w |x_aba - x_a|_1 + vgg_w P(x_ba, x_b) + (the same with a and b swapped),
+       where x_ba = G_a(c_b, s_a), (c_b_recon, s_a_recon) = E_a(x_ba), x_aba = G_a(c_a_recon, s_a').
+    D: gan_w * [L_D(D_a) + L_D(D_b)] + penalties.
+    """
+
+    def __init__(
+        self, nets: Networks, cfg: LossConfig, perceptual: nn.Module | None = None, seed: int = 0
+    ):
+        super().__init__(nets, cfg, perceptual, seed)
+        self.style_rng = torch.Generator().manual_seed(seed + 1)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"style_rng": self.style_rng.get_state()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        super().load_state_dict(state, device)
+        self.style_rng.set_state(state["style_rng"])
+
+    def random_styles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Style codes s_a, s_b from the prior; drawn on the CPU so runs repeat across devices."""
+        g = self.nets.G
+        return (
+            g["a"].random_style(n, generator=self.style_rng).to(device),
+            g["b"].random_style(n, generator=self.style_rng).to(device),
+        )
+
+    def generator_phase(
+        self,
+        real: dict[str, torch.Tensor],
+        step: int = 0,
+        styles: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> PhaseOutput:
+        G, cfg = self.nets.G, self.cfg
+        x_a, x_b = real["a"], real["b"]
+        s_a, s_b = styles if styles is not None else self.random_styles(x_a.shape[0], x_a.device)
+        with frozen(self.nets.D):
+            c_a, s_a_prime = G["a"].encode(x_a)
+            c_b, s_b_prime = G["b"].encode(x_b)
+            x_a_recon, x_ba = G["a"].decode(c_a, s_a_prime), G["a"].decode(c_b, s_a)
+            x_b_recon, x_ab = G["b"].decode(c_b, s_b_prime), G["b"].decode(c_a, s_b)
+            c_b_recon, s_a_recon = G["a"].encode(x_ba)
+            c_a_recon, s_b_recon = G["b"].encode(x_ab)
+            terms = {
+                "gan_a": cfg.gan_w * self.gan.generator(self.nets.D["a"](x_ba)),
+                "gan_b": cfg.gan_w * self.gan.generator(self.nets.D["b"](x_ab)),
+                "recon_x_a": cfg.recon_x_w * F.l1_loss(x_a_recon, x_a),
+                "recon_x_b": cfg.recon_x_w * F.l1_loss(x_b_recon, x_b),
+                "recon_s_a": cfg.recon_s_w * F.l1_loss(s_a_recon, s_a),
+                "recon_s_b": cfg.recon_s_w * F.l1_loss(s_b_recon, s_b),
+                "recon_c_a": cfg.recon_c_w * F.l1_loss(c_a_recon, c_a),
+                "recon_c_b": cfg.recon_c_w * F.l1_loss(c_b_recon, c_b),
+            }
+            if cfg.recon_x_cyc_w > 0:
+                terms["cyc_x_a"] = cfg.recon_x_cyc_w * F.l1_loss(
+                    G["a"].decode(c_a_recon, s_a_prime), x_a
+                )
+                terms["cyc_x_b"] = cfg.recon_x_cyc_w * F.l1_loss(
+                    G["b"].decode(c_b_recon, s_b_prime), x_b
+                )
+            terms |= self.perceptual_terms({"a": x_ba, "b": x_ab}, {"a": x_b, "b": x_a})
+        return summed(terms, "loss/G", fakes={"ab": x_ab, "ba": x_ba})
+
+    def discriminator_phase(
+        self, real: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor], step: int = 0
+    ) -> PhaseOutput:
+        fake = {"a": fakes["ba"], "b": fakes["ab"]}
+        return summed(self.discriminator_terms(real, fake, step), "loss/D")
+
+
+SPEC = ModelSpec(
+    "munit",
+    MunitConfig,
+    build,
+    lambda nets, section, loss, perceptual, seed: MunitObjective(nets, loss, perceptual, seed),
+    "MUNIT (Huang et al. 2018): content and style codes, many outputs per input, both directions",
+)

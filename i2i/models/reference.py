@@ -9,14 +9,14 @@ used with the same code as a trained run.
 - NVlabs/MUNIT saves ``gen_<iteration>.pt`` as ``{"a": gen_a.state_dict(), "b": ...}``
   (``trainer.py``), each an ``AdaINGen`` (``networks.py``).
 
-The architecture is read from the weights' shapes (widths, block counts, dropout, norm).
-What weights cannot show is taken from the references' published configurations: MUNIT's
-activation ``relu`` and padding ``reflect``. Keys are renamed onto i2i's modules by the rules
-below, then every tensor's shape is checked against the network i2i builds (without memory, on
-the meta device; the file's tensors become its weights, so a file that declares huge widths
-costs no more memory than it holds); the first key that does not fit is named in the error.
-Normalisation running statistics that the references' InstanceNorm layers saved under older
-PyTorch (and that neither reference uses at test time) are dropped.
+The architecture is read from the weights' shapes (widths, block counts, dropout, norm). What
+weights cannot show takes the model section's defaults, which are the references' published
+configurations (MUNIT's activation ``relu`` and padding ``reflect``). Keys are renamed onto
+i2i's modules by the rules below, then every tensor's shape is checked against the network i2i
+builds (without memory, on the meta device; the file's tensors become its weights, so a file
+that declares huge widths costs no more memory than it holds); the first key that does not fit
+is named in the error. Normalisation running statistics that the references' InstanceNorm layers
+saved under older PyTorch (and that neither reference uses at test time) are dropped.
 """
 
 from __future__ import annotations
@@ -33,12 +33,6 @@ from i2i.errors import I2IError
 if TYPE_CHECKING:
     from i2i.models import Networks
 
-# The rest of a model section, which generators do not depend on; the references' values.
-_CYCLEGAN = {"generator": "resnet", "discriminator": "basic", "n_layers_d": 3, "ndf": 64,
-             "init": "normal", "init_gain": 0.02}  # fmt: skip
-_MUNIT = {"activation": "relu", "padding": "reflect", "init": "kaiming", "dis_dim": 64,
-          "dis_n_layer": 4, "dis_num_scales": 3, "dis_norm": "none", "dis_init": "normal",
-          "init_gain": 0.02}  # fmt: skip
 _RUNNING_STATS = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
 
 
@@ -67,8 +61,12 @@ def _cyclegan_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]
     norm = (
         "batch" if "model.2.weight" in state else "instance" if "model.1.bias" in state else "none"
     )
-    section = {**_CYCLEGAN, "ngf": int(state["model.1.weight"].shape[0]), "n_blocks": len(blocks),
-               "norm": norm, "dropout": any(".conv_block.6." in k for k in state)}  # fmt: skip
+    section = {
+        "ngf": int(state["model.1.weight"].shape[0]),
+        "n_blocks": len(blocks),
+        "norm": norm,
+        "dropout": any(".conv_block.6." in k for k in state),
+    }
     names = {k: re.sub(r"^(model\.\d+)\.conv_block\.", r"\1.block.", k) for k in state}
     return section, names
 
@@ -98,10 +96,13 @@ def _munit_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
     styles = [k for k in state if re.match(r"enc_style\.model\.\d+\.weight$", k)]
     if not convs or not styles or "mlp.model.0.fc.weight" not in state:
         raise I2IError("no enc_content, enc_style or mlp weights: not an AdaINGen (MUNIT)")
-    section = {**_MUNIT, "dim": int(state["enc_content.model.0.conv.weight"].shape[0]),
-               "mlp_dim": int(state["mlp.model.0.fc.weight"].shape[0]),
-               "style_dim": int(state[styles[0]].shape[0]), "n_downsample": len(convs) - 1,
-               "n_res": len(res)}  # fmt: skip
+    section = {
+        "dim": int(state["enc_content.model.0.conv.weight"].shape[0]),
+        "mlp_dim": int(state["mlp.model.0.fc.weight"].shape[0]),
+        "style_dim": int(state[styles[0]].shape[0]),
+        "n_downsample": len(convs) - 1,
+        "n_res": len(res),
+    }
     return section, {k: _munit_key(k, len(convs) - 1) for k in state}
 
 
@@ -156,8 +157,7 @@ def load(path: Path, state: dict) -> Networks:
         )
     if found == "munit":
         section, _ = _munit_keys(_strip(state["a"]))
-        config = {"name": "munit", "munit": section, "cyclegan": {**_CYCLEGAN, "ngf": 64,
-                  "n_blocks": 9, "norm": "instance", "dropout": False}}  # fmt: skip
+        config = {"name": "munit", "munit": section}
         nets = empty_generators(model_from_dict(config, source=str(path)))
         for domain in ("a", "b"):
             part = _strip(state[domain])
@@ -171,8 +171,7 @@ def load(path: Path, state: dict) -> Networks:
             section, names = _cyclegan_keys(part)
         except I2IError as e:
             raise I2IError(f"{file}: {e}") from None
-        config = {"name": "cyclegan", "cyclegan": section, "munit": {**_MUNIT, "dim": 64,
-                  "mlp_dim": 256, "style_dim": 8, "n_downsample": 2, "n_res": 4}}  # fmt: skip
+        config = {"name": "cyclegan", "cyclegan": section}
         nets = empty_generators(model_from_dict(config, source=str(file)))
         _fit(nets.G["ab"], part, names, str(file))
         materialised(nets.G["ab"], str(file))
