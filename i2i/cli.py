@@ -65,7 +65,7 @@ def main() -> None:
 def params(params_path: Path, ok_file: Path | None) -> None:
     """Validate a params file and print it resolved, as JSON."""
     resolved = load_params(params_path)
-    resolved.model.validate()  # every model's section, which other stages build only when used
+    resolved.validate()  # model sections and metric names, which other stages check when used
     if ok_file is None:
         click.echo(json.dumps(to_dict(resolved), indent=2))
     elif not ok_file.is_file() or ok_file.read_text() != "valid\n":
@@ -499,7 +499,7 @@ def compare(
     """Compare configurations (runs that differ only in their seed): n, mean and 95 % interval
     of every score, the difference from a baseline with a verdict, then the single runs."""
     from i2i.compare import compare as run
-    from i2i.tracking import find_runs
+    from i2i.runs import find_runs
 
     bad = [t for t in tags if "=" not in t]
     if bad:
@@ -540,8 +540,8 @@ def register(
 ) -> None:  # fmt: skip
     """Register the best finished run's model in the MLflow Model Registry, under an alias."""
     from i2i.compare import best_run, lower_is_better
-    from i2i.tracking import find_runs
-    from i2i.tracking import register as run
+    from i2i.runs import find_runs
+    from i2i.runs import register as run
 
     bad = [t for t in tags if "=" not in t]
     if bad:

@@ -6,7 +6,7 @@ run-only keys), so the seeds of one setting become one row with n, mean, standar
 the 95 % Student-t interval of every score (``i2i.statistics``). With a baseline, every other
 configuration's difference from it gets Welch's interval and a verdict: better, worse, or no
 difference detectable with the runs there are. The table of single runs follows. The runs are
-read back from the store the pipeline writes (``i2i.tracking.find_runs``); a DVC experiment's run
+read back from the store the pipeline writes (``i2i.runs.find_runs``); a DVC experiment's run
 is named after the experiment, so run names match ``dvc exp show``.
 """
 
@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from i2i import statistics
-from i2i.config import LOWER_IS_BETTER, REFERENCE_VALUES
 from i2i.configuration import SEED_KEYS, configuration_id, defining
 from i2i.errors import I2IError
 from i2i.io import atomic_path, write_bytes, write_json
-from i2i.tracking import RunRecord
+from i2i.metrics import registry
+from i2i.runs import RunRecord
 
 SCORES = ("metric/", "uncalibrated/")  # calibrated scores, and those from random backbones
 
@@ -31,14 +31,14 @@ SCORES = ("metric/", "uncalibrated/")  # calibrated scores, and those from rando
 def is_score(key: str) -> bool:
     """``metric/<name>/<direction>`` or ``uncalibrated/...``, not a reference value."""
     parts = key.split("/")
-    return key.startswith(SCORES) and len(parts) == 3 and parts[1] not in REFERENCE_VALUES
+    return key.startswith(SCORES) and len(parts) == 3 and not registry.is_reference(parts[1])
 
 
 def lower_is_better(key: str) -> bool:
     """``metric/<name>/<direction>``, ``uncalibrated/...`` or ``loss/...``: whether smaller is
     better."""
     parts = key.split("/")
-    return key.startswith("loss/") or (len(parts) == 3 and parts[1] in LOWER_IS_BETTER)
+    return key.startswith("loss/") or (len(parts) == 3 and registry.lower_is_better(parts[1]))
 
 
 def best_run(runs: list[RunRecord], metric: str) -> RunRecord:

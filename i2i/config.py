@@ -211,27 +211,6 @@ class SampleConfig:
     device: Literal["auto", "cpu", "cuda"]
 
 
-METRIC_NAMES = (
-    "lpips_diversity",
-    "inception_score",
-    "cis",
-    "fid",
-    "kid",
-    "content_iou",
-    "mode_coverage",
-)
-# Scores (metric/<key>/<direction>) where lower is better; all others are better higher.
-LOWER_IS_BETTER = ("fid", "kid")
-# Keys the metrics report beside the scores, to read them by: values of the real test images,
-# the classifier's test accuracy, the number of modes. Never ranked.
-REFERENCE_VALUES = (
-    "lpips_diversity_real",
-    "inception_score_real",
-    "classifier_accuracy",
-    "num_modes",
-)
-
-
 @dataclass(frozen=True)
 class EvaluateConfig:
     metrics: tuple[str, ...]
@@ -246,12 +225,7 @@ class EvaluateConfig:
     batch_size: int = bounded(ge=1)
     seed: int = bounded(ge=0)
     device: Literal["auto", "cpu", "cuda"]
-    best_on_validation: bool
-
-    def checks(self) -> Iterator[tuple[str, Any, str]]:
-        for name in self.metrics:
-            if name not in METRIC_NAMES:
-                yield "metrics", name, f"unknown metric; expected any of {', '.join(METRIC_NAMES)}"
+    best_on_validation: bool  # the names in ``metrics`` are checked where they are used
 
 
 @dataclass(frozen=True)
@@ -286,6 +260,14 @@ class Params:
     evaluate: EvaluateConfig
     backbones: BackbonesConfig
     tracking: TrackingConfig
+
+    def validate(self) -> None:
+        """What loading leaves to the stages that use it: every model's section and the names
+        in ``evaluate.metrics``. The params stage, which runs before every other, checks them."""
+        from i2i.metrics import registry
+
+        self.model.validate()
+        registry.check_names(self.evaluate, self.model.source)
 
 
 # Keys of earlier versions, and what replaced them.

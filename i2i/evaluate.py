@@ -23,13 +23,13 @@ from typing import Any
 import torch
 
 from i2i import weights
-from i2i.config import REFERENCE_VALUES, Params
+from i2i.config import Params
 from i2i.data.loader import TEST_PARTS, DomainImages
 from i2i.errors import I2IError
 from i2i.devices import machine, pick_device
 from i2i.io import write_json
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
-from i2i.metrics.registry import METRICS, Resampled
+from i2i.metrics.registry import METRICS, Resampled, check_names, is_reference
 from i2i.models import load_generators
 from i2i.statistics import LEVEL, bootstrap_interval
 
@@ -65,6 +65,7 @@ def score(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compute the metrics with the record's backbones; return (metrics.json content, details)."""
     cfg = params.evaluate
+    check_names(cfg)
     nets = load_generators(paths.generator, device, raw=paths.raw)
     networks = MetricNetworks(cfg, paths.classifiers, device, backbones, paths.real_features)
     metrics: dict[str, Any] = {}
@@ -106,7 +107,7 @@ def score(
                 for k, v in values.items()
             }
     # The scores first, then what they are read by: `dvc exp show` lists the columns in this order.
-    metrics = dict(sorted(metrics.items(), key=lambda kv: kv[0].split("/")[1] in REFERENCE_VALUES))
+    metrics = dict(sorted(metrics.items(), key=lambda kv: is_reference(kv[0].split("/")[1])))
     uncalibrated = [n for n in cfg.metrics if prefix(n, params, backbones) == "uncalibrated"]
     details = {
         "model": nets.name,
@@ -150,7 +151,7 @@ def with_best(
         )
     extra, more = score(params, dataclasses.replace(paths, model=best), device, backbones)
     metrics = metrics | {f"{k}_best": v for k, v in extra.items()}
-    metrics = dict(sorted(metrics.items(), key=lambda kv: kv[0].split("/")[1] in REFERENCE_VALUES))
+    metrics = dict(sorted(metrics.items(), key=lambda kv: is_reference(kv[0].split("/")[1])))
     for part in ("skipped", "seconds"):
         details[part] |= {f"{k}_best": v for k, v in more[part].items()}
     details["intervals"] |= {

@@ -41,7 +41,8 @@ from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
 from i2i.optim import WeightAverage, adam, scheduler
 from i2i.progress import progress, quiet
-from i2i.tracking import TrainingLog, run_tags
+from i2i.tracking import run_tags
+from i2i.training_log import TrainingLog
 from i2i.validation import Validation
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from i2i.config import LOWER_IS_BETTER, Params
+from i2i.config import Params
 from i2i.data.loader import DomainImages
 from i2i.errors import I2IError
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
@@ -31,7 +31,7 @@ from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
 # train stage's runtime imports (its DVC code deps) equal to its static import closure (the
 # checkpoint fingerprint, i2i.sources).
 from i2i.metrics import classifier, inception, real  # noqa: F401, E402
-from i2i.metrics.registry import METRICS
+from i2i.metrics.registry import METRICS, lower_is_better
 from i2i.models import Networks
 
 
@@ -55,7 +55,7 @@ class Validation:
     def __init__(self, params: Params, data: Path, device: torch.device):
         tp = params.train
         self.metric, self.every = tp.validation_metric, tp.validation_every
-        self.lower_is_better = self.metric in LOWER_IS_BETTER
+        self.lower_is_better = lower_is_better(self.metric)
         self.crop_size = params.data.crop_size
         # The metric protocol's counts are the evaluate section's; the seed (MUNIT's style codes)
         # is the split's, so the train stage depends on no evaluate key.

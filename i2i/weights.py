@@ -83,14 +83,10 @@ def for_training(loss: LossConfig) -> list[str]:
 
 
 def metric_backbones(metric: str, ev: EvaluateConfig) -> list[str]:
-    """The weight files one metric's value depends on."""
-    if metric == "lpips_diversity":
-        return [LPIPS_BACKBONE[ev.lpips_net]]
-    if metric in ("fid", "kid") or (
-        metric in ("inception_score", "cis") and ev.classifier == "inception"
-    ):
-        return [inception(ev)]
-    return []
+    """The weight files one metric's value depends on (its registration says)."""
+    from i2i.metrics.registry import METRICS
+
+    return METRICS[metric].backbones(ev)
 
 
 def inception(ev: EvaluateConfig) -> str:

@@ -43,8 +43,9 @@ def test_every_key_in_params_yaml_has_a_comment():
 
 
 def _error(params: dict) -> str:
+    """The error of loading ``params`` and validating it whole, as the params stage does."""
     with pytest.raises(ParamsError) as e:
-        params_from_dict(params, source="p.yaml")
+        params_from_dict(params, source="p.yaml").validate()
     return str(e.value)
 
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from i2i.config import METRIC_NAMES, params_from_dict
+from i2i.config import params_from_dict
 from i2i.data.loader import DomainImages
 from i2i.metrics import classifier
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
 from i2i.metrics.registry import METRICS
 from i2i.models import Networks, build_networks
-from tests.conftest import tiny_params
+from tests.conftest import default_params, tiny_params
 from tests.train_helpers import prepare, tiny_train_params
 
 
@@ -58,8 +58,9 @@ def identity() -> Networks:
     return Networks("cyclegan", {"ab": nn.Identity(), "ba": nn.Identity()}, {})
 
 
-def test_registry_holds_exactly_the_metrics_params_accept():
-    assert set(METRICS) == set(METRIC_NAMES)
+def test_the_default_params_score_every_registered_metric_and_only_fid_and_kid_fall():
+    assert set(METRICS) == set(default_params()["evaluate"]["metrics"])
+    assert [n for n, m in METRICS.items() if m.lower_is_better] == ["fid", "kid"]
 
 
 def test_translator_that_returns_real_target_images_scores_like_the_real_data(prepared: Path):

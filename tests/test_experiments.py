@@ -267,7 +267,7 @@ def test_compare_errors_name_what_is_missing(experiments: Path):
 
 def test_comparison_table_keeps_only_differing_params():
     from i2i.compare import comparison
-    from i2i.tracking import RunRecord
+    from i2i.runs import RunRecord
 
     runs = [
         RunRecord(
@@ -286,7 +286,7 @@ def test_comparison_table_keeps_only_differing_params():
 def test_compare_ranks_scores_and_puts_reference_values_in_the_caption(tmp_path: Path):
     from i2i.compare import compare
     from i2i.errors import I2IError
-    from i2i.tracking import RunRecord
+    from i2i.runs import RunRecord
 
     def scores(cis: float, accuracy: float) -> dict[str, float]:
         return {
@@ -313,7 +313,7 @@ def test_compare_ranks_scores_and_puts_reference_values_in_the_caption(tmp_path:
 
 def test_scores_of_random_backbones_get_their_own_columns_and_are_never_ranked_with_calibrated():
     from i2i.compare import comparison
-    from i2i.tracking import RunRecord
+    from i2i.runs import RunRecord
 
     runs = [
         RunRecord("a" * 32, "online", "FINISHED", 1, {}, {"metric/fid/ab": 30.0}, {}),

@@ -245,7 +245,7 @@ def test_munit_serves_one_style_per_seed(runs):
 
 
 def _record(run_id: str, **metrics: float):
-    from i2i.tracking import RunRecord
+    from i2i.runs import RunRecord
 
     return RunRecord(run_id, run_id, "FINISHED", 0, {}, metrics, {})
 

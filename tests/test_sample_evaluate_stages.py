@@ -15,7 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from i2i.config import METRIC_NAMES, load_params
+from i2i.config import load_params
+from i2i.metrics.registry import METRICS
 from i2i.data.loader import DomainImages, centre_crop, to_model_input
 from i2i.grids import to_uint8
 from i2i.metrics import shapes
@@ -56,7 +57,7 @@ def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(ev
     # backbones.policy: random. What depends on a random backbone is named apart; what does not
     # (the domain classifier's IS, CIS and modes; content IoU) is calibrated all the same.
     random_backbone = {"lpips_diversity", "fid", "kid"}
-    for metric in METRIC_NAMES:
+    for metric in METRICS:
         for direction in ("ab", "ba"):
             kind, other = "uncalibrated", "metric"
             if metric not in random_backbone:

@@ -148,7 +148,7 @@ def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(server
     """The server commits a batch of metrics and the answer is lost (it died before replying):
     whether MLflow's client or the outbox sends it again, no step is logged twice."""
     from i2i.config import TrackingConfig
-    from i2i.tracking import TrainingLog
+    from i2i.training_log import TrainingLog
 
     proxy = AnswerLosingProxy(server.url)
     try:

@@ -221,7 +221,7 @@ def test_mlflow_run_holds_params_tags_curves_samples_and_model(
     # in the DVC metrics file `dvc exp show` reads
     from i2i.compare import run_configuration
     from i2i.configuration import configuration_id, flatten
-    from i2i.tracking import RunRecord
+    from i2i.runs import RunRecord
 
     from i2i.config import to_dict
 

@@ -1,4 +1,7 @@
-"""Every metric, registered by name: ``evaluate.metrics`` picks from :data:`METRICS`.
+"""Every metric, registered by name: ``evaluate.metrics`` picks from :data:`METRICS`. A
+metric's registration holds all that is known about it: its code, whether lower is better, the
+values it reports beside its score (never ranked), and the pretrained backbones its value
+depends on.
 
 A metric maps one direction's :class:`~i2i.metrics.context.DirectionContext` to named values;
 a score that can be computed again on resampled test sets is a :class:`Resampled`, and the
@@ -18,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from i2i.config import METRIC_NAMES
+from i2i.config import EvaluateConfig, ParamsError
 from i2i.metrics import estimators
 from i2i.metrics.context import DirectionContext, Skip
 from i2i.metrics.lpips_distance import pair_diversity
@@ -40,23 +43,76 @@ class Resampled(float):
         return score
 
 
+def _no_backbones(ev: EvaluateConfig) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class Metric:
+    """``compute`` maps a direction's context to the metric's values by key: its score under
+    the metric's name, and the ``references`` beside it (the real images' value, the
+    classifier's accuracy, ...), which are read alongside the score and never ranked.
+    ``backbones(evaluate)``: the weight files (:mod:`i2i.weights`) the score depends on."""
+
     name: str
     compute: Callable[[DirectionContext], dict[str, float]]
+    lower_is_better: bool = False
+    references: tuple[str, ...] = ()
+    backbones: Callable[[EvaluateConfig], list[str]] = _no_backbones
 
 
 METRICS: dict[str, Metric] = {}
 
 
-def register(name: str):
+def register(
+    name: str,
+    lower_is_better: bool = False,
+    references: tuple[str, ...] = (),
+    backbones: Callable[[EvaluateConfig], list[str]] = _no_backbones,
+):
     def add(
         fn: Callable[[DirectionContext], dict[str, float]],
     ) -> Callable[[DirectionContext], dict[str, float]]:
-        METRICS[name] = Metric(name, fn)
+        METRICS[name] = Metric(name, fn, lower_is_better, references, backbones)
         return fn
 
     return add
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a value key (``fid``, ``content_iou``) is a score where lower is better."""
+    return key in METRICS and METRICS[key].lower_is_better
+
+
+def is_reference(key: str) -> bool:
+    """Whether a value key is reported beside a score to read it by (never ranked)."""
+    return any(key in m.references for m in METRICS.values())
+
+
+def check_names(ev: EvaluateConfig, source: str = "<params>") -> None:
+    """Refuse an ``evaluate.metrics`` entry that names no registered metric."""
+    for name in ev.metrics:
+        if name not in METRICS:
+            raise ParamsError(
+                f"{source}: evaluate.metrics = {name!r}: unknown metric; expected any of "
+                f"{', '.join(METRICS)}"
+            )
+
+
+def _lpips(ev: EvaluateConfig) -> list[str]:
+    from i2i.weights import LPIPS_BACKBONE
+
+    return [LPIPS_BACKBONE[ev.lpips_net]]
+
+
+def _inception(ev: EvaluateConfig) -> list[str]:
+    from i2i.weights import inception
+
+    return [inception(ev)]
+
+
+def _inception_classifier(ev: EvaluateConfig) -> list[str]:
+    return _inception(ev) if ev.classifier == "inception" else []
 
 
 def _classifier_accuracy(ctx: DirectionContext, kind: str) -> dict[str, float]:
@@ -65,7 +121,7 @@ def _classifier_accuracy(ctx: DirectionContext, kind: str) -> dict[str, float]:
     return {"classifier_accuracy": ctx.networks.domain_classifier(ctx.direction[1]).accuracy}
 
 
-@register("lpips_diversity")
+@register("lpips_diversity", references=("lpips_diversity_real",), backbones=_lpips)
 def lpips_diversity(ctx: DirectionContext) -> dict[str, float]:
     """Mean LPIPS between two outputs of one input under two random styles (lpips_inputs x
     lpips_pairs pairs), and the same over random pairs of distinct real target images."""
@@ -103,7 +159,11 @@ def _pairs_in_batches(ctx: DirectionContext, x: torch.Tensor) -> float:
     return float(sum(means) / len(x))
 
 
-@register("inception_score")
+@register(
+    "inception_score",
+    references=("inception_score_real", "classifier_accuracy"),
+    backbones=_inception_classifier,
+)
 def inception_score(ctx: DirectionContext) -> dict[str, float]:
     """IS of all cis_inputs x cis_samples outputs, and of the real target test images."""
     kind = ctx.cfg.classifier
@@ -120,7 +180,7 @@ def inception_score(ctx: DirectionContext) -> dict[str, float]:
     }
 
 
-@register("cis")
+@register("cis", references=("classifier_accuracy",), backbones=_inception_classifier)
 def cis(ctx: DirectionContext) -> dict[str, float]:
     """Conditional IS over cis_inputs inputs x cis_samples outputs each (1 for a deterministic
     model)."""
@@ -134,7 +194,7 @@ def cis(ctx: DirectionContext) -> dict[str, float]:
     return {"cis": value, **_classifier_accuracy(ctx, kind)}
 
 
-@register("mode_coverage")
+@register("mode_coverage", references=("num_modes", "classifier_accuracy"))
 def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
     """Mean number of the target's K classes that the cis_samples outputs of one input reach,
     by the domain classifier (whatever evaluate.classifier says: ImageNet classes are not modes)."""
@@ -150,7 +210,7 @@ def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
     }
 
 
-@register("fid")
+@register("fid", lower_is_better=True, backbones=_inception)
 def fid(ctx: DirectionContext) -> dict[str, float]:
     """Frechet distance of Inception pool features: one output per source test image against
     the target's real test images (biased upwards for small sets; KID is not)."""
@@ -161,7 +221,7 @@ def fid(ctx: DirectionContext) -> dict[str, float]:
     return {"fid": estimators.frechet_distance(fake, real)}
 
 
-@register("kid")
+@register("kid", lower_is_better=True, backbones=_inception)
 def kid(ctx: DirectionContext) -> dict[str, float]:
     """Unbiased KID on the same features as FID: the mean over 100 subsets of 1000, or of the
     whole sets when they are smaller (then every subset is the whole set, and the spread over
@@ -183,9 +243,3 @@ def content_iou(ctx: DirectionContext) -> dict[str, float]:
     masks = ctx.masks()
     ious = content_ious(ctx.outputs(len(masks), 1)[:, 0], masks)
     return {"content_iou": Resampled(float(ious.mean()), lambda i: ious[i].mean(), (len(ious),))}
-
-
-if set(METRICS) != set(METRIC_NAMES):
-    raise RuntimeError(
-        f"metric registry {sorted(METRICS)} and config.METRIC_NAMES {sorted(METRIC_NAMES)} differ"
-    )
