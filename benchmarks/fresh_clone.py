@@ -36,8 +36,9 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
 
 def wait_for_queue(clone: Path, env: dict[str, str], dvc: str) -> None:
     while True:
-        status = subprocess.run([dvc, "queue", "status"], cwd=clone, env=env,
-                                capture_output=True, text=True).stdout  # fmt: skip
+        status = subprocess.run(
+            [dvc, "queue", "status"], cwd=clone, env=env, capture_output=True, text=True
+        ).stdout
         if not any(word in status for word in ("Queued", "Running")):
             if "Failed" in status:
                 sys.exit(f"an experiment failed:\n{status}")
@@ -53,8 +54,18 @@ def main(clone: Path) -> None:
     env["PATH"] = f"{bin_}{os.pathsep}{env['PATH']}"
     dvc, python, i2i = str(bin_ / "dvc"), str(bin_ / "python"), str(bin_ / "i2i")
     results["dvc_repro_again_s"] = round(timed([dvc, "repro"], clone, env)[0], 2)
-    out = timed([python, "benchmarks/trained_vs_untrained.py", "--params", "params.yaml",
-                 "--model", "models/generator.pt"], clone, env)[1]  # fmt: skip
+    out = timed(
+        [
+            python,
+            "benchmarks/trained_vs_untrained.py",
+            "--params",
+            "params.yaml",
+            "--model",
+            "models/generator.pt",
+        ],
+        clone,
+        env,
+    )[1]
     results["content_iou_untrained"] = json.loads(out)["content_iou_untrained"]
 
     timed([dvc, "exp", "run", "--queue", *GRID], clone, env)
@@ -65,9 +76,22 @@ def main(clone: Path) -> None:
     commit = timed(["git", "rev-parse", "HEAD"], clone, env)[1].strip()
     folder = clone / "reports" / "ablation"
     folder.mkdir(parents=True, exist_ok=True)
-    timed([i2i, "compare", "--tag", f"git_commit={commit}", "--baseline", "loss.vgg_w=0",
-           "--out", str(folder / "compare.md"), "--plot", str(folder / "compare.png")],
-          clone, env)  # fmt: skip
+    timed(
+        [
+            i2i,
+            "compare",
+            "--tag",
+            f"git_commit={commit}",
+            "--baseline",
+            "loss.vgg_w=0",
+            "--out",
+            str(folder / "compare.md"),
+            "--plot",
+            str(folder / "compare.png"),
+        ],
+        clone,
+        env,
+    )
     runs = json.loads((folder / "compare.json").read_text())["configurations"]
     results["ablation_runs"] = sum(c["n"] for c in runs)
     summary = json.loads((clone / "reports" / "train" / "summary.json").read_text())

@@ -48,11 +48,25 @@ def free_port() -> int:
 def mlflow_server(folder: Path, workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/server.db",
-         "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
-         "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder}/server.db",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -121,8 +135,14 @@ def traffic(work: Path, iterations: int) -> dict:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "I2I_QUIET": "1"}
 
     def i2i(*args: str) -> None:
-        subprocess.run([str(BIN / "i2i"), *args], cwd=work, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [str(BIN / "i2i"), *args],
+            cwd=work,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     i2i("download", "--params", "params.yaml", "--out", "data/raw")
@@ -134,10 +154,16 @@ def traffic(work: Path, iterations: int) -> dict:
     os.killpg(server.pid, 9)
     summary = json.loads((work / "reports" / "train" / "summary.json").read_text())
     t = params["train"]
-    return {"counts": relay.counts, "calls": relay.calls, "iterations": iterations,
-            "rows": iterations // t["log_every"], "train_seconds": summary["seconds"],
-            "checkpoints": iterations // t["checkpoint_every"], "wall": seconds,
-            "keys": len(_keys(work))}  # fmt: skip
+    return {
+        "counts": relay.counts,
+        "calls": relay.calls,
+        "iterations": iterations,
+        "rows": iterations // t["log_every"],
+        "train_seconds": summary["seconds"],
+        "checkpoints": iterations // t["checkpoint_every"],
+        "wall": seconds,
+        "keys": len(_keys(work)),
+    }
 
 
 def _keys(work: Path) -> list[str]:
@@ -207,11 +233,15 @@ def load(work: Path, keys: int, rows: int, clients: list[int], seconds: float) -
         for t in threads:
             t.join()
         latencies.sort()
-        results.append({
-            "clients": n, "batches_per_s": len(latencies) / seconds,
-            "p50_ms": 1000 * latencies[len(latencies) // 2],
-            "p95_ms": 1000 * latencies[int(len(latencies) * 0.95)], "errors": errors[0],
-        })  # fmt: skip
+        results.append(
+            {
+                "clients": n,
+                "batches_per_s": len(latencies) / seconds,
+                "p50_ms": 1000 * latencies[len(latencies) // 2],
+                "p95_ms": 1000 * latencies[int(len(latencies) * 0.95)],
+                "errors": errors[0],
+            }
+        )
     os.killpg(server.pid, 9)
     return results
 
@@ -271,7 +301,7 @@ def main() -> None:
             f"| {r['clients']} | {r['batches_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
             f"| {r['errors']} |"
             for r in loads
-        ],  # fmt: skip
+        ],
         "",
     ]
     best = max(r["batches_per_s"] for r in loads)

@@ -249,8 +249,13 @@ def export_generators(
         weights = module if isinstance(module, dict) else module.state_dict()
         return {k: v.detach().cpu() for k, v in weights.items()}
 
-    state = {"format": FORMAT, "model": model_name, "model_config": model_config,
-             "generators": cpu(generators), **extra}  # fmt: skip
+    state = {
+        "format": FORMAT,
+        "model": model_name,
+        "model_config": model_config,
+        "generators": cpu(generators),
+        **extra,
+    }
     if raw is not None:
         state["generators_raw"] = cpu(raw)
     with atomic_path(path) as tmp:

@@ -64,8 +64,10 @@ def main() -> None:
 @user_errors
 def params(params_path: Path, ok_file: Path | None) -> None:
     """Validate a params file and print it resolved, as JSON."""
+    from i2i import params_check
+
     resolved = load_params(params_path)
-    resolved.validate()  # model sections and metric names, which other stages check when used
+    params_check.validate(resolved, str(params_path))  # what other stages check when they use it
     if ok_file is None:
         click.echo(json.dumps(to_dict(resolved), indent=2))
     elif not ok_file.is_file() or ok_file.read_text() != "valid\n":
@@ -266,30 +268,62 @@ def sample(params_path: Path, data: Path, models: Path, out: Path, raw: bool) ->
 @click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
 )
-@click.option("--styles", default=1, show_default=True, type=click.IntRange(1),
-              help="MUNIT: this many random styles, the same for every input.")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
-              help="MUNIT: the seed of the random styles.")  # fmt: skip
-@click.option("--example", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="MUNIT: take the style of this image of the target domain.")  # fmt: skip
+@click.option(
+    "--styles",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="MUNIT: this many random styles, the same for every input.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="MUNIT: the seed of the random styles.",
+)
+@click.option(
+    "--example",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="MUNIT: take the style of this image of the target domain.",
+)
 @click.option("--grid", is_flag=True, help="Also write grid.png: inputs down, outputs across.")
 @click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
 @user_errors
 def translate(
-    inputs: tuple[str, ...], model: str, direction: str, out: Path, size: int | None,
-    batch_size: int, device: str, styles: int, seed: int, example: Path | None, grid: bool,
+    inputs: tuple[str, ...],
+    model: str,
+    direction: str,
+    out: Path,
+    size: int | None,
+    batch_size: int,
+    device: str,
+    styles: int,
+    seed: int,
+    example: Path | None,
+    grid: bool,
     raw: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Translate images (files, folders or globs) with a trained generator."""
     from i2i.devices import pick_device
     from i2i.tracking import repository_root
     from i2i.translate import translate_cli
 
     report = translate_cli(
-        list(inputs), model, direction, out, repository_root(), size=size,
-        batch_size=batch_size, device=pick_device(device), styles=styles, seed=seed,
-        example=example, grid=grid, raw=raw,
-    )  # fmt: skip
+        list(inputs),
+        model,
+        direction,
+        out,
+        repository_root(),
+        size=size,
+        batch_size=batch_size,
+        device=pick_device(device),
+        styles=styles,
+        seed=seed,
+        example=example,
+        grid=grid,
+        raw=raw,
+    )
     for name, why in report.skipped.items():
         click.echo(f"skipped {name}: {why}", err=True)
     click.echo(f"{len(report.written)} images written under {out}")
@@ -304,9 +338,12 @@ def translate(
 )
 @click.option("--direction", required=True, type=click.Choice(["ab", "ba"]))
 @click.option("--format", "fmt", required=True, type=click.Choice(["torchscript", "onnx"]))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Default: exported/generator_<direction>.pt or .onnx (models/ is the train "
-                   "stage's DVC output).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Default: exported/generator_<direction>.pt or .onnx (models/ is the train "
+    "stage's DVC output).",
+)
 @click.option("--raw", is_flag=True, help="The trained weights, not their moving average.")
 @user_errors
 def export_model(model: str, direction: str, fmt: str, out: Path | None, raw: bool) -> None:
@@ -360,7 +397,7 @@ def real_features(params_path: Path, data: Path, out: Path) -> None:
     """Inception features of the real test images, which every evaluation shares (FID, KID, IS)."""
     from i2i import weights
     from i2i.devices import pick_device
-    from i2i.metrics.real import real_features as run
+    from i2i.metrics.real_stage import real_features as run
 
     p = load_params(params_path)
     needed = weights.for_real_features(p.evaluate)
@@ -535,9 +572,13 @@ def compare(
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only runs with this tag.")
 @user_errors
 def register(
-    params_path: Path, name: str, metric: str, alias: str, experiment: str | None,
+    params_path: Path,
+    name: str,
+    metric: str,
+    alias: str,
+    experiment: str | None,
     tags: tuple[str, ...],
-) -> None:  # fmt: skip
+) -> None:
     """Register the best finished run's model in the MLflow Model Registry, under an alias."""
     from i2i.compare import best_run, lower_is_better
     from i2i.runs import find_runs

@@ -18,7 +18,6 @@ from typing import Any, Iterator, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from i2i.data.registry import DATASETS
 from i2i.errors import I2IError
 
 
@@ -51,7 +50,7 @@ class ShapesConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str
+    dataset: str  # checked against i2i.data.registry by the params stage and download
     path: str
     mirror: str
     seed: int = bounded(ge=0)
@@ -62,8 +61,6 @@ class DataConfig:
     shapes: ShapesConfig
 
     def checks(self) -> Iterator[tuple[str, Any, str]]:
-        if self.dataset not in DATASETS:
-            yield "dataset", self.dataset, f"expected one of {', '.join(sorted(DATASETS))}"
         if self.dataset == "folder" and not self.path:
             yield (
                 "path",
@@ -260,14 +257,6 @@ class Params:
     evaluate: EvaluateConfig
     backbones: BackbonesConfig
     tracking: TrackingConfig
-
-    def validate(self) -> None:
-        """What loading leaves to the stages that use it: every model's section and the names
-        in ``evaluate.metrics``. The params stage, which runs before every other, checks them."""
-        from i2i.metrics import registry
-
-        self.model.validate()
-        registry.check_names(self.evaluate, self.model.source)
 
 
 # Keys of earlier versions, and what replaced them.

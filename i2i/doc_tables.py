@@ -50,20 +50,33 @@ def timings(root: Path) -> str:
     metrics = _read(root, "reports/metrics.json")
     iou = metrics["metric/content_iou/ab"]
     rows = [
-        ("`make repro` on a fresh clone: install, then every stage",
-         _duration(t["make_repro_s"]), "`reports/timings.json`"),
-        (f"training, {summary['iterations']} iterations",
-         f"{summary['seconds']:.0f} s, {summary['iterations_per_second']} it/s",
-         "`reports/train/summary.json`"),
+        (
+            "`make repro` on a fresh clone: install, then every stage",
+            _duration(t["make_repro_s"]),
+            "`reports/timings.json`",
+        ),
+        (
+            f"training, {summary['iterations']} iterations",
+            f"{summary['seconds']:.0f} s, {summary['iterations_per_second']} it/s",
+            "`reports/train/summary.json`",
+        ),
         ("evaluation", f"{evaluation['seconds']['total']:.0f} s", "`reports/evaluate.json`"),
-        ("a second `dvc repro`, nothing changed", _duration(t["dvc_repro_again_s"]),
-         "`reports/timings.json`"),
-        ("A→B content IoU, untrained → trained CycleGAN",
-         f"{t['content_iou_untrained']:.3f} → {iou:.3f}",
-         "`reports/timings.json`, `reports/metrics.json`"),
-        (f"the ablation queue below ({t['ablation_runs']} runs, one at a time)",
-         _duration(t["ablation_queue_s"]), "`reports/timings.json`"),
-    ]  # fmt: skip
+        (
+            "a second `dvc repro`, nothing changed",
+            _duration(t["dvc_repro_again_s"]),
+            "`reports/timings.json`",
+        ),
+        (
+            "A→B content IoU, untrained → trained CycleGAN",
+            f"{t['content_iou_untrained']:.3f} → {iou:.3f}",
+            "`reports/timings.json`, `reports/metrics.json`",
+        ),
+        (
+            f"the ablation queue below ({t['ablation_runs']} runs, one at a time)",
+            _duration(t["ablation_queue_s"]),
+            "`reports/timings.json`",
+        ),
+    ]
     lines = [machine_line(t["machine"], "reports/timings.json"), "", "| what | result | from |"]
     lines += ["|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"

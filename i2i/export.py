@@ -70,8 +70,16 @@ def to_bytes(model: Translator, fmt: str, example: tuple) -> bytes:
             axes = {"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}}
             if len(example) > 1:
                 axes["style"] = {0: "n"}
-            torch.onnx.export(model, example, buf, input_names=names, output_names=["y"],
-                              dynamic_axes=axes, opset_version=17, dynamo=False)  # fmt: skip
+            torch.onnx.export(
+                model,
+                example,
+                buf,
+                input_names=names,
+                output_names=["y"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
     return buf.getvalue()
 
 

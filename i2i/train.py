@@ -226,9 +226,12 @@ def train_step(
 
 
 def sample_inputs(
-    params: Params, data: Path, style_dim: int, device: torch.device,
+    params: Params,
+    data: Path,
+    style_dim: int,
+    device: torch.device,
     held: dict[str, DomainImages] | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The inputs and style codes (MUNIT) that every sample grid of the run shows: test images,
     or the held-out training images when there are some (the test set is then never read)."""
     inputs = {}
@@ -276,24 +279,18 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         t.nets.compile_each()
     log = TrainingLog(params.tracking, paths.reports / "losses.csv", group.main)
     flat = flatten(to_dict(params))
-    tags = run_tags() | {
-        "config_id": configuration_id(flat), "dataset_hash": data_hash, "code_hash": run.code,
-        "device": str(device),
-        "precision": tp.precision, "model": params.model.name, "world_size": str(group.world),
-    } | {f"backbone/{name}": used for name, used in backbones.items()}  # fmt: skip
-    run_id = log.start(flat, tags, run.state)
+    run_id = log.start(flat, tags(params, run.code, data_hash, device, group, backbones), run.state)
     val = Validation(params, paths.data, device) if tp.validation else None
     if val:
         val.load_state_dict((run.state or {}).get("validation"))
     held = val.held if val else None
     inputs, styles = sample_inputs(params, paths.data, t.nets.style_dim, device, held)
     shown = Networks(t.nets.name, dict(t.generators.items()), {})  # the EMA's, when on
-    loader = train_loader(paths.data, params.data, tp.batch_size, tp.seed, run.start, group.rank,
-                          group.world, val.train_indices if val else None)  # fmt: skip
-    data = iter(loader)
+    data = iter(loader_for(params, paths, run.start, group, val))
     guard = FiniteGuard(device, group, tp.log_every)
-    bar = progress(total=tp.iterations, initial=run.start, desc=f"train {params.model.name}",
-                   unit="it")  # fmt: skip
+    bar = progress(
+        total=tp.iterations, initial=run.start, desc=f"train {params.model.name}", unit="it"
+    )
     began, done, status = time.perf_counter(), run.start, "FAILED"
     try:
         for it in range(run.start, tp.iterations):
@@ -317,8 +314,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             if val and group.main and val.due(done, last):
                 validate(val, shown, done, log)
             if save_now:
-                save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group,
-                                val)  # fmt: skip
+                save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group, val)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -329,21 +325,69 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             log.end(status)
             distributed.teardown(group)
 
-    summary = summarize(params, run.start, done, time.perf_counter() - began, device, group,
-                        backbones, log.last())  # fmt: skip
+    summary = summarize(
+        params, run.start, done, time.perf_counter() - began, device, group, backbones, log.last()
+    )
     if group.main:
         export(t, params, paths, done, run_id, data_hash, log)
-        if val:
-            summary["validation"] = export_best(val, params, paths)
-        write_json(paths.reports / "summary.json", summary)
-        # What `dvc exp show` lists beside the scores: which configuration (seeds of one setting
-        # share it), speed and the final total losses.
-        lean = {k: summary[k] for k in ("config_id", "iterations_per_second", "final")}
-        write_json(paths.reports / "metrics.json", lean)
-        log.metrics(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})
-        log.end("FINISHED")
+        report(summary, val, params, paths, done, log)
     distributed.teardown(group)
     return summary
+
+
+def loader_for(
+    params: Params, paths: TrainPaths, start: int, group: distributed.Dist, val: Validation | None
+):
+    """This rank's training batches from iteration ``start``, without the held-out images."""
+    tp = params.train
+    keep = val.train_indices if val else None
+    return train_loader(
+        paths.data, params.data, tp.batch_size, tp.seed, start, group.rank, group.world, keep
+    )
+
+
+def tags(
+    params: Params,
+    code: str,
+    data_hash: str,
+    device: torch.device,
+    group: distributed.Dist,
+    backbones: dict[str, str],
+) -> dict[str, str]:
+    """The run's MLflow tags: its configuration, data, code, where it ran, the backbones used."""
+    return (
+        run_tags()
+        | {
+            "config_id": configuration_id(flatten(to_dict(params))),
+            "dataset_hash": data_hash,
+            "code_hash": code,
+            "device": str(device),
+            "precision": params.train.precision,
+            "model": params.model.name,
+            "world_size": str(group.world),
+        }
+        | {f"backbone/{name}": used for name, used in backbones.items()}
+    )
+
+
+def report(
+    summary: dict[str, Any],
+    val: Validation | None,
+    params: Params,
+    paths: TrainPaths,
+    done: int,
+    log: TrainingLog,
+) -> None:
+    """summary.json, the metrics `dvc exp show` lists, and the run's end in MLflow."""
+    if val:
+        summary["validation"] = export_best(val, params, paths)
+    write_json(paths.reports / "summary.json", summary)
+    # What `dvc exp show` lists beside the scores: which configuration (seeds of one setting
+    # share it), speed and the final total losses.
+    lean = {k: summary[k] for k in ("config_id", "iterations_per_second", "final")}
+    write_json(paths.reports / "metrics.json", lean)
+    log.metrics(done, {"train/iterations_per_second": summary["iterations_per_second"] or 0.0})
+    log.end("FINISHED")
 
 
 def step_values(t: Trainables, g: PhaseOutput, dphase: PhaseOutput) -> dict[str, float]:
@@ -352,20 +396,31 @@ def step_values(t: Trainables, g: PhaseOutput, dphase: PhaseOutput) -> dict[str,
     return values | {"lr/G": t.opt_g.param_groups[0]["lr"], "lr/D": t.opt_d.param_groups[0]["lr"]}
 
 
-def summarize(params: Params, start: int, done: int, seconds: float, device: torch.device,
-              group: distributed.Dist, backbones: dict[str, str],
-              last: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    params: Params,
+    start: int,
+    done: int,
+    seconds: float,
+    device: torch.device,
+    group: distributed.Dist,
+    backbones: dict[str, str],
+    last: dict[str, float],
+) -> dict[str, Any]:
     """summary.json: how the run went, and on what."""
     steps = done - start
     return {
         "config_id": configuration_id(flatten(to_dict(params))),
-        "iterations": params.train.iterations, "resumed_from": start, "seconds": round(seconds, 2),
+        "iterations": params.train.iterations,
+        "resumed_from": start,
+        "seconds": round(seconds, 2),
         "iterations_per_second": round(steps / seconds, 3) if seconds > 0 and steps else None,
-        "device": str(device), "precision": params.train.precision, "world_size": group.world,
+        "device": str(device),
+        "precision": params.train.precision,
+        "world_size": group.world,
         "machine": machine(device),  # what the speed (and bit equality) depends on
         "backbones": backbones,  # {"vgg16": sha256 | "random"} when the perceptual loss is on
         "final": {k: round(last[k], 6) for k in ("loss/G/total", "loss/D/total") if k in last},
-    }  # fmt: skip
+    }
 
 
 def save_checkpoint(

@@ -251,8 +251,15 @@ def load_translator(source: Path, device: torch.device | str, raw: bool = False)
         ) from None
 
 
-def _style_codes(nets: Networks, direction: str, styles: int, seed: int, example: Path | None,
-                 size: int | None, device: torch.device | str) -> torch.Tensor | None:  # fmt: skip
+def _style_codes(
+    nets: Networks,
+    direction: str,
+    styles: int,
+    seed: int,
+    example: Path | None,
+    size: int | None,
+    device: torch.device | str,
+) -> torch.Tensor | None:
     """[M, style_dim, 1, 1] codes shared by every input, or None (CycleGAN)."""
     if not nets.style_dim:
         if styles != 1 or example is not None:
@@ -272,8 +279,9 @@ def _save(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def translate_cli(inputs: list[str], model: str, direction: str, out: Path, root: Path,
-                  **options) -> TranslateReport:  # fmt: skip
+def translate_cli(
+    inputs: list[str], model: str, direction: str, out: Path, root: Path, **options
+) -> TranslateReport:
     """What ``i2i translate`` runs: resolve the model and the inputs, then translate."""
     files = input_files(inputs)
     with tempfile.TemporaryDirectory(prefix="i2i-model-") as tmp:

@@ -45,13 +45,26 @@ class MlflowServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{self.folder}/server.db", "--serve-artifacts", "--artifacts-destination",
-             str(self.folder / "artifacts"), "-h", "127.0.0.1", "-p", str(self.port),
-             "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "a"),
-            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.folder}/server.db",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "server.log", "a"),
+            start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         wait_for(f"{self.url}/health", self.proc, self.folder / "server.log", "mlflow server")
 
     def kill(self) -> None:
@@ -68,11 +81,16 @@ class S3Server:
         log = folder / "s3.log"
         self.proc = subprocess.Popen(
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=open(log, "a"), start_new_session=True,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "a"),
+            start_new_session=True,
+        )
         wait_for(self.url, self.proc, log, "moto server")
-        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         request = urllib.request.Request(f"{self.url}/{bucket}", method="PUT")  # create bucket
         urllib.request.urlopen(request, timeout=10)
 

@@ -325,7 +325,7 @@ def test_backbones_stage_never_imports_torch(tmp_path):
 def test_real_features_of_the_stage_give_the_same_scores_and_stale_ones_are_ignored(tmp_path):
     from i2i.data.loader import DomainImages
     from i2i.metrics.context import MetricNetworks
-    from i2i.metrics.real import real_features
+    from i2i.metrics.real_stage import real_features
 
     params = params_from_dict(tiny_train_params())
     data = prepare(tmp_path, tiny_train_params())

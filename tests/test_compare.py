@@ -85,10 +85,18 @@ def _rows(md: str, first_column: str) -> list[list[str]]:
 
 def test_compare_groups_seeds_and_gives_verdicts_against_a_baseline(three_settings: Path):
     proc = subprocess.run(
-        [str(BIN / "i2i"), "compare", "--baseline", "loss.vgg_w=0", "--sort",
-         "metric/content_iou/ab"],
-        cwd=three_settings, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            str(BIN / "i2i"),
+            "compare",
+            "--baseline",
+            "loss.vgg_w=0",
+            "--sort",
+            "metric/content_iou/ab",
+        ],
+        cwd=three_settings,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     md = (three_settings / "reports" / "compare.md").read_text()
     assert proc.stdout.startswith(md[:200])  # the console shows the same tables
@@ -134,13 +142,17 @@ def test_a_baseline_that_names_nothing_or_several_configurations_is_refused(thre
     ):
         proc = subprocess.run(
             [str(BIN / "i2i"), "compare", "--baseline", spec],
-            cwd=three_settings, capture_output=True, text=True,
-        )  # fmt: skip
+            cwd=three_settings,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 1 and what in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and "loss.vgg_w=1.0" in proc.stderr
     # an experiment (run) name picks that run's configuration
     proc = subprocess.run(
         [str(BIN / "i2i"), "compare", "--baseline", "w1-s0"],
-        cwd=three_settings, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=three_settings,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and "(loss.vgg_w=1.0, n = 3)" in proc.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from i2i import params_check
 from i2i.config import ParamsError, load_params, params_from_dict, to_dict
 from tests.conftest import REPO, default_params, tiny_params, write_params
 
@@ -45,7 +46,7 @@ def test_every_key_in_params_yaml_has_a_comment():
 def _error(params: dict) -> str:
     """The error of loading ``params`` and validating it whole, as the params stage does."""
     with pytest.raises(ParamsError) as e:
-        params_from_dict(params, source="p.yaml").validate()
+        params_check.validate(params_from_dict(params, source="p.yaml"), "p.yaml")
     return str(e.value)
 
 

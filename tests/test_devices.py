@@ -34,7 +34,7 @@ def _jobs(n: int, tmp_path: Path, env: dict[str, str | None]) -> list[subprocess
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,
-        )  # fmt: skip
+        )
         for _ in range(n)
     ]
 

@@ -93,8 +93,11 @@ def test_make_installs_a_newly_asked_torch_into_an_existing_venv():
 
     out = subprocess.run(
         ["make", "-n", "setup", "TORCH=torch==0.0.1 torchvision==0.0.2"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "pip install --quiet --disable-pip-version-check torch==0.0.1 torchvision==0.0.2" in out
 
 
@@ -116,29 +119,69 @@ def test_each_number_in_a_generated_table_is_the_reports_and_a_changed_report_is
         (tmp_path / name).write_text(json.dumps(data))
 
     machine = {"cpu": "Test CPU 9000", "threads": 2, "torch": "2.99.0"}
-    put("reports/timings.json", {"make_repro_s": 754.2, "dvc_repro_again_s": 4.87,
-        "content_iou_untrained": 0.1713, "ablation_queue_s": 3725.0, "ablation_runs": 6,
-        "machine": machine})  # fmt: skip
-    put("reports/train/summary.json", {"iterations": 600, "seconds": 342.6,
-        "iterations_per_second": 1.751, "machine": machine})  # fmt: skip
+    put(
+        "reports/timings.json",
+        {
+            "make_repro_s": 754.2,
+            "dvc_repro_again_s": 4.87,
+            "content_iou_untrained": 0.1713,
+            "ablation_queue_s": 3725.0,
+            "ablation_runs": 6,
+            "machine": machine,
+        },
+    )
+    put(
+        "reports/train/summary.json",
+        {"iterations": 600, "seconds": 342.6, "iterations_per_second": 1.751, "machine": machine},
+    )
     put("reports/evaluate.json", {"seconds": {"total": 71.4}})
     put("reports/metrics.json", {"metric/content_iou/ab": 0.96831})
     score = {"n": 3, "mean": 0.955, "sd": 0.01, "low": 0.93016, "high": 0.97984}
-    put("reports/ablation/compare.json", {"configurations": [
-        {"config": "aaa", "setting": "loss.vgg_w=0.0", "n": 3, "scores": {
-            "metric/content_iou/ab": score}},
-        {"config": "bbb", "setting": "loss.vgg_w=1.0", "n": 1, "scores": {
-            "metric/content_iou/ab": {"n": 1, "mean": 0.944, "sd": None, "low": None,
-                                      "high": None}}}],
-        "differences": [{"setting": "loss.vgg_w=1.0", "score": "metric/content_iou/ab",
-                         "difference": -0.011, "low": None, "high": None,
-                         "verdict": "n = 1 vs 3: no interval, no verdict"}]})  # fmt: skip
+    put(
+        "reports/ablation/compare.json",
+        {
+            "configurations": [
+                {
+                    "config": "aaa",
+                    "setting": "loss.vgg_w=0.0",
+                    "n": 3,
+                    "scores": {"metric/content_iou/ab": score},
+                },
+                {
+                    "config": "bbb",
+                    "setting": "loss.vgg_w=1.0",
+                    "n": 1,
+                    "scores": {
+                        "metric/content_iou/ab": {
+                            "n": 1,
+                            "mean": 0.944,
+                            "sd": None,
+                            "low": None,
+                            "high": None,
+                        }
+                    },
+                },
+            ],
+            "differences": [
+                {
+                    "setting": "loss.vgg_w=1.0",
+                    "score": "metric/content_iou/ab",
+                    "difference": -0.011,
+                    "low": None,
+                    "high": None,
+                    "verdict": "n = 1 vs 3: no interval, no verdict",
+                }
+            ],
+        },
+    )
     for name in ("docs/evaluation.md", "docs/experiments.md", "docs/training.md"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("no tables\n")
     readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- table timings -->\n<!-- /table -->\nb\n<!-- table ablation -->\n"
-                      "old\n<!-- /table -->\n")  # fmt: skip
+    readme.write_text(
+        "a\n<!-- table timings -->\n<!-- /table -->\nb\n<!-- table ablation -->\n"
+        "old\n<!-- /table -->\n"
+    )
     assert update(tmp_path) == ["README.md"]
     text = readme.read_text()
     for expected in (

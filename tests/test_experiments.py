@@ -388,6 +388,7 @@ def test_translate_takes_a_dvc_experiment_or_an_mlflow_run_as_the_model(experime
     for model, out in (("munit", "by-name"), (f"runs:/{run_id}", "by-run")):
         cmd = [str(BIN / "i2i"), "translate", str(image), "--model", model, "--direction", "ab"]
         run([*cmd, "--styles", "2", "--out", out], experiments)
-        outputs.append([(experiments / out / f"{image.stem}_style_{k:02d}.png").read_bytes()
-                        for k in range(2)])  # fmt: skip
+        outputs.append(
+            [(experiments / out / f"{image.stem}_style_{k:02d}.png").read_bytes() for k in range(2)]
+        )
     assert outputs[0] == outputs[1] and outputs[0][0] != outputs[0][1]

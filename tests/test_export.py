@@ -25,10 +25,21 @@ def test_an_export_runs_at_any_size_and_matches_pytorch(name, fmt, tmp_path):
     model = generator_file(tmp_path, name)
     out = tmp_path / f"g.{fmt}"
     proc = subprocess.run(
-        [str(BIN / "i2i"), "export", "--model", str(model), "--direction", "ba",
-         "--format", fmt, "--out", str(out)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            str(BIN / "i2i"),
+            "export",
+            "--model",
+            str(model),
+            "--direction",
+            "ba",
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     figure = float(re.search(r"max \|difference\| from PyTorch (\S+) at two", proc.stdout)[1])
     assert 0 <= figure <= 1e-4
@@ -89,10 +100,22 @@ def test_onnx_without_the_export_extra_says_how_to_install_it(missing, tmp_path)
     (stub / "__init__.py").write_text(f'raise ImportError("No module named {missing}")\n')
     out = tmp_path / "g.onnx"
     proc = subprocess.run(
-        [str(BIN / "i2i"), "export", "--model", str(generator_file(tmp_path, "cyclegan")),
-         "--direction", "ab", "--format", "onnx", "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")},
-    )  # fmt: skip
+        [
+            str(BIN / "i2i"),
+            "export",
+            "--model",
+            str(generator_file(tmp_path, "cyclegan")),
+            "--direction",
+            "ab",
+            "--format",
+            "onnx",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")},
+    )
     assert proc.returncode == 1 and not out.exists()
     assert proc.stderr.strip().splitlines() == [
         "Error: ONNX export needs onnx and onnxruntime: pip install 'i2i[export]'"

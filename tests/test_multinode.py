@@ -54,10 +54,24 @@ def _nodes(
     ``second`` when given (storage that is not shared), in ``root`` otherwise."""
     port = _port()
     env = _env(fresh_store)
-    launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
-              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-              "--rdzv-id", f"i2i-{port}", "--max-restarts", str(restarts),
-              str(REPO / "stages" / "train.py"), "--params", "params.yaml"]  # fmt: skip
+    launch = [
+        str(BIN / "torchrun"),
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        f"i2i-{port}",
+        "--max-restarts",
+        str(restarts),
+        str(REPO / "stages" / "train.py"),
+        "--params",
+        "params.yaml",
+    ]
     # Node 0 is the machine at the rendezvous endpoint: it hosts the store, as in a cluster.
     first = _launch(launch, root, env, root / "node-0.log")
     _wait_for_listener(port, first)
@@ -78,9 +92,13 @@ def _wait_for_listener(port: int, node: subprocess.Popen) -> None:
 def _launch(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
     """A node's agent, its output in ``log`` (a pipe would fill up and stall it)."""
     node = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "a"),
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "a"),
         start_new_session=True,
-    )  # fmt: skip
+    )
     node.log = log
     return node
 
@@ -103,8 +121,9 @@ def _wait_for_checkpoint(root: Path, iteration: int, nodes: list[subprocess.Pope
 
 
 def _worker_of(node: subprocess.Popen) -> psutil.Process:
-    (worker,) = [c for c in psutil.Process(node.pid).children(recursive=True)
-                 if "RANK" in c.environ()]  # fmt: skip
+    (worker,) = [
+        c for c in psutil.Process(node.pid).children(recursive=True) if "RANK" in c.environ()
+    ]
     return worker
 
 

@@ -32,8 +32,12 @@ BIN = Path(sys.executable).parent
 class JunyanzResnetBlock(nn.Module):
     def __init__(self, dim: int, dropout: bool):
         super().__init__()
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim),
-                  nn.ReLU(True)] + ([nn.Dropout(0.5)] if dropout else [])  # fmt: skip
+        layers = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3),
+            nn.InstanceNorm2d(dim),
+            nn.ReLU(True),
+        ] + ([nn.Dropout(0.5)] if dropout else [])
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim)]
         self.conv_block = nn.Sequential(*layers)
 
@@ -56,8 +60,11 @@ class JunyanzResnetGenerator(nn.Module):
         layers += [JunyanzResnetBlock(ngf * 4, dropout) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 4 // 2**i
-            layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1),
-                       nn.InstanceNorm2d(c // 2), nn.ReLU(True)]  # fmt: skip
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1),
+                nn.InstanceNorm2d(c // 2),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -95,8 +102,12 @@ class Conv2dBlock(nn.Module):
     def __init__(self, cin, cout, k, s, p, norm="none", act="relu"):
         super().__init__()
         self.pad = nn.ReflectionPad2d(p)
-        norms = {"in": lambda: nn.InstanceNorm2d(cout), "ln": lambda: LayerNorm(cout),
-                 "adain": lambda: AdaptiveInstanceNorm2d(cout), "none": lambda: None}  # fmt: skip
+        norms = {
+            "in": lambda: nn.InstanceNorm2d(cout),
+            "ln": lambda: LayerNorm(cout),
+            "adain": lambda: AdaptiveInstanceNorm2d(cout),
+            "none": lambda: None,
+        }
         self.norm = norms[norm]()
         self.activation = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "none": None}[act]
         self.conv = nn.Conv2d(cin, cout, k, s)
@@ -165,9 +176,10 @@ class AdaINGen(nn.Module):
         )
         self.mlp = nn.Module()
         self.mlp.model = nn.Sequential(
-            LinearBlock(style_dim, mlp_dim), LinearBlock(mlp_dim, mlp_dim),
+            LinearBlock(style_dim, mlp_dim),
+            LinearBlock(mlp_dim, mlp_dim),
             LinearBlock(mlp_dim, n_adain, "none"),
-        )  # fmt: skip
+        )
 
     def decode(self, content, style):
         """The reference's decode: AdaIN parameters from the MLP, mean then std, assigned in
@@ -289,10 +301,21 @@ def test_translate_and_the_cli_accept_a_reference_file(tmp_path: Path):
     image = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
     save_image(tmp_path / "in" / "x.png", image)
     run = subprocess.run(
-        [str(BIN / "i2i"), "translate", str(tmp_path / "in"), "--model", str(path),
-         "--direction", "ba", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            str(BIN / "i2i"),
+            "translate",
+            str(tmp_path / "in"),
+            "--model",
+            str(path),
+            "--direction",
+            "ba",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     from i2i.data.loader import to_model_input
     from i2i.grids import to_uint8

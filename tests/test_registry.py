@@ -88,14 +88,16 @@ def test_register_picks_the_best_run_by_the_metric_and_sets_the_alias(runs):
     root, losses = runs
     best = min(losses, key=losses.get)
     assert len(set(losses.values())) == 2  # the seeds differ: a choice is made
-    out = i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total",
-              "--tag", "model=cyclegan")  # fmt: skip
+    out = i2i(
+        root, "register", "--name", "zebra", "--metric", "loss/G/total", "--tag", "model=cyclegan"
+    )
     assert out.returncode == 0, out.stderr
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     version = client.get_model_version_by_alias("zebra", "champion")
     assert version.run_id == best and f"registered as zebra version {version.version}" in out.stdout
-    again = i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total",
-                "--tag", "model=cyclegan")  # fmt: skip
+    again = i2i(
+        root, "register", "--name", "zebra", "--metric", "loss/G/total", "--tag", "model=cyclegan"
+    )
     assert f"version {version.version}," in again.stdout  # one version per run
     # higher is better for iterations per second: the choice follows the metric's kind
     fast = i2i(root, "register", "--name", "fast", "--metric", "train/iterations_per_second")
@@ -180,10 +182,24 @@ def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp
         "I2I_SERVE_MAX_BYTES": "20000",
     }
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/zebra@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=root, env={**_env(root), **limits}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/zebra@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=root,
+        env={**_env(root), **limits},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     photo = base64.b64encode((tmp_path / "in" / "photo.png").read_bytes()).decode()
     try:
         began = time.monotonic()
@@ -210,8 +226,17 @@ def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["image"]))))
 
     # the same alias through i2i translate
-    out = i2i(root, "translate", str(tmp_path / "in"), "--model", "models:/zebra@champion",
-              "--direction", "ba", "--out", str(tmp_path / "out"))  # fmt: skip
+    out = i2i(
+        root,
+        "translate",
+        str(tmp_path / "in"),
+        "--model",
+        "models:/zebra@champion",
+        "--direction",
+        "ba",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert out.returncode == 0, out.stderr
     translated = np.asarray(Image.open(tmp_path / "out" / "photo.png"))
 

@@ -96,8 +96,10 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(
     differ = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not differ, f"{len(differ)} of {len(straight)} tensors differ, e.g. {differ[:3]}"
     if "validation" in case:  # the best iteration's generators too, from another folder
-        a, b = (torch.load(tmp_path / n / "models" / "generator_best.pt") for n in
-                ("straight", "resumed"))  # fmt: skip
+        a, b = (
+            torch.load(tmp_path / n / "models" / "generator_best.pt")
+            for n in ("straight", "resumed")
+        )
         assert a["validation"] == b["validation"]
         assert all(torch.equal(a["generators"][k], b["generators"][k]) for k in a["generators"])
 

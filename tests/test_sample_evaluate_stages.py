@@ -82,9 +82,14 @@ def test_metrics_json_holds_every_metric_for_both_directions_with_stable_keys(ev
     assert intervals["level"] == 0.95 and "200 resamples" in intervals["method"]
     bootstrapped = {k for k in intervals if k.count("/") == 2 and not k.endswith("_best")}
     assert bootstrapped == {
-        "metric/content_iou/ab", "metric/content_iou/ba", "metric/inception_score/ab",
-        "metric/cis/ab", "metric/mode_coverage/ab", "uncalibrated/kid/ab", "uncalibrated/kid/ba",
-    }  # fmt: skip
+        "metric/content_iou/ab",
+        "metric/content_iou/ba",
+        "metric/inception_score/ab",
+        "metric/cis/ab",
+        "metric/mode_coverage/ab",
+        "uncalibrated/kid/ab",
+        "uncalibrated/kid/ba",
+    }
     for key in ("metric/content_iou/ab", "metric/content_iou/ba"):
         low, high = intervals[key]
         assert low <= metrics[key] <= high, key
@@ -259,10 +264,17 @@ def test_evaluate_scores_a_reference_generator_file_in_a_run_of_its_own(evaluate
     torch.save(randomised(JunyanzResnetGenerator(), 0).state_dict(), tmp_path / "latest_net_G.pth")
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "i2i"), "evaluate", "--model",
-         str(tmp_path / "latest_net_G.pth")],
-        cwd=root, capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "i2i"),
+            "evaluate",
+            "--model",
+            str(tmp_path / "latest_net_G.pth"),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (root / "reports" / "metrics.json").read_bytes() == pipeline_scores
     metrics = json.loads((root / "reports" / "latest_net_G" / "metrics.json").read_text())

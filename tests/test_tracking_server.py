@@ -49,16 +49,21 @@ def _wait_for_step(path: Path, step: int, train: subprocess.Popen) -> None:
 
 
 def test_a_server_killed_and_restarted_mid_training_loses_no_metric(server, tmp_path: Path):
-    params = tiny_train_params("cyclegan", iterations=300, checkpoint_every=20, log_every=5,
-                               sample_every=100)  # fmt: skip
+    params = tiny_train_params(
+        "cyclegan", iterations=300, checkpoint_every=20, log_every=5, sample_every=100
+    )
     params["tracking"]["uri"] = server.url
     root = project(tmp_path / "project", params)
     write_params(root / "params.yaml", params)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     train = subprocess.Popen(
         [sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     losses = root / "reports" / "train" / "losses.csv"
     _wait_for_step(losses, 40, train)
     server.kill()
@@ -87,22 +92,32 @@ def test_a_server_killed_and_restarted_mid_training_loses_no_metric(server, tmp_
 
     # i2i compare reads the same server
     compare = subprocess.run(
-        [str(BIN / "i2i"), "compare", "--metric", "loss/G/total"], cwd=root, env=env,
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [str(BIN / "i2i"), "compare", "--metric", "loss/G/total"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert compare.returncode == 0, compare.stderr
     assert "cyclegan@" in compare.stdout or run.info.run_name in compare.stdout
 
 
 def test_a_killed_training_resumes_into_the_same_run_on_the_server(server, tmp_path: Path):
-    params = tiny_train_params("cyclegan", iterations=200, checkpoint_every=20, log_every=10,
-                               sample_every=100)  # fmt: skip
+    params = tiny_train_params(
+        "cyclegan", iterations=200, checkpoint_every=20, log_every=10, sample_every=100
+    )
     params["tracking"]["uri"] = server.url
     root = project(tmp_path / "project", params)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     stage = [sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
-    train = subprocess.Popen(stage, cwd=root, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    train = subprocess.Popen(
+        stage,
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     losses = root / "reports" / "train" / "losses.csv"
     _wait_for_step(losses, 60, train)
     os.killpg(train.pid, signal.SIGKILL)
@@ -152,8 +167,13 @@ def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(server
 
     proxy = AnswerLosingProxy(server.url)
     try:
-        log = TrainingLog(TrackingConfig(proxy.url, "i2i"), tmp_path / "losses.csv", True,
-                          retry_every=0.0, final_wait=5.0)  # fmt: skip
+        log = TrainingLog(
+            TrackingConfig(proxy.url, "i2i"),
+            tmp_path / "losses.csv",
+            True,
+            retry_every=0.0,
+            final_wait=5.0,
+        )
         log.start({"model": "cyclegan"}, {}, None)
         for step in (5, 10):
             log.add(step, {"loss/G/total": step / 10, "loss/D/total": step / 20})

@@ -65,8 +65,9 @@ def photos(tmp_path: Path) -> Path:
 
 def test_any_size_is_translated_at_its_own_size_and_bad_files_are_skipped(photos, tmp_path):
     model = generator_file(tmp_path, "cyclegan")
-    proc = i2i(str(photos), "--model", str(model), "--direction", "ab", "--out", "out",
-               cwd=tmp_path)  # fmt: skip
+    proc = i2i(
+        str(photos), "--model", str(model), "--direction", "ab", "--out", "out", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "skipped" in proc.stderr and "broken.png" in proc.stderr
     out = tmp_path / "out"
@@ -81,8 +82,18 @@ def test_any_size_is_translated_at_its_own_size_and_bad_files_are_skipped(photos
 
 def test_size_resizes_the_shorter_side_first(photos, tmp_path):
     model = generator_file(tmp_path, "cyclegan")
-    proc = i2i(str(photos / "odd.png"), "--model", str(model), "--direction", "ba", "--out", "o",
-               "--size", "20", cwd=tmp_path)  # fmt: skip
+    proc = i2i(
+        str(photos / "odd.png"),
+        "--model",
+        str(model),
+        "--direction",
+        "ba",
+        "--out",
+        "o",
+        "--size",
+        "20",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "o" / "odd.png").size == (27, 20)  # 50 x 37 -> 27 x 20
 
@@ -102,10 +113,25 @@ def test_munit_styles_are_shared_by_every_input_and_examples_and_grids_work(phot
     # odd.png is 37 x 50: MUNIT pads to at least 16 and a multiple of 4, which 40 x 52 is.
     odd = np.asarray(Image.open(photos / "odd.png"))
     for k, image in enumerate(expected(model, odd, "ab", styles)):
-        assert np.abs(np.asarray(Image.open(out / f"odd_style_{k:02d}.png")).astype(int)
-                      - image.astype(int)).max() <= 1  # fmt: skip
-    proc = i2i(str(photos / "odd.png"), "--model", str(model), "--direction", "ab", "--example",
-               str(photos / "sub" / "wide.jpg"), "--out", "e", cwd=tmp_path)  # fmt: skip
+        assert (
+            np.abs(
+                np.asarray(Image.open(out / f"odd_style_{k:02d}.png")).astype(int)
+                - image.astype(int)
+            ).max()
+            <= 1
+        )
+    proc = i2i(
+        str(photos / "odd.png"),
+        "--model",
+        str(model),
+        "--direction",
+        "ab",
+        "--example",
+        str(photos / "sub" / "wide.jpg"),
+        "--out",
+        "e",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in (tmp_path / "e").iterdir()] == ["odd_example.png"]
 

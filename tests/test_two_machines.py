@@ -53,9 +53,16 @@ def team(tmp_path_factory):
     mlflow = MlflowServer(base / "mlflow")
     mlflow.start()
     s3 = S3Server(base)
-    env = {**os.environ, **s3.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e.x",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e.x"}  # fmt: skip
+    env = {
+        **os.environ,
+        **s3.env,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e.x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e.x",
+    }
     subprocess.run(
         ["git", "init", "-q", "--bare", "-b", "main", str(base / "remote.git")], check=True
     )
@@ -85,8 +92,9 @@ def team(tmp_path_factory):
 
     machines = []
     for name in ("one", "two"):
-        subprocess.run(["git", "clone", "-q", str(base / "remote.git"), str(base / name)],
-                       check=True, env=env)  # fmt: skip
+        subprocess.run(
+            ["git", "clone", "-q", str(base / "remote.git"), str(base / name)], check=True, env=env
+        )
         machines.append(Machine(base / name, env))
     yield mlflow, machines
     mlflow.kill()
@@ -118,8 +126,15 @@ def test_an_experiment_pushed_on_one_machine_is_used_on_the_other(team, tmp_path
     assert _stale(two) == set()  # its outputs came from the remote: nothing would run
     image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     save_image(tmp_path / "photo.png", image)
-    two.run(str(BIN / "i2i"), "translate", str(tmp_path / "photo.png"), "--direction", "ab",
-            "--out", str(tmp_path / "out"))  # fmt: skip
+    two.run(
+        str(BIN / "i2i"),
+        "translate",
+        str(tmp_path / "photo.png"),
+        "--direction",
+        "ab",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert (tmp_path / "out" / "photo.png").is_file()
     # nothing trained on machine two
     exp = client.get_experiment_by_name("i2i").experiment_id
@@ -155,7 +170,7 @@ def test_experiments_queued_on_two_machines_stay_one_run_each(team):
             env=m.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for m in machines
     ]
     assert [w.wait(timeout=900) for w in workers] == [0, 0]
@@ -169,8 +184,9 @@ def test_experiments_queued_on_two_machines_stay_one_run_each(team):
             if e.get("name") and any(r.get("data", {}).get("params") for r in e["revs"])
         ]
     client = MlflowClient(mlflow.url)
-    runs = client.search_runs([client.get_experiment_by_name("i2i").experiment_id],
-                              "params.`train.seed` = '7'")  # fmt: skip
+    runs = client.search_runs(
+        [client.get_experiment_by_name("i2i").experiment_id], "params.`train.seed` = '7'"
+    )
     names = [r.data.tags.get("dvc_exp_name") for r in runs]
     assert len(runs) == 2 and len(set(names)) == 2 and None not in names
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -29,25 +29,8 @@ def _rate(fn, items: int, repeats: int, device: torch.device) -> float:
     return items * repeats / (time.perf_counter() - began)
 
 
-def bench_evaluation(
-    base: dict,
-    device: str,
-    cache: Path,
-    classifier: str | None = None,
-    tiny: bool = False,
-    repeats: int = 3,
-) -> dict[str, Any]:
-    """Speeds of the metric networks and the protocol's wall time, on ``device``."""
-    from i2i.bench.training import prepared_data
-    from i2i.data.loader import TEST_PARTS, DomainImages
-    from i2i.devices import pick_device
-    from i2i.metrics.classifier import classify
-    from i2i.metrics.context import DirectionContext, MetricNetworks
-    from i2i.metrics.inception import InceptionV3
-    from i2i.metrics.lpips_distance import LpipsDistance
-    from i2i.metrics.registry import METRICS
-    from i2i.models import build_networks
-
+def _setting(base: dict, classifier: str | None, tiny: bool) -> dict:
+    """The params the benchmark scores: a MUNIT (many outputs per input) on the shapes data."""
     p = copy.deepcopy(base)
     p["model"]["name"] = "munit"
     p["backbones"]["policy"] = "random"
@@ -67,7 +50,29 @@ def bench_evaluation(
         )
     else:
         p["data"]["shapes"]["image_size"] = p["data"]["load_size"]
-    params = params_from_dict(p, "evaluation benchmark")
+    return p
+
+
+def bench_evaluation(
+    base: dict,
+    device: str,
+    cache: Path,
+    classifier: str | None = None,
+    tiny: bool = False,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Speeds of the metric networks and the protocol's wall time, on ``device``."""
+    from i2i.bench.training import prepared_data
+    from i2i.data.loader import TEST_PARTS, DomainImages
+    from i2i.devices import pick_device
+    from i2i.metrics.classifier import classify
+    from i2i.metrics.context import DirectionContext, MetricNetworks
+    from i2i.metrics.inception import InceptionV3
+    from i2i.metrics.lpips_distance import LpipsDistance
+    from i2i.metrics.registry import METRICS
+    from i2i.models import build_networks
+
+    params = params_from_dict(_setting(base, classifier, tiny), "evaluation benchmark")
     cfg, size = params.evaluate, params.data.crop_size
     dev = pick_device(device)
     data = prepared_data(params, cache)

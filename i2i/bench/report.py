@@ -74,11 +74,21 @@ def training_table(
     results: list[TrainResult], peak: float | None = None, peak_name: str = "peak"
 ) -> str:
     columns = [
-        "setting", "mode", "it/s", "images/s (best; every repeat)", "vs fp32",
-        "paired vs fp32 (quartiles; pairs)", "step ms", "loader share", "peak RSS MB",
-        "CUDA max MB", "losses vs fp32, max rel. diff: iteration 1 / warm-up",
-        "steps (warm-up + timed)", "warm-up s", "TFLOP/s" + (f" (of {peak_name})" if peak else ""),
-    ]  # fmt: skip
+        "setting",
+        "mode",
+        "it/s",
+        "images/s (best; every repeat)",
+        "vs fp32",
+        "paired vs fp32 (quartiles; pairs)",
+        "step ms",
+        "loader share",
+        "peak RSS MB",
+        "CUDA max MB",
+        "losses vs fp32, max rel. diff: iteration 1 / warm-up",
+        "steps (warm-up + timed)",
+        "warm-up s",
+        "TFLOP/s" + (f" (of {peak_name})" if peak else ""),
+    ]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     base = {
         r.setting: r.result["images_per_second"]

@@ -256,6 +256,7 @@ def run_one(
         seconds = statistics.median(step_times) * steps
     guard.check()
     images = steps * tp.batch_size * 2
+    cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {
         "flops_per_iteration": flops,
         "achieved_tflops": flops * steps / seconds / 1e12 if flops else None,
@@ -266,9 +267,7 @@ def run_one(
         "loader_ms": loader_ms,
         "warmup_s": warmup_s,
         "peak_rss_mb": peak_rss_mb(),
-        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20
-        if device.type == "cuda"
-        else None,
+        "cuda_max_allocated_mb": cuda_mb,
         "first_losses": losses,
         "batch_size": tp.batch_size,
         "device": str(device),
@@ -534,27 +533,36 @@ def bench_training(
                         and mode != "fp32"
                         and MODES[mode].batch_factor == 1
                     ):
-                        pr = _run(
-                            base,
-                            setting,
-                            mode,
-                            device,
-                            steps,
-                            warmup,
-                            cache,
-                            max_seconds,
-                            paired_with="fp32",
-                        )
-                        pairs.setdefault((setting, mode), []).extend(pr.result.get("pairs", []))
-                        if pr.status == "ok":
-                            ps = paired_summary(pr.result["pairs"])
-                            echo(
-                                f"{setting:13s} {mode:13s} paired with fp32: {ps['speedup']:.2f}x "
-                                f"(quartiles {ps['q25']:.2f}-{ps['q75']:.2f}, "
-                                f"{ps['pairs']} pairs){tag}"
-                            )
-                        else:
-                            echo(f"{setting:13s} {mode:13s} paired run {pr.status}: {pr.reason}")
+                        args = (base, setting, mode, device, steps, warmup, cache, max_seconds)
+                        found = _paired_run(args, echo, tag)
+                        pairs.setdefault((setting, mode), []).extend(found)
+    return _collect(settings, modes, runs, pairs)
+
+
+def _paired_run(args: tuple, echo: Callable[[str], None], tag: str) -> list[list[float]]:
+    """One mode beside the fp32 baseline in one process: the pairs of step times it measured."""
+    setting, mode = args[1], args[2]
+    pr = _run(*args, paired_with="fp32")
+    if pr.status == "ok":
+        ps = paired_summary(pr.result["pairs"])
+        echo(
+            f"{setting:13s} {mode:13s} paired with fp32: {ps['speedup']:.2f}x "
+            f"(quartiles {ps['q25']:.2f}-{ps['q75']:.2f}, "
+            f"{ps['pairs']} pairs){tag}"
+        )
+    else:
+        echo(f"{setting:13s} {mode:13s} paired run {pr.status}: {pr.reason}")
+    return pr.result.get("pairs", [])
+
+
+def _collect(
+    settings: list[str],
+    modes: list[str],
+    runs: dict[tuple[str, str], list[TrainResult]],
+    pairs: dict[tuple[str, str], list[list[float]]],
+) -> list[TrainResult]:
+    """Each (setting, mode)'s fastest repeat, with the paired speedup, FLOPs borrowed from the
+    setting's fp32 run at the same batch size, and the losses compared to it."""
     results = []
     for setting in settings:
         baseline = None

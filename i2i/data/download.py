@@ -33,6 +33,10 @@ class DatasetLayoutError(I2IError, RuntimeError):
 
 def download(cfg: DataConfig, out: str | Path) -> dict:
     """Fetch or generate the dataset into ``out`` (replaced whole, atomically); return its info."""
+    if cfg.dataset not in DATASETS:
+        raise I2IError(
+            f"data.dataset = {cfg.dataset!r}: expected one of {', '.join(sorted(DATASETS))}"
+        )
     spec = DATASETS[cfg.dataset]
     with atomic_dir(out) as tmp:
         classes = {}

@@ -6,6 +6,9 @@ depend on the prepared data, the centre crop and the Inception weights, never on
 the ``real_features`` DVC stage computes them once (``real_features/test_{a,b}.npz``) and the
 evaluate stage of every experiment reads them. Each file carries the key it was made for; a file
 made for other data, crop or weights is ignored and the features are computed afresh.
+
+This module is the files' format (:func:`key`, :func:`read`); the stage that writes them is
+:mod:`i2i.metrics.real_stage`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import torch
 
 from i2i import weights
 from i2i.config import EvaluateConfig
-from i2i.data.loader import DomainImages
-from i2i.io import atomic_dir, write_json
 
 PARTS = ("test_a", "test_b")
 
@@ -51,34 +52,3 @@ def read(
         if json.loads(str(f["key"])) != expected:
             return None
         return f["features"].astype(np.float64), torch.from_numpy(f["posteriors"])
-
-
-def real_features(
-    data: Path,
-    out: Path,
-    crop_size: int,
-    cfg: EvaluateConfig,
-    backbones: dict[str, str],
-    device: torch.device,
-) -> dict[str, Any]:
-    """The stage: write ``out/test_{a,b}.npz`` (when evaluate.metrics use Inception) and
-    ``out/info.json``; return the info."""
-    from i2i.metrics.context import MetricNetworks
-
-    needed = bool(weights.for_real_features(cfg))
-    expected = key(data, crop_size, backbones, cfg)
-    networks = MetricNetworks(cfg, Path(), device, backbones)  # computes, reads nothing
-    info: dict[str, Any] = {"key": expected, "images": {}}
-    with atomic_dir(out) as tmp:
-        for part in PARTS if needed else ():
-            features, probs = networks.real_inception(DomainImages(data / part), crop_size)
-            # Stored as the float32 the network gives: reading them back is exact.
-            np.savez(
-                tmp / f"{part}.npz",
-                features=features.astype(np.float32),
-                posteriors=probs.numpy(),
-                key=json.dumps(expected),
-            )
-            info["images"][part] = len(features)
-        write_json(tmp / "info.json", info)
-    return info

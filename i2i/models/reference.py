@@ -75,13 +75,17 @@ def _munit_key(key: str, n_downsample: int) -> str:
     """i2i's name for one key of an ``AdaINGen`` state dict."""
     res = n_downsample + 1  # the content encoder's ResBlocks follow its stem and downsamplings
     rules = [
-        (rf"^enc_content\.model\.{res}\.model\.(\d+)\.model\.(\d+)\.",
-         lambda m: f"enc_content.model.{res + int(m[1])}.conv{int(m[2]) + 1}."),
-        (r"^dec\.model\.0\.model\.(\d+)\.model\.(\d+)\.",
-         lambda m: f"dec.res.{m[1]}.conv{int(m[2]) + 1}."),
+        (
+            rf"^enc_content\.model\.{res}\.model\.(\d+)\.model\.(\d+)\.",
+            lambda m: f"enc_content.model.{res + int(m[1])}.conv{int(m[2]) + 1}.",
+        ),
+        (
+            r"^dec\.model\.0\.model\.(\d+)\.model\.(\d+)\.",
+            lambda m: f"dec.res.{m[1]}.conv{int(m[2]) + 1}.",
+        ),
         (r"^dec\.model\.(\d+)\.", lambda m: f"dec.up.{int(m[1]) - 1}."),
         (r"^mlp\.model\.(\d+)\.fc\.", lambda m: f"mlp.model.{2 * int(m[1])}."),
-    ]  # fmt: skip
+    ]
     for pattern, repl in rules:
         new, n = re.subn(pattern, repl, key)
         if n:
