@@ -11,7 +11,6 @@ from typing import Any, Callable
 import click
 
 from i2i.config import load_params, to_dict
-from i2i.data.registry import DATASETS
 from i2i.errors import I2IError
 from i2i.io import write_bytes, write_json
 
@@ -77,6 +76,8 @@ def params(params_path: Path, ok_file: Path | None) -> None:
 @main.command()
 def datasets() -> None:
     """List the datasets data.dataset can name."""
+    from i2i.data.registry import DATASETS
+
     for spec in DATASETS.values():
         where = {"synthetic": "generated locally", "folder": "your folder (data.path)"}.get(
             spec.source, spec.url()
