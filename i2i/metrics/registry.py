@@ -16,16 +16,16 @@ follow MUNIT (Huang et al. 2018, Sec. 5.1) with the counts in ``evaluate.*``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from i2i.config import EvaluateConfig, ParamsError
-from i2i.metrics import estimators
-from i2i.metrics.context import DirectionContext, Skip
-from i2i.metrics.lpips_distance import pair_diversity
-from i2i.metrics.shapes import content_ious
+
+if TYPE_CHECKING:  # the metrics' code imports torch when it runs: listing and checking do not
+    import torch
+
+    from i2i.metrics.context import DirectionContext
 
 
 class Resampled(float):
@@ -125,6 +125,10 @@ def _classifier_accuracy(ctx: DirectionContext, kind: str) -> dict[str, float]:
 def lpips_diversity(ctx: DirectionContext) -> dict[str, float]:
     """Mean LPIPS between two outputs of one input under two random styles (lpips_inputs x
     lpips_pairs pairs), and the same over random pairs of distinct real target images."""
+    import torch
+
+    from i2i.metrics.context import Skip
+
     cfg = ctx.cfg
     outputs = ctx.outputs(cfg.lpips_inputs, 2 * cfg.lpips_pairs)  # [N, 2P or 1, S, S, 3]
     if outputs.shape[1] == 1:
@@ -151,6 +155,8 @@ def lpips_diversity(ctx: DirectionContext) -> dict[str, float]:
 
 def _pairs_in_batches(ctx: DirectionContext, x: torch.Tensor) -> float:
     """Mean pair distance of ``x`` [N, 2P, 3, S, S] (pairs 2p, 2p + 1), in device batches."""
+    from i2i.metrics.lpips_distance import pair_diversity
+
     per = max(1, ctx.cfg.batch_size // x.shape[1])
     means = [
         pair_diversity(ctx.networks.lpips, x[i : i + per].to(ctx.device)) * len(x[i : i + per])
@@ -166,6 +172,10 @@ def _pairs_in_batches(ctx: DirectionContext, x: torch.Tensor) -> float:
 )
 def inception_score(ctx: DirectionContext) -> dict[str, float]:
     """IS of all cis_inputs x cis_samples outputs, and of the real target test images."""
+    import torch
+
+    from i2i.metrics import estimators
+
     kind = ctx.cfg.classifier
     probs = ctx.posteriors(kind, ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
     real = ctx.classify_real_target(kind)
@@ -184,6 +194,10 @@ def inception_score(ctx: DirectionContext) -> dict[str, float]:
 def cis(ctx: DirectionContext) -> dict[str, float]:
     """Conditional IS over cis_inputs inputs x cis_samples outputs each (1 for a deterministic
     model)."""
+    import torch
+
+    from i2i.metrics import estimators
+
     kind = ctx.cfg.classifier
     probs = ctx.posteriors(kind, ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
 
@@ -198,6 +212,10 @@ def cis(ctx: DirectionContext) -> dict[str, float]:
 def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
     """Mean number of the target's K classes that the cis_samples outputs of one input reach,
     by the domain classifier (whatever evaluate.classifier says: ImageNet classes are not modes)."""
+    import torch
+
+    from i2i.metrics import estimators
+
     probs = ctx.posteriors("domain", ctx.cfg.cis_inputs, ctx.cfg.cis_samples)
 
     def score(inputs: np.ndarray) -> float:
@@ -214,6 +232,8 @@ def mode_coverage(ctx: DirectionContext) -> dict[str, float]:
 def fid(ctx: DirectionContext) -> dict[str, float]:
     """Frechet distance of Inception pool features: one output per source test image against
     the target's real test images (biased upwards for small sets; KID is not)."""
+    from i2i.metrics import estimators
+
     fake, real = ctx.fid_features
     # No bootstrap interval: FID's bias grows as the number of distinct images falls, so every
     # draw with replacement (about 63 % distinct) scores far above the estimate itself. KID,
@@ -226,6 +246,9 @@ def kid(ctx: DirectionContext) -> dict[str, float]:
     """Unbiased KID on the same features as FID: the mean over 100 subsets of 1000, or of the
     whole sets when they are smaller (then every subset is the whole set, and the spread over
     subsets says nothing: the bootstrap interval is the uncertainty)."""
+    from i2i.metrics import estimators
+    from i2i.metrics.context import Skip
+
     fake, real = ctx.fid_features
     if min(len(fake), len(real)) < 2:
         raise Skip("KID needs at least two images per set")
@@ -240,6 +263,8 @@ def kid(ctx: DirectionContext) -> dict[str, float]:
 @register("content_iou")
 def content_iou(ctx: DirectionContext) -> dict[str, float]:
     """IoU of each output's filled foreground with its input's geometry mask (synthetic data)."""
+    from i2i.metrics.shapes import content_ious
+
     masks = ctx.masks()
     ious = content_ious(ctx.outputs(len(masks), 1)[:, 0], masks)
     return {"content_iou": Resampled(float(ious.mean()), lambda i: ious[i].mean(), (len(ious),))}
