@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from i2i import sources
+from i2i import model_registry, sources
 from i2i.config import Params, to_dict
 from i2i.configuration import RUN_ONLY_KEYS, flatten
 from i2i.errors import I2IError
@@ -68,7 +68,7 @@ def result_shaping(config: dict) -> dict[str, Any]:
 
 
 def fingerprinted(params: Params) -> dict[str, Any]:
-    return result_shaping(to_dict(params))
+    return result_shaping(to_dict(model_registry.resolve(params)))
 
 
 def code_version() -> str:

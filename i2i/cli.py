@@ -14,7 +14,8 @@ from i2i.config import load_params, to_dict
 from i2i.errors import I2IError
 from i2i.io import write_bytes, write_json
 
-# Each command imports the code it runs when it runs, so a DVC stage depends on that code only.
+# Each command imports the code it runs inside its function: `i2i --help` and the always-run
+# stages stay torch-free, and a stage's code record (i2i.sources) holds its own command's code.
 
 params_option = click.option(
     "--params",
@@ -64,8 +65,9 @@ def main() -> None:
 def params(params_path: Path, ok_file: Path | None) -> None:
     """Validate a params file and print it resolved, as JSON."""
     from i2i import params_check
+    from i2i.model_registry import resolve
 
-    resolved = load_params(params_path)
+    resolved = resolve(load_params(params_path))
     params_check.validate(resolved, str(params_path))  # what other stages check when they use it
     if ok_file is None:
         click.echo(json.dumps(to_dict(resolved), indent=2))
@@ -376,11 +378,36 @@ def backbones(params_path: Path, out: Path) -> None:
     """Get the pretrained backbones the params need (backbones.policy); record what each stage
     will load ({name: sha256 | random}) for DVC to track."""
     from i2i import weights
+    from i2i.backbones import write_records
 
-    records = weights.write_records(load_params(params_path), out, weights_fix(params_path))
+    records = write_records(load_params(params_path), out, weights_fix(params_path))
     for stage, record in records.items():
         used = ", ".join(f"{n} {v if v == weights.RANDOM else v[:12]}" for n, v in record.items())
         click.echo(f"{stage}: {used or 'no pretrained backbone'}")
+
+
+@main.command()
+@click.option(
+    "--pipeline",
+    default="dvc.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.option(
+    "--out",
+    default="reports/code",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for one record per stage, <stage>.json.",
+)
+@user_errors
+def code(pipeline: Path, out: Path) -> None:
+    """Record the source files each DVC stage runs, with their hashes, for DVC to track (the
+    `code` stage; a stage re-runs when a file of its record changes)."""
+    from i2i.sources import write_stage_records
+
+    for stage, record in write_stage_records(pipeline, out).items():
+        click.echo(f"{stage}: {len(record['files'])} files ({record['command']})")
 
 
 @main.command("real-features")
@@ -396,12 +423,12 @@ def backbones(params_path: Path, out: Path) -> None:
 @user_errors
 def real_features(params_path: Path, data: Path, out: Path) -> None:
     """Inception features of the real test images, which every evaluation shares (FID, KID, IS)."""
-    from i2i import weights
+    from i2i import backbones, weights
     from i2i.devices import pick_device
     from i2i.metrics.real_stage import real_features as run
 
     p = load_params(params_path)
-    needed = weights.for_real_features(p.evaluate)
+    needed = backbones.for_real_features(p.evaluate)
     record = weights.resolve(needed, p.backbones, weights_fix(params_path))
     info = run(data, out, p.data.crop_size, p.evaluate, record, pick_device(p.evaluate.device))
     click.echo(
@@ -788,6 +815,7 @@ def bench(
 @user_errors
 def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -> None:
     """Fetch pretrained backbone weights into torchvision's cache."""
+    from i2i import backbones
     from i2i import weights as w
 
     mirror, timeout = "", 60.0
@@ -795,7 +823,7 @@ def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -
     if params_path is not None:
         p = load_params(params_path)
         mirror, timeout = p.backbones.mirror, max(p.backbones.timeout, 60.0)
-        wanted += w.required(p)
+        wanted += backbones.required(p)
     if list_only:
         for name, spec in w.WEIGHTS.items():
             path = w.weights_dir() / spec.filename
@@ -805,10 +833,6 @@ def weights(names: tuple[str, ...], params_path: Path | None, list_only: bool) -
         click.echo("no weights needed")
     for name, path in w.ensure(list(dict.fromkeys(wanted)), mirror, timeout).items():
         click.echo(f"{name}: {path}")
-
-
-if __name__ == "__main__":
-    main()
 
 
 @main.command()
@@ -827,3 +851,7 @@ def tables(check: bool) -> None:
             f"{', '.join(changed)}: generated tables differ from the reports; run `i2i tables`"
         )
     click.echo(f"rewrote: {', '.join(changed)}" if changed else "up to date")
+
+
+if __name__ == "__main__":
+    main()

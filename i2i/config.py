@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,45 +103,39 @@ class ModelConfig:
     """``model``: which model (a name in :data:`i2i.model_registry.MODELS`) and its section.
 
     params.yaml may hold a section for every model (``model.cyclegan``, ``model.cut``, ...). A
-    missing section, or a key missing from one, takes the model's reference default (its
-    ``ModelSpec.config``). Sections are validated where they are used: the selected one when a
-    stage first reads :attr:`section`, every one by :meth:`validate` (the ``params`` stage, which
-    runs before every other). So a stage that never touches the model, such as ``download``,
-    does not import the models' code, and a change to it does not re-run that stage.
+    section's keys and types belong to its model's module, so loading keeps the sections as
+    written and :func:`i2i.model_registry.resolve` checks them where a model is used (the
+    ``params`` stage, which runs before every other, checks them all). A missing section, or a
+    key missing from one, takes the model's reference default. So a stage that never touches a
+    model, such as ``download``, does not import the models' code, and a change to it does not
+    re-run that stage.
     """
 
     name: str
     raw: dict = field(default_factory=dict, repr=False)  # the sections as params.yaml has them
     source: str = field(default="<params>", repr=False)
     prefix: str = field(default="model.", repr=False)
+    resolved: Any = field(default=None, repr=False)  # the selected section, typed (resolve())
 
-    @functools.cached_property
+    @property
     def section(self) -> Any:
-        """The selected model's section, validated."""
-        return self._section(self.name)
-
-    def validate(self) -> None:
-        """Validate every section params.yaml holds; raise :class:`ParamsError` on the first
-        problem."""
-        for name in self.raw:
-            self._section(name)
-        self.section
-
-    def _section(self, name: str) -> Any:
-        from i2i import model_registry as registry
-
-        config = registry.spec(name).config
-        if name not in self.raw:
-            return config()
-        return _build(config, self.raw[name], f"{self.prefix}{name}.", self.source)
+        """The selected model's section, typed and validated."""
+        if self.resolved is None:
+            raise RuntimeError(
+                f"{self.source}: {self.prefix}{self.name} is read through "
+                "i2i.model_registry.resolve(), which checks it against the model's dataclass"
+            )
+        return self.resolved
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelConfig):
             return NotImplemented
-        return (self.name, self.section) == (other.name, other.section)
+        if self.resolved is not None and other.resolved is not None:
+            return (self.name, self.resolved) == (other.name, other.resolved)
+        return (self.name, self.raw, self.resolved) == (other.name, other.raw, other.resolved)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.section))
+        return hash(self.name)
 
     def __getattr__(self, key: str) -> Any:  # cfg.model.cyclegan: the selected model's section
         if key == self.__dict__.get("name"):
@@ -320,41 +313,40 @@ def params_from_dict(raw: Any, source: str = "<params>") -> Params:
 
 
 def model_from_dict(raw: Any, source: str = "<model config>") -> "ModelConfig":
-    """The ``model`` section alone, validated (an exported generator carries only this)."""
+    """The ``model`` section alone (an exported generator carries only this); its model's
+    section is checked by :func:`i2i.model_registry.resolve`."""
     return _build(ModelConfig, raw, "model.", source)
 
 
 def _build_model(raw: Any, prefix: str, source: str) -> ModelConfig:
-    """``model``: ``name`` and any registered model's section; the selected one is kept."""
-    from i2i import model_registry as registry
-
+    """``model``: ``name`` and the sections as written (:func:`i2i.model_registry.resolve`
+    checks the name and the sections)."""
     where = prefix.rstrip(".")
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
-    allowed = ("name", *registry.names())
-    for key in raw:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ParamsError(
-                f"{source}: unknown key '{prefix}{key}'{hint}; keys allowed in {where}: "
-                f"name and a section per model: {', '.join(registry.names())}"
-            )
     if "name" not in raw:
         raise ParamsError(f"{source}: missing key '{prefix}name'")
-    name = raw["name"]
-    if name not in registry.names():
-        raise _fail(source, f"{prefix}name", name, f"expected one of {', '.join(registry.names())}")
+    if not isinstance(raw["name"], str):
+        raise _fail(source, f"{prefix}name", raw["name"], "expected a model's name")
     sections = {k: v for k, v in raw.items() if k != "name"}
-    return ModelConfig(name, sections, source, prefix)
+    return ModelConfig(raw["name"], sections, source, prefix)
+
+
+def section_from_dict(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    """A dataclass ``cls`` from ``raw``, checked as every params section is (a model's section:
+    :func:`i2i.model_registry.resolve`)."""
+    return _build(cls, raw, prefix, source)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain nested dict of a config (tuples become lists), the inverse of params_from_dict.
-    The ``model`` section holds the selected model's section only."""
+    A resolved ``model`` (:func:`i2i.model_registry.resolve`) holds the selected model's section
+    only, with every default; an unresolved one holds its sections as loaded."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, ModelConfig):
+            if v.resolved is None:
+                return {"name": v.name, **plain(v.raw)}
             return {"name": v.name, v.name: plain(v.section)}
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}

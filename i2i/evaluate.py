@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from i2i import weights
+from i2i.backbones import for_evaluation, metric_backbones
 from i2i.config import Params
 from i2i.data.loader import TEST_PARTS, DomainImages
 from i2i.errors import I2IError
@@ -56,7 +57,7 @@ class EvaluatePaths:
 
 def prefix(metric: str, params: Params, backbones: dict[str, str]) -> str:
     """``metric``, or ``uncalibrated`` when a backbone ``metric`` depends on was random."""
-    needs = weights.metric_backbones(metric, params.evaluate)
+    needs = metric_backbones(metric, params.evaluate)
     return "metric" if all(weights.pretrained(backbones, n) for n in needs) else "uncalibrated"
 
 
@@ -169,7 +170,7 @@ def evaluate(
     the command the warning names when a backbone cannot be had."""
     from i2i.tracking import Tracker, run_tags
 
-    backbones = weights.resolve(weights.for_evaluation(params.evaluate), params.backbones, fix)
+    backbones = weights.resolve(for_evaluation(params.evaluate), params.backbones, fix)
     device = pick_device(params.evaluate.device)
     began = time.perf_counter()
     metrics, details = score(params, paths, device, backbones)

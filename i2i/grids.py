@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from i2i.models import Networks
+if TYPE_CHECKING:
+    from i2i.models import Networks
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

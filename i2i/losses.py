@@ -210,7 +210,7 @@ class Objective:
         ``fake[d]`` are translations into domain d, judged by ``D[d]`` against ``real[d]``.
         """
         cfg, terms = self.cfg, {}
-        for d in (d for d in ("a", "b") if d in fake):
+        for d in [d for d in ("a", "b") if d in fake]:
             D = self.nets.D[d]
             terms[d] = scale * cfg.gan_w * self.gan.discriminator(D(real[d]), D(fake[d]))
             if cfg.gan_mode == "wgangp" and cfg.gp_w > 0:

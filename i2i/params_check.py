@@ -8,6 +8,7 @@ from __future__ import annotations
 from i2i.config import Params, ParamsError
 from i2i.data.registry import DATASETS
 from i2i.metrics.registry import check_names
+from i2i.model_registry import resolve
 
 
 def check_dataset(params: Params, source: str = "<params>") -> None:
@@ -21,5 +22,5 @@ def check_dataset(params: Params, source: str = "<params>") -> None:
 def validate(params: Params, source: str = "<params>") -> None:
     """Raise :class:`ParamsError` on the first problem."""
     check_dataset(params, source)
-    params.model.validate()
+    resolve(params)
     check_names(params.evaluate, source)

@@ -12,6 +12,7 @@ so what they show always matches a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -22,7 +23,8 @@ from typing import Any
 
 import torch
 
-from i2i import checkpoint, distributed, weights
+from i2i import checkpoint, distributed, model_registry, weights
+from i2i.backbones import for_training
 from i2i.configuration import configuration_id, flatten
 from i2i.config import Params, to_dict
 from i2i.data.loader import (
@@ -131,9 +133,8 @@ class Trainables:
         torch.manual_seed(tp.seed)
         nets = build_networks(params.model).to(device)
         nets.to(memory_format=torch.channels_last if tp.channels_last else torch.preserve_format)
-        objective = build_objective(
-            nets, params.loss, tp.seed, not random_vgg, params.model.section
-        ).to(device)
+        section = model_registry.resolve(params.model).section
+        objective = build_objective(nets, params.loss, tp.seed, not random_vgg, section).to(device)
         opt_g, opt_d = adam(nets.generator_side, tp), adam(nets.D, tp)
         return cls(
             nets,
@@ -147,6 +148,11 @@ class Trainables:
             if tp.ema_images > 0
             else None,
         )
+
+    @functools.cached_property
+    def generator_side(self) -> torch.nn.Module:
+        """What the generator phase trains (built once, not each step)."""
+        return self.nets.generator_side
 
     @property
     def generators(self) -> torch.nn.Module:
@@ -208,7 +214,7 @@ def train_step(
     guard.update(g.terms, it)
     t.opt_g.zero_grad(set_to_none=True)
     t.scaler.scale(g.loss).backward()
-    distributed.average_gradients(t.nets.generator_side, group)
+    distributed.average_gradients(t.generator_side, group)
     t.scaler.step(t.opt_g)
     if t.ema:
         t.ema.update(t.nets.G, images=(it + 1) * t.ema.batch)
@@ -261,14 +267,13 @@ def prepared_data_hash(data: Path) -> str:
 
 def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict[str, Any]:
     """Train ``params``' model on the prepared data; return the summary written to summary.json."""
+    params = model_registry.resolve(params)
     tp = params.train
     group = distributed.setup(use_cuda=tp.device != "cpu" and torch.cuda.is_available())
     device = pick_device(tp.device, group.local_rank if group.world > 1 else None)
     data_hash = prepared_data_hash(paths.data)
     # A random VGG16 gives another result than ImageNet's: it is part of the configuration.
-    backbones = weights.resolve(
-        weights.for_training(params.loss), params.backbones, announce=group.main
-    )
+    backbones = weights.resolve(for_training(params.loss), params.backbones, announce=group.main)
     run = checkpoint.find_resume(params, data_hash, backbones, paths.checkpoints, resume)
     distributed.check_same((data_hash, run.start), group, "(data hash, resume iteration)")
     random_vgg = not weights.pretrained(backbones, "vgg16")
@@ -279,7 +284,9 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
         t.nets.compile_each()
     log = TrainingLog(params.tracking, paths.reports / "losses.csv", group.main)
     flat = flatten(to_dict(params))
-    run_id = log.start(flat, tags(params, run.code, data_hash, device, group, backbones), run.state)
+    config_id = configuration_id(flat)
+    labels = tags(params, config_id, run.code, data_hash, device, group, backbones)
+    run_id = log.start(flat, labels, run.state)
     val = Validation(params, paths.data, device) if tp.validation else None
     if val:
         val.load_state_dict((run.state or {}).get("validation"))
@@ -325,8 +332,9 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
             log.end(status)
             distributed.teardown(group)
 
+    seconds = time.perf_counter() - began
     summary = summarize(
-        params, run.start, done, time.perf_counter() - began, device, group, backbones, log.last()
+        params, config_id, run.start, done, seconds, device, group, backbones, log.last()
     )
     if group.main:
         export(t, params, paths, done, run_id, data_hash, log)
@@ -348,6 +356,7 @@ def loader_for(
 
 def tags(
     params: Params,
+    config_id: str,
     code: str,
     data_hash: str,
     device: torch.device,
@@ -358,7 +367,7 @@ def tags(
     return (
         run_tags()
         | {
-            "config_id": configuration_id(flatten(to_dict(params))),
+            "config_id": config_id,
             "dataset_hash": data_hash,
             "code_hash": code,
             "device": str(device),
@@ -398,6 +407,7 @@ def step_values(t: Trainables, g: PhaseOutput, dphase: PhaseOutput) -> dict[str,
 
 def summarize(
     params: Params,
+    config_id: str,
     start: int,
     done: int,
     seconds: float,
@@ -409,7 +419,7 @@ def summarize(
     """summary.json: how the run went, and on what."""
     steps = done - start
     return {
-        "config_id": configuration_id(flatten(to_dict(params))),
+        "config_id": config_id,
         "iterations": params.train.iterations,
         "resumed_from": start,
         "seconds": round(seconds, 2),

@@ -26,18 +26,6 @@ from i2i.config import Params
 from i2i.data.loader import DomainImages
 from i2i.errors import I2IError
 from i2i.metrics.context import DirectionContext, MetricNetworks, Skip
-
-# The metric context and the metric registry import these where they first need them;
-# importing them here keeps the train stage's runtime imports (its DVC code deps) equal to its
-# static import closure (the checkpoint fingerprint, i2i.sources).
-from i2i.metrics import (  # noqa: F401, E402
-    classifier,
-    estimators,
-    inception,
-    lpips_distance,
-    real,
-    shapes,
-)
 from i2i.metrics.registry import METRICS, lower_is_better
 from i2i.models import Networks
 

@@ -1,4 +1,5 @@
-"""Pretrained backbones: which files the params need, getting them, and what a stage used.
+"""Pretrained backbones' weight files: getting them, loading them, and what a stage used
+(which files each stage needs: :mod:`i2i.backbones`).
 
 The perceptual loss (VGG16), LPIPS (AlexNet, VGG16 or SqueezeNet 1.1) and FID/KID (and IS/CIS
 with ``evaluate.classifier: inception``: Inception-v3) load torchvision's ImageNet weights. File
@@ -14,12 +15,9 @@ looks (``$TORCH_HOME/hub/checkpoints``), shared by every clone and experiment.
 - ``strict``: fetch it or stop with an error;
 - ``random``: never fetch; every backbone is a seeded random network.
 
-What a stage used is a *record*, ``{name: sha256 | "random"}``. The ``backbones`` DVC stage runs
-on every ``dvc repro`` (a stat per file once the files are cached) and writes one record per
-consumer (``reports/backbones/{train,real_features,evaluate}.json``); the stages depend on theirs,
-so when the files arrive ``dvc repro`` re-runs exactly the stages whose results they change.
-Scores computed on a random network are stored under another name (``i2i.evaluate``), so they
-are never ranked against calibrated ones.
+What a stage used is a *record*, ``{name: sha256 | "random"}`` (the ``backbones`` DVC stage
+writes one per consumer: :mod:`i2i.backbones`). Scores computed on a random network are stored
+under another name (``i2i.evaluate``), so they are never ranked against calibrated ones.
 """
 
 from __future__ import annotations
@@ -31,10 +29,9 @@ from urllib.parse import urlsplit
 from typing import TYPE_CHECKING
 
 from i2i.cache import weights_dir
-from i2i.config import BackbonesConfig, EvaluateConfig, LossConfig, Params
+from i2i.config import BackbonesConfig, EvaluateConfig
 from i2i.data.fetch import DownloadError, HostUnreachable, fetch, pinned_sha256
 from i2i.errors import I2IError
-from i2i.io import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -77,36 +74,9 @@ class MissingWeightsError(I2IError, FileNotFoundError):
     """Pretrained weights are needed but cannot be had (``backbones.policy: strict``)."""
 
 
-def for_training(loss: LossConfig) -> list[str]:
-    """The weight files the train stage loads: VGG16 when the perceptual loss is on."""
-    return ["vgg16"] if loss.vgg_w > 0 else []
-
-
-def metric_backbones(metric: str, ev: EvaluateConfig) -> list[str]:
-    """The weight files one metric's value depends on (its registration says)."""
-    from i2i.metrics.registry import METRICS
-
-    return METRICS[metric].backbones(ev)
-
-
 def inception(ev: EvaluateConfig) -> str:
     """The weight file of the Inception network ``evaluate.inception`` names."""
     return "inception_fid" if ev.inception == "fid" else "inception_v3"
-
-
-def for_evaluation(ev: EvaluateConfig) -> list[str]:
-    """The weight files the evaluate stage loads for ``evaluate.metrics``, in a stable order."""
-    return list(dict.fromkeys(n for m in ev.metrics for n in metric_backbones(m, ev)))
-
-
-def for_real_features(ev: EvaluateConfig) -> list[str]:
-    """The weight files the real_features stage loads: the Inception, when a metric uses it."""
-    return [n for n in for_evaluation(ev) if n == inception(ev)]
-
-
-def required(params: Params) -> list[str]:
-    """Every weight file the given params load (``i2i weights --params``)."""
-    return list(dict.fromkeys(for_training(params.loss) + for_evaluation(params.evaluate)))
 
 
 def ensure(names: list[str], mirror: str = "", timeout: float = 60.0) -> dict[str, Path]:
@@ -231,23 +201,6 @@ def warn_random(problems: dict[str, str], fix: str) -> None:
         rule,
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
-
-
-def write_records(params: Params, out: Path, fix: str) -> dict[str, dict[str, str]]:
-    """The ``backbones`` stage: get what train, real_features and evaluate will load; write one
-    record each (``<out>/<stage>.json``) for DVC to track, and at most one warning for all."""
-    needed = {
-        "train": for_training(params.loss),
-        "real_features": for_real_features(params.evaluate),
-        "evaluate": for_evaluation(params.evaluate),
-    }
-    everything = resolve(
-        list(dict.fromkeys(n for names in needed.values() for n in names)), params.backbones, fix
-    )
-    records = {stage: {n: everything[n] for n in names} for stage, names in needed.items()}
-    for stage, record in records.items():
-        write_json(Path(out) / f"{stage}.json", record)
-    return records
 
 
 def pretrained(record: dict[str, str], name: str) -> bool:

@@ -13,17 +13,32 @@ import yaml
 
 from i2i import params_check
 from i2i.config import ParamsError, load_params, params_from_dict, to_dict
+from i2i.model_registry import resolve
 from tests.conftest import REPO, default_params, tiny_params, write_params
 
 
 def test_default_params_load_and_round_trip():
     params = load_params(REPO / "params.yaml")
     assert params.data.dataset == "shapes"
+    assert to_dict(params) == default_params()  # as loaded: every model's section as written
+    resolved = resolve(params)
     raw = default_params()
-    # the model section keeps the selected model's section; every other one is validated only
+    # resolved, the model section keeps the selected model's section; the others are checked only
     raw["model"] = {"name": "cyclegan", "cyclegan": raw["model"]["cyclegan"]}
-    assert to_dict(params) == raw
-    assert params_from_dict({**default_params(), "model": raw["model"]}) == params
+    assert to_dict(resolved) == raw
+    assert resolve(params_from_dict({**default_params(), "model": raw["model"]})) == resolved
+
+
+def test_loading_params_imports_no_model_code():
+    """Only a stage that uses a model imports the models' code (and re-runs when it changes)."""
+    code = (
+        "import sys; from i2i.config import load_params; load_params('params.yaml'); "
+        "print(sorted(m for m in sys.modules if m.startswith('i2i')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert "i2i.config" in out and "i2i.model" not in out and "torch" not in out
 
 
 def test_params_are_frozen():

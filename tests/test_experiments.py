@@ -33,6 +33,7 @@ QUEUE = {
 WORKSPACE = {"no-identity": ["-S", "loss.identity_w=0", "-S", "loss.vgg_w=1"]}
 STAGES = (
     "params",
+    "code",
     "backbones",
     "download",
     "preprocess",
@@ -42,6 +43,8 @@ STAGES = (
     "sample",
     "evaluate",
 )
+# A library file -> the stages that run it (their code record, reports/code/<stage>.json, holds it).
+CHANGED = {"i2i/data/preprocess.py": ["preprocess"], "i2i/sample.py": ["sample"]}
 # The weights host as seen from a machine without network: nothing listens on this port.
 OFFLINE_MIRROR = "http://127.0.0.1:9/"
 
@@ -90,6 +93,13 @@ def _experiments(root: Path) -> Path:
     again = run([str(BIN / "dvc"), "repro"], root)
     (root.parent / "repro.log").write_text(repro.stdout + repro.stderr)
     (root.parent / "repro-again.log").write_text(again.stdout + again.stderr)
+    for module in CHANGED:  # a comment is a code change to DVC: the stages that run it re-run
+        with (root / module).open("a") as f:
+            f.write("# changed\n")
+        changed = run([str(BIN / "dvc"), "repro"], root)
+        (root.parent / f"repro-{module}.log".replace("/", "-")).write_text(
+            changed.stdout + changed.stderr
+        )
     run(GIT + ["add", "-A"], root)
     run(GIT + ["commit", "-qm", "baseline"], root)
     for name, overrides in QUEUE.items():
@@ -107,12 +117,13 @@ def _runs(root: Path):
     return client, client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
 
 
-def test_baseline_repro_runs_every_stage_then_only_the_two_checks(experiments: Path):
+def test_baseline_repro_runs_every_stage_then_only_the_three_checks(experiments: Path):
     out = (experiments.parent / "repro.log").read_text()
     assert [s for s in STAGES if f"Running stage '{s}'" in out] == list(STAGES)
     again = (experiments.parent / "repro-again.log").read_text()
-    assert [s for s in STAGES if f"Running stage '{s}'" in again] == ["params", "backbones"]
-    assert all(f"Stage '{s}' didn't change" in again for s in STAGES[2:])
+    always = ["params", "code", "backbones"]
+    assert [s for s in STAGES if f"Running stage '{s}'" in again] == always
+    assert all(f"Stage '{s}' didn't change" in again for s in STAGES[3:])
     shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], experiments).stdout)
     scores = shown[""]["data"]["reports/metrics.json"]["data"]
     assert isinstance(scores["metric/content_iou/ab"], float) and isinstance(
@@ -129,6 +140,15 @@ def test_baseline_repro_runs_every_stage_then_only_the_two_checks(experiments: P
     report = json.loads((experiments / "reports" / "preprocess.json").read_text())
     assert report["counts"] == {"train_a": 8, "test_a": 2, "train_b": 8, "test_b": 2}
     assert (experiments / "data" / "prepared" / "manifest.json").is_file()
+
+
+def test_a_code_change_reruns_exactly_the_stages_that_run_that_code(experiments: Path):
+    """After a change to preprocess.py, preprocess re-runs; its output is the same, so nothing
+    downstream does. After one to sample.py, sample alone re-runs."""
+    for module, stages in CHANGED.items():
+        out = (experiments.parent / f"repro-{module}.log".replace("/", "-")).read_text()
+        ran = [s for s in STAGES if f"Running stage '{s}'" in out]
+        assert ran == ["params", "code", "backbones", *stages], (module, ran)
 
 
 def test_every_finished_experiment_is_in_dvc_exp_show_with_its_scores(experiments: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from i2i import weights
+from i2i import backbones, weights
 from i2i.config import params_from_dict
 from i2i.data.fetch import DownloadError, fetch
 from tests.conftest import default_params
@@ -133,18 +133,20 @@ def test_weights_with_a_wrong_hash_are_refused(server, monkeypatch):
 
 def test_only_the_weights_the_params_need_are_required():
     p = default_params()
-    assert weights.required(params_from_dict(p)) == ["alexnet", "inception_fid"]  # LPIPS; FID/KID
+    assert backbones.required(params_from_dict(p)) == ["alexnet", "inception_fid"]  # LPIPS; FID/KID
     p["evaluate"]["metrics"] = ["lpips_diversity", "inception_score", "cis"]
-    assert weights.required(params_from_dict(p)) == ["alexnet"]  # IS/CIS use the domain classifier
+    assert backbones.required(params_from_dict(p)) == [
+        "alexnet"
+    ]  # IS/CIS use the domain classifier
     p["evaluate"]["metrics"] = ["content_iou", "mode_coverage"]
-    assert weights.required(params_from_dict(p)) == []
+    assert backbones.required(params_from_dict(p)) == []
     p["loss"]["vgg_w"] = 1.0
-    assert weights.required(params_from_dict(p)) == ["vgg16"]
+    assert backbones.required(params_from_dict(p)) == ["vgg16"]
     p["evaluate"].update(
         metrics=["lpips_diversity", "cis"], classifier="inception", lpips_net="vgg"
     )
-    assert weights.required(params_from_dict(p)) == ["vgg16", "inception_fid"]
-    assert weights.for_training(params_from_dict(p).loss) == ["vgg16"]
-    assert weights.for_real_features(params_from_dict(p).evaluate) == ["inception_fid"]
+    assert backbones.required(params_from_dict(p)) == ["vgg16", "inception_fid"]
+    assert backbones.for_training(params_from_dict(p).loss) == ["vgg16"]
+    assert backbones.for_real_features(params_from_dict(p).evaluate) == ["inception_fid"]
     p["evaluate"]["inception"] = "torchvision"
-    assert weights.required(params_from_dict(p)) == ["vgg16", "inception_v3"]
+    assert backbones.required(params_from_dict(p)) == ["vgg16", "inception_v3"]

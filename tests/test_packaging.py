@@ -33,7 +33,7 @@ def _imports(folders: list[str]) -> set[str]:
                     names |= {a.name.split(".")[0] for a in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"i2i", "tests", "__future__"}
+    return names - set(sys.stdlib_module_names) - {"i2i", "tests", "benchmarks", "__future__"}
 
 
 def _undeclared(modules: set[str], declared: set[str]) -> dict[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from i2i.model_registry import MODELS
 from tests.conftest import REPO, write_params
 from tests.train_helpers import dvc_repo, tiny_train_params
 
@@ -114,36 +114,63 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_every_i2i_module_a_stage_runs_is_a_dvc_dependency(repo: Path):
-    """A stage re-runs when library code it runs changes, and only then: deps are its imports."""
+def test_every_i2i_module_a_stage_runs_is_in_its_code_record(repo: Path):
+    """A stage re-runs when library code it runs changes: its code record (the `code` stage's
+    reports/code/<stage>.json, a DVC dependency) holds every i2i file the stage imports when it
+    runs, read from the code, not listed by hand."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    run([sys.executable, "stages/code.py"], repo)
+    recorded = set()
     for name, stage in stages.items():  # in pipeline order, so each stage has its inputs
         assert stage["cmd"].startswith("python ")
+        assert not any(d.startswith(("i2i/", "stages/")) for d in stage.get("deps", [])), name
         run([sys.executable, "-c", RECORD_IMPORTS, stage["cmd"][len("python ") :]], repo)
-        modules = yaml.safe_load((repo / "imports.json").read_text())
-        needed = {
-            str(Path(m).relative_to(repo))
-            for m in modules
-            if not m.endswith("__init__.py") or Path(m).stat().st_size > 200
-        }  # non-trivial packages count
-        family = {f"{m.partition(':')[0].replace('.', '/')}.py" for m in MODELS.values()}
-        if needed & family:  # a stage that builds one model builds any, as params.yaml says
-            needed |= family
-        listed = {d for d in stage["deps"] if d.startswith("i2i/") and d.endswith(".py")}
-        assert needed == listed, (
-            f"stage {name}: missing deps {needed - listed}, needless deps {listed - needed}"
-        )
-    # The checkpoint fingerprint hashes the same training code as the train stage's deps: the
-    # import closure of i2i.train (the stage adds its entry point, the CLI).
+        if stage.get("always_changed"):
+            continue  # runs on every dvc repro: it needs no record
+        assert f"reports/code/{name}.json" in stage["deps"], name
+        record = json.loads((repo / "reports" / "code" / f"{name}.json").read_text())["files"]
+        imported = {
+            str(Path(m).relative_to(repo)) for m in json.loads((repo / "imports.json").read_text())
+        }
+        assert imported <= set(record), f"stage {name}: not recorded {imported - set(record)}"
+        assert stage["cmd"].split()[1] in record and "i2i/cli.py" in record
+        recorded.add(name)
+    outs = {next(iter(o)) for o in stages["code"]["outs"]}
+    assert outs == {f"reports/code/{n}.json" for n in recorded}
+    # The checkpoint fingerprint hashes i2i.train's closure: training code the stage runs.
     from i2i import sources
 
-    hashed = {
-        str(f.relative_to(REPO))
-        for f in sources.closure("i2i.train")
-        if f.name != "__init__.py" or f.stat().st_size > 200
+    train = json.loads((repo / "reports" / "code" / "train.json").read_text())["files"]
+    assert {str(f.relative_to(REPO)) for f in sources.closure("i2i.train")} <= set(train)
+
+
+def test_a_stage_records_the_code_its_command_runs_and_no_other_commands_code():
+    """The records are tight where it matters: only stages that build a model list the models'
+    code, and a model change re-runs train, sample and evaluate, not the data or metric stages."""
+    from i2i import sources
+
+    def files(stage: str) -> set[str]:
+        return {str(f.relative_to(REPO)) for f in sources.stage_files(REPO / "stages" / stage)}
+
+    with_models = {
+        s
+        for s in ("download", "preprocess", "train", "classify", "real_features", "sample")
+        if "i2i/models/cut.py" in files(f"{s}.py")
     }
-    train_deps = {d for d in stages["train"]["deps"] if d.startswith("i2i/")}
-    assert hashed == train_deps - {"i2i/cli.py"}, hashed ^ (train_deps - {"i2i/cli.py"})
+    assert with_models == {"train", "sample"}
+    assert "i2i/models/cut.py" in files("evaluate.py")
+    assert files("preprocess.py") == {
+        "stages/preprocess.py",
+        "i2i/__init__.py",
+        "i2i/cli.py",
+        "i2i/config.py",
+        "i2i/data/__init__.py",
+        "i2i/data/images.py",
+        "i2i/data/preprocess.py",
+        "i2i/errors.py",
+        "i2i/io.py",
+    }
+    assert "i2i/train.py" not in files("sample.py") and "i2i/sample.py" not in files("train.py")
 
 
 def test_cli_help_lists_the_commands():

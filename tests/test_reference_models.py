@@ -287,7 +287,7 @@ def test_other_layouts_are_refused_in_one_line(tmp_path: Path):
     extra = JunyanzResnetGenerator().state_dict() | {"model.30.weight": torch.zeros(3)}
     torch.save(extra, tmp_path / "extra_net_G.pth")
     for name, why in [
-        ("gen_unit.pt", "not a generator file of i2i train, junyanz's CycleGAN"),
+        ("gen_unit.pt", "not a generator file of i2i train or of a reference: junyanz's CycleGAN"),
         ("latest_net_G.pth", "a U-Net generator"),
         ("extra_net_G.pth", "key 'model.30.weight' has no place in i2i's network"),
     ]:

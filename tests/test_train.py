@@ -224,8 +224,9 @@ def test_mlflow_run_holds_params_tags_curves_samples_and_model(
     from i2i.runs import RunRecord
 
     from i2i.config import to_dict
+    from i2i.model_registry import resolve
 
-    typed = flatten(to_dict(params_from_dict(p)))  # as loaded: floats are floats
+    typed = flatten(to_dict(resolve(params_from_dict(p))))  # as loaded: floats are floats
     expected = configuration_id(typed | {"train.seed": 99, "train.device": "cuda"})
     assert tags["config_id"] == expected
     untagged = RunRecord("x", "y", "FINISHED", 0, dict(run.data.params), {}, {})

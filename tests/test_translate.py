@@ -140,7 +140,7 @@ def test_munit_styles_are_shared_by_every_input_and_examples_and_grids_work(phot
     "case, message",
     [
         ("missing model", "no-such.pt: no such model file"),
-        ("another tool's file", "not a generator file of i2i train, junyanz's CycleGAN"),
+        ("another tool's file", "of i2i train or of a reference: junyanz's CycleGAN"),
         ("empty folder", "no image files in"),
         ("over the inputs", "an input would be overwritten"),
         ("two inputs, one output", "would both be written to"),

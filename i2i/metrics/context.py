@@ -14,6 +14,7 @@ import functools
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ from i2i import weights
 from i2i.config import EvaluateConfig
 from i2i.data.loader import DomainImages, centre_crop, to_model_input
 from i2i.grids import to_uint8
-from i2i.models import Networks
+
+if TYPE_CHECKING:
+    from i2i.models import Networks
 
 
 class Skip(Exception):

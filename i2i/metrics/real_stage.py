@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from i2i import weights
+from i2i.backbones import for_real_features
 from i2i.config import EvaluateConfig
 from i2i.data.loader import DomainImages
 from i2i.io import atomic_dir, write_json
@@ -28,7 +28,7 @@ def real_features(
 ) -> dict[str, Any]:
     """The stage: write ``out/test_{a,b}.npz`` (when evaluate.metrics use Inception) and
     ``out/info.json``; return the info."""
-    needed = bool(weights.for_real_features(cfg))
+    needed = bool(for_real_features(cfg))
     expected = key(data, crop_size, backbones, cfg)
     networks = MetricNetworks(cfg, Path(), device, backbones)  # computes, reads nothing
     info: dict[str, Any] = {"key": expected, "images": {}}

@@ -8,7 +8,7 @@ a score that can be computed again on resampled test sets is a :class:`Resampled
 evaluate stage stores its bootstrap interval over the test inputs beside it;
 the evaluate stage stores value ``v`` of metric key ``k`` for direction ``ab`` as
 ``metric/k/ab``, or as ``uncalibrated/k/ab`` when a backbone the metric depends on
-(``i2i.weights.metric_backbones``) was random. A metric that does not apply raises ``Skip``
+(``i2i.backbones.metric_backbones``) was random. A metric that does not apply raises ``Skip``
 with the reason. The protocols
 follow MUNIT (Huang et al. 2018, Sec. 5.1) with the counts in ``evaluate.*``.
 """

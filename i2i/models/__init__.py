@@ -134,7 +134,7 @@ def build_networks(cfg: ModelConfig, discriminators: bool = True) -> Networks:
     """
     from i2i import model_registry as registry
 
-    return registry.spec(cfg.name).build(cfg.section, discriminators)
+    return registry.spec(cfg.name).build(registry.resolve(cfg).section, discriminators)
 
 
 def load_generators(

@@ -26,6 +26,8 @@ the updates are the same).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
@@ -82,16 +84,9 @@ class FastCUTConfig(CUTConfig):
 
 def binomial(size: int) -> torch.Tensor:
     """The normalised 2-D binomial filter of ``size`` taps (3: [1, 2, 1] x [1, 2, 1] / 16)."""
-    row = torch.tensor([_choose(size - 1, k) for k in range(size)], dtype=torch.float32)
+    row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float32)
     filt = row[:, None] * row[None, :]
     return filt / filt.sum()
-
-
-def _choose(n: int, k: int) -> float:
-    out = 1
-    for i in range(k):
-        out = out * (n - i) // (i + 1)
-    return float(out)
 
 
 class BlurDown(nn.Module):

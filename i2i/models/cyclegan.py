@@ -12,7 +12,9 @@ redundant), except the first discriminator conv and the output layers, as in the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -21,9 +23,11 @@ from torch import nn
 
 from i2i.config import Init, LossConfig, bounded
 from i2i.losses import ImagePool, Objective, PhaseOutput, frozen, summed
-from i2i.models import Networks
+from i2i.errors import I2IError
+from i2i.models import Networks, materialised
 from i2i.models.layers import activation, check_image, init_weights, norm_2d
 from i2i.model_registry import ModelSpec
+from i2i.models.reference import ReferenceFormat, empty, fit, strip
 
 
 class ResnetBlock(nn.Module):
@@ -332,10 +336,74 @@ class CycleGANObjective(Objective):
         return summed(self.discriminator_terms(real, fake, step, scale=0.5), "loss/D")
 
 
+# The reference's released weights: junyanz/pytorch-CycleGAN-and-pix2pix saves one state dict
+# per generator, ``<epoch>_net_G_A.pth`` mapping A to B and ``<epoch>_net_G_B.pth`` B to A
+# (``cycle_gan_model.py``); its pretrained downloads are a single ``latest_net_G.pth``, used by
+# its test model, read here as A to B. Only the ResNet generator (``resnet_<n>blocks``, the
+# released CycleGAN models) is mapped.
+
+
+def _read_released(path: Path, state: object) -> Networks | None:
+    if not isinstance(state, dict) or not state:
+        return None
+    keys = [k.removeprefix("module.") for k in state if isinstance(k, str)]
+    if not any(k.startswith("model.") for k in keys):
+        return None
+    generators = {}
+    for direction, file in _junyanz_files(path).items():
+        part = strip(state if file == path else torch.load(file, "cpu", weights_only=True))
+        try:
+            section, names = _junyanz_keys(part)
+        except I2IError as e:
+            raise I2IError(f"{file}: {e}") from None
+        nets = empty({"name": "cyclegan", "cyclegan": section}, str(file))
+        fit(nets.G["ab"], part, names, str(file))
+        materialised(nets.G["ab"], str(file))
+        generators[direction] = nets.G["ab"]
+    return Networks("cyclegan", generators, {})
+
+
+def _junyanz_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
+    """(i2i's cyclegan config section, {reference key: i2i key}) of one junyanz generator."""
+    if any(k.startswith("model.model.") for k in state):
+        raise I2IError(
+            "a U-Net generator (pix2pix's unet_*): i2i reads junyanz's ResNet generators only"
+        )
+    blocks = sorted({int(m[1]) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
+    if "model.1.weight" not in state or not blocks:
+        raise I2IError(
+            "no 'model.1.weight' or no residual blocks 'model.<n>.conv_block.*': not junyanz's "
+            "ResNet generator"
+        )
+    norm = (
+        "batch" if "model.2.weight" in state else "instance" if "model.1.bias" in state else "none"
+    )
+    section = {
+        "ngf": int(state["model.1.weight"].shape[0]),
+        "n_blocks": len(blocks),
+        "norm": norm,
+        "dropout": any(".conv_block.6." in k for k in state),
+    }
+    names = {k: re.sub(r"^(model\.\d+)\.conv_block\.", r"\1.block.", k) for k in state}
+    return section, names
+
+
+def _junyanz_files(path: Path) -> dict[str, Path]:
+    """The direction of each junyanz generator file: G_A maps A to B, G_B B to A; a lone file
+    (a pretrained ``latest_net_G.pth``) maps A to B. The other direction's file beside it is
+    read too."""
+    m = re.match(r"(.*_G)_([AB])(\.pth?)$", path.name)
+    if not m:
+        return {"ab": path}
+    pair = {d: path.with_name(f"{m[1]}_{s}{m[3]}") for d, s in (("ab", "A"), ("ba", "B"))}
+    return {d: p for d, p in pair.items() if p.is_file()}
+
+
 SPEC = ModelSpec(
     "cyclegan",
     CycleGANConfig,
     build,
     lambda nets, section, loss, perceptual, seed: CycleGANObjective(nets, loss, perceptual, seed),
     "CycleGAN (Zhu et al. 2017): two generators, both directions, cycle consistency",
+    ReferenceFormat("junyanz's CycleGAN (*_net_G*.pth)", _read_released),
 )

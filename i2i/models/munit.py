@@ -17,7 +17,9 @@ concurrently and traced by torch.compile; the arithmetic is the same.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -26,7 +28,8 @@ from torch import nn
 
 from i2i.config import Init, LossConfig, bounded
 from i2i.losses import Objective, PhaseOutput, frozen, summed
-from i2i.models import Networks
+from i2i.errors import I2IError
+from i2i.models import Networks, materialised
 from i2i.models.layers import (
     LayerNorm,
     activation,
@@ -36,6 +39,7 @@ from i2i.models.layers import (
     pad_2d,
 )
 from i2i.model_registry import ModelSpec
+from i2i.models.reference import ReferenceFormat, empty, fit, strip
 
 
 class ConvBlock(nn.Module):
@@ -410,10 +414,73 @@ class MunitObjective(Objective):
         return summed(self.discriminator_terms(real, fake, step), "loss/D")
 
 
+# The reference's released weights: NVlabs/MUNIT saves ``gen_<iteration>.pt`` as
+# ``{"a": gen_a.state_dict(), "b": ...}`` (``trainer.py``), each an ``AdaINGen``
+# (``networks.py``). Weights cannot show the activation and padding: the section's defaults,
+# the published configuration's ``relu`` and ``reflect``, hold.
+
+
+def _read_released(path: Path, state: object) -> Networks | None:
+    if not (
+        isinstance(state, dict)
+        and set(state) == {"a", "b"}
+        and all(isinstance(v, dict) for v in state.values())
+        and any(k.startswith("enc_style.") for k in strip(state["a"]))
+    ):
+        return None
+    section, _ = _munit_keys(strip(state["a"]))
+    nets = empty({"name": "munit", "munit": section}, str(path))
+    for domain in ("a", "b"):
+        part = strip(state[domain])
+        fit(nets.G[domain], part, _munit_keys(part)[1], f"{path} [{domain!r}]")
+    materialised(nets.G, str(path))
+    return nets
+
+
+def _munit_key(key: str, n_downsample: int) -> str:
+    """i2i's name for one key of an ``AdaINGen`` state dict."""
+    res = n_downsample + 1  # the content encoder's ResBlocks follow its stem and downsamplings
+    rules = [
+        (
+            rf"^enc_content\.model\.{res}\.model\.(\d+)\.model\.(\d+)\.",
+            lambda m: f"enc_content.model.{res + int(m[1])}.conv{int(m[2]) + 1}.",
+        ),
+        (
+            r"^dec\.model\.0\.model\.(\d+)\.model\.(\d+)\.",
+            lambda m: f"dec.res.{m[1]}.conv{int(m[2]) + 1}.",
+        ),
+        (r"^dec\.model\.(\d+)\.", lambda m: f"dec.up.{int(m[1]) - 1}."),
+        (r"^mlp\.model\.(\d+)\.fc\.", lambda m: f"mlp.model.{2 * int(m[1])}."),
+    ]
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def _munit_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
+    """(i2i's munit config section, {reference key: i2i key}) of one ``AdaINGen``."""
+    convs = [k for k in state if re.match(r"enc_content\.model\.\d+\.conv\.weight$", k)]
+    res = {m[1] for k in state if (m := re.match(r"enc_content\.model\.\d+\.model\.(\d+)\.", k))}
+    styles = [k for k in state if re.match(r"enc_style\.model\.\d+\.weight$", k)]
+    if not convs or not styles or "mlp.model.0.fc.weight" not in state:
+        raise I2IError("no enc_content, enc_style or mlp weights: not an AdaINGen (MUNIT)")
+    section = {
+        "dim": int(state["enc_content.model.0.conv.weight"].shape[0]),
+        "mlp_dim": int(state["mlp.model.0.fc.weight"].shape[0]),
+        "style_dim": int(state[styles[0]].shape[0]),
+        "n_downsample": len(convs) - 1,
+        "n_res": len(res),
+    }
+    return section, {k: _munit_key(k, len(convs) - 1) for k in state}
+
+
 SPEC = ModelSpec(
     "munit",
     MunitConfig,
     build,
     lambda nets, section, loss, perceptual, seed: MunitObjective(nets, loss, perceptual, seed),
     "MUNIT (Huang et al. 2018): content and style codes, many outputs per input, both directions",
+    ReferenceFormat("NVlabs' MUNIT (gen_*.pt)", _read_released),
 )
