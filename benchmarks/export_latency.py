@@ -18,7 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from i2i.config import load_params  # noqa: E402
+import yaml  # noqa: E402
+
+from i2i import presets  # noqa: E402
+from i2i.config import params_from_dict  # noqa: E402
 from i2i.export import Translator, example_inputs, runner, to_bytes  # noqa: E402
 from i2i.io import write_bytes  # noqa: E402
 from i2i.models import build_networks  # noqa: E402
@@ -47,7 +50,9 @@ def main() -> None:
     rows = []
     for label, preset in PRESETS.items():
         torch.manual_seed(0)
-        nets = build_networks(load_params(root / "presets" / preset).model, discriminators=False)
+        base = yaml.safe_load((root / "params.yaml").read_text())
+        raw = presets.overlay(base, presets.read(root / "presets" / preset))
+        nets = build_networks(params_from_dict(raw, preset).model, discriminators=False)
         model = Translator(nets.eval(), "ab").eval()
         inputs = example_inputs(nets, 1, args.size, args.size)
         cells = [median_ms(model, inputs, args.repeats)]

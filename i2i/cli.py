@@ -76,6 +76,21 @@ def params(params_path: Path, ok_file: Path | None) -> None:
 
 
 @main.command()
+@click.argument("preset", type=click.Path(dir_okay=False, path_type=Path))
+@params_option
+@user_errors
+def preset(preset: Path, params_path: Path) -> None:
+    """Set a preset's keys (presets/*.yaml: a paper's setting) in the params file, keeping its
+    other keys and comments; nothing is written unless the result is valid."""
+    from i2i.presets import apply
+
+    changed = apply(preset, params_path)
+    for key, (old, new) in changed.items():
+        click.echo(f"{key}: {old!r} -> {new!r}")
+    click.echo(f"{params_path}: {len(changed)} values set from {preset}")
+
+
+@main.command()
 def datasets() -> None:
     """List the datasets data.dataset can name."""
     from i2i.data.registry import DATASETS

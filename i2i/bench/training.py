@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 
-from i2i import distributed
+from i2i import distributed, presets
 from i2i.config import Params, params_from_dict
 from i2i.errors import I2IError
 
@@ -34,12 +33,7 @@ PRESETS = Path(__file__).resolve().parents[2] / "presets"
 
 def _preset(name: str) -> Callable[[dict], dict]:
     def load(base: dict) -> dict:
-        path = PRESETS / name
-        if not path.is_file():
-            raise I2IError(
-                f"{path}: preset not found (the benchmark settings need the repository's presets/)"
-            )
-        return yaml.safe_load(path.read_text())
+        return presets.overlay(base, presets.read(PRESETS / name))
 
     return load
 
