@@ -1,5 +1,6 @@
-"""`i2i bench` runs on a tiny setting and reports what it measured; the fast training paths
-(channels-last, torch.compile) give the baseline's losses; paired runs report a speedup per pair.
+"""`benchmarks/bench.py` runs on a tiny setting and reports what it measured; the fast training
+paths (channels-last, torch.compile) give the baseline's losses; paired runs report a speedup
+per pair.
 Speed itself is not tested: it goes in reports/benchmarks.md."""
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ MODES = ["fp32", "channels_last", "bf16", "fp16", "compile", "batch4x"]
 
 
 def bench(out: Path, modes: list[str], *options: str) -> tuple[dict, str, str]:
-    """`i2i bench --tiny` of ``modes`` on the CPU: its JSON, its markdown table and its stdout."""
+    """`bench.py --tiny` of ``modes`` on the CPU: its JSON, its markdown table and its stdout."""
     args = [
-        str(BIN / "i2i"),
-        "bench",
+        sys.executable,
+        "benchmarks/bench.py",
         "--tiny",
         "--steps",
         "2",
@@ -121,7 +122,7 @@ def test_paired_runs_time_each_mode_beside_the_baseline(report):
 
 
 def test_paired_summary_is_the_median_ratio_with_quartiles():
-    from i2i.bench.training import paired_summary
+    from benchmarks.harness.training import paired_summary
 
     s = paired_summary(
         [[2.0, 1.0], [3.0, 1.0], [1.0, 1.0], [4.0, 2.0], [1.0, 2.0]]
@@ -141,7 +142,8 @@ def test_fast_fp32_paths_match_the_baselines_losses(report):
 
 def test_report_has_device_command_tables_and_profile(report):
     data, md, _ = report
-    assert data["environment"]["torch"] and data["command"].startswith("i2i bench --tiny")
+    assert data["environment"]["torch"]
+    assert data["command"].startswith("python benchmarks/bench.py --tiny")
     assert "Device:" in md and f"`{data['command']}`" in md
     assert "| setting | mode | it/s |" in md and "| tiny | fp16 | skipped: needs CUDA |" in md
     ev = data["evaluation"]
@@ -155,7 +157,7 @@ def test_report_has_device_command_tables_and_profile(report):
 
 
 def test_unknown_setting_is_named():
-    from i2i.bench.training import bench_params
+    from benchmarks.harness.training import bench_params
     from i2i.errors import I2IError
 
     with pytest.raises(
@@ -168,7 +170,7 @@ def test_a_slow_mode_stops_early_after_one_step_of_each(tmp_path):
     """--max-seconds: bf16 on a CPU without bf16 instructions must not hold the benchmark up."""
     import yaml
 
-    from i2i.bench.training import MODES, bench_params, prepared_data, run_one
+    from benchmarks.harness.training import MODES, bench_params, prepared_data, run_one
     from i2i.config import params_from_dict
 
     base = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from i2i.bench.training import MODES, TrainResult
+from benchmarks.harness.training import MODES, TrainResult
 from i2i.io import write_bytes, write_json
 
 

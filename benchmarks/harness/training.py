@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -398,8 +399,11 @@ def profile_training(
 def _in_worker(request: dict[str, Any]) -> dict[str, Any]:
     """Run ``request`` in a fresh process (:func:`_worker`) and return what it printed last; on a
     failure, an I2IError with the last line of its error output."""
+    root = str(PRESETS.parent)  # the harness is the repository's, not the package's
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "i2i.bench.training"],
+        [sys.executable, "-m", "benchmarks.harness.training"],
+        env=env,
         input=json.dumps(request),
         capture_output=True,
         text=True,

@@ -18,7 +18,7 @@ from i2i.config import params_from_dict
 
 
 def _rate(fn, items: int, repeats: int, device: torch.device) -> float:
-    from i2i.bench.training import sync
+    from benchmarks.harness.training import sync
 
     fn()  # warm-up: allocations, kernel selection
     sync(device)
@@ -62,7 +62,7 @@ def bench_evaluation(
     repeats: int = 3,
 ) -> dict[str, Any]:
     """Speeds of the metric networks and the protocol's wall time, on ``device``."""
-    from i2i.bench.training import prepared_data
+    from benchmarks.harness.training import prepared_data
     from i2i.data.loader import TEST_PARTS, DomainImages
     from i2i.devices import pick_device
     from i2i.metrics.classifier import classify
