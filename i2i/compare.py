@@ -65,9 +65,7 @@ def comparison(
     if not runs:
         raise I2IError("no runs to compare: check the experiment name, tags or run ids")
     params = pd.DataFrame([r.params for r in runs], dtype=object)
-    differing = [
-        c for c in sorted(params.columns) if params[c].astype(str).nunique(dropna=False) > 1
-    ]
+    differing = _shown(sorted(params.columns), [r.params for r in runs])
     scores = pd.DataFrame([r.metrics for r in runs])
     keys = metrics or sorted(c for c in scores.columns if is_score(c))
     missing = [k for k in keys if k not in scores.columns]
@@ -140,13 +138,33 @@ def reference_caption(runs: list[RunRecord]) -> str:
     )
 
 
+def _model_section(key: str) -> str | None:
+    """``m`` for a key of a model's params section, ``model.<m>.<field>``; else None."""
+    parts = key.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "model" else None
+
+
+def _shown(keys: list[str], params: list[dict]) -> list[str]:
+    """The keys whose values differ between ``params``. A key of a model's section
+    (``model.<m>.*``) is compared among the ones that select that model only: between models,
+    ``model.name`` says what differs."""
+    shown = []
+    for key in keys:
+        section = _model_section(key)
+        peers = [p for p in params if section is None or p.get("model.name") == section]
+        if len({str(p.get(key, "-")) for p in peers}) > 1:
+            shown.append(key)
+    return shown
+
+
 @dataclass(frozen=True)
 class Configuration:
-    """The runs of one configuration (seeds of one setting)."""
+    """The runs of one configuration (seeds of one setting): one run per seed, the latest."""
 
     config_id: str
     runs: tuple[RunRecord, ...]
     label: str  # the defining params that differ from the other configurations, k=v, ...
+    repeated: int = 0  # earlier runs of a seed that a later run of it replaced
 
     def values(self, key: str) -> list[float]:
         return [r.metrics[key] for r in self.runs if math.isfinite(r.metrics.get(key, math.nan))]
@@ -159,20 +177,31 @@ def run_configuration(run: RunRecord) -> str:
 
 
 def configurations(runs: list[RunRecord]) -> list[Configuration]:
-    """The runs grouped by configuration, in the order of each configuration's first run."""
-    groups: dict[str, list[RunRecord]] = {}
-    for r in runs:
-        groups.setdefault(run_configuration(r), []).append(r)
-    first = {cid: defining(rs[0].params) for cid, rs in groups.items()}
-    keys = sorted({k for d in first.values() for k in d})
-    differing = [k for k in keys if len({d.get(k, "-") for d in first.values()}) > 1]
-    return [
-        Configuration(
-            cid,
-            tuple(rs),
-            ", ".join(f"{k}={first[cid].get(k, '-')}" for k in differing) or cid,
+    """The runs grouped by configuration, in the order of each configuration's first run.
+
+    A seed counts once: the same configuration at the same seed computes the same thing (a
+    re-run after a code change, a second ``dvc repro``), so its latest run stands for it, and
+    ``n`` counts seeds, not runs."""
+    groups: dict[str, dict[tuple, RunRecord]] = {}
+    repeated: dict[str, int] = {}
+    for r in sorted(runs, key=lambda r: r.start_time):
+        seed = tuple(r.params.get(k) for k in SEED_KEYS)
+        group = groups.setdefault(run_configuration(r), {})
+        repeated[run_configuration(r)] = repeated.get(run_configuration(r), 0) + (seed in group)
+        group.pop(seed, None)
+        group[seed] = r  # the latest run of a seed, in the order of the seeds' latest runs
+    first = {cid: defining(next(iter(rs.values())).params) for cid, rs in groups.items()}
+    keys = _shown(sorted({k for d in first.values() for k in d}), list(first.values()))
+    labels = {
+        cid: ", ".join(
+            f"{k}={d.get(k, '-')}" for k in keys if _model_section(k) in (None, d.get("model.name"))
         )
-        for cid, rs in groups.items()
+        for cid, d in first.items()
+    }
+    order = {cid: i for i, cid in enumerate(dict.fromkeys(run_configuration(r) for r in runs))}
+    return [
+        Configuration(cid, tuple(rs.values()), labels[cid] or cid, repeated[cid])
+        for cid, rs in sorted(groups.items(), key=lambda g: order[g[0]])
     ]
 
 
@@ -368,12 +397,19 @@ def compare(
         base = baseline_configuration(configs, baseline)
         differences = difference_table(configs, base, keys)
     seeds = ", ".join(f"`{k}`" for k in SEED_KEYS)
+    repeats = sum(c.repeated for c in configs)
     text = (
         f"# Comparison of {len(configs)} configurations ({len(table)} runs)\n\n"
         f"A configuration is the runs whose params differ only in {seeds} or in keys that say "
         "where and how fast they ran (`i2i.configuration.RUN_ONLY_KEYS`). A cell is the mean "
         "over its runs ± the half-width of the 95 % Student-t interval; `(n = 1)`: one run, no "
         "interval. `-`: not computed (see the run's evaluate.json)."
+        + (
+            f" {repeats} run(s) repeated a configuration's seed: the latest run of each seed "
+            "counts, so n counts seeds."
+            if repeats
+            else ""
+        )
         + (
             " `uncalibrated/...`: computed on random backbones (offline), comparable only with "
             "each other."

@@ -156,3 +156,36 @@ def test_a_baseline_that_names_nothing_or_several_configurations_is_refused(thre
         text=True,
     )
     assert proc.returncode == 0 and "(loss.vgg_w=1.0, n = 3)" in proc.stdout
+
+
+def test_a_seed_counts_once_and_model_sections_are_compared_within_their_model():
+    """A second run of one configuration at one seed (a re-run) replaces the first: n counts
+    seeds. Between models, ``model.name`` says what differs, not every key of their sections."""
+    from i2i.compare import comparison, configurations
+    from i2i.runs import RunRecord
+
+    def run(t: int, model: str, section: dict, seed: int, iou: float) -> RunRecord:
+        params = {"model.name": model, "train.seed": str(seed), "loss.vgg_w": "0.0"}
+        params |= {f"model.{model}.{k}": str(v) for k, v in section.items()}
+        return RunRecord(f"r{t}", f"id{t}", "FINISHED", t, params, {"iou": iou}, {})
+
+    runs = [
+        run(1, "cyclegan", {"ngf": 16, "n_blocks": 6}, 0, 0.90),
+        run(2, "cyclegan", {"ngf": 16, "n_blocks": 6}, 1, 0.80),
+        run(3, "cut", {"ngf": 16, "n_blocks": 6}, 0, 0.70),
+        run(4, "cut", {"ngf": 32, "n_blocks": 6}, 0, 0.60),
+        run(5, "cyclegan", {"ngf": 16, "n_blocks": 6}, 0, 0.95),  # seed 0 again
+        run(6, "cut", {"ngf": 16, "n_blocks": 6}, 1, 0.65),
+    ]
+    configs = configurations(runs)
+    assert [c.label for c in configs] == [
+        "model.name=cyclegan",
+        "model.cut.ngf=16, model.name=cut",
+        "model.cut.ngf=32, model.name=cut",
+    ]
+    assert [len(c.runs) for c in configs] == [2, 2, 1]
+    assert [c.repeated for c in configs] == [1, 0, 0]
+    assert sorted(configs[0].values("iou")) == [0.80, 0.95]  # the latest seed-0 run counts
+    columns = list(comparison(runs).columns)
+    assert "model.cut.ngf" in columns and "model.name" in columns and "train.seed" in columns
+    assert "model.cyclegan.ngf" not in columns and "model.cut.n_blocks" not in columns
