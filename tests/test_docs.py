@@ -107,16 +107,14 @@ def test_the_generated_tables_match_the_committed_reports():
     assert update(REPO, check=True) == [], "run `i2i tables` (or regenerate the reports)"
 
 
-def test_each_number_in_a_generated_table_is_the_reports_and_a_changed_report_is_caught(
-    tmp_path,
-):
+def _write_reports(root):
+    """Reports as the pipeline writes them, with numbers chosen to render recognisably; returns
+    the writer, to change one later."""
     import json
 
-    from i2i.doc_tables import update
-
     def put(name: str, data: dict) -> None:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(json.dumps(data))
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(data))
 
     machine = {"cpu": "Test CPU 9000", "threads": 2, "torch": "2.99.0"}
     put(
@@ -174,6 +172,15 @@ def test_each_number_in_a_generated_table_is_the_reports_and_a_changed_report_is
             ],
         },
     )
+    return put
+
+
+def test_each_number_in_a_generated_table_is_the_reports_and_a_changed_report_is_caught(
+    tmp_path,
+):
+    from i2i.doc_tables import update
+
+    put = _write_reports(tmp_path)
     for name in ("docs/evaluation.md", "docs/experiments.md", "docs/training.md"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("no tables\n")

@@ -169,19 +169,9 @@ def _bad_requests(photo: str, tmp_path: Path) -> dict[str, dict]:
     }
 
 
-def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp_path: Path):
-    root, losses = runs
-    i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total", "--tag", "model=cyclegan")
-    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
-    save_image(tmp_path / "in" / "photo.png", image)
-
-    port = _free_port()
-    limits = {
-        "I2I_SERVE_MAX_ROWS": "2",
-        "I2I_SERVE_MAX_PIXELS": str(40 * 40),
-        "I2I_SERVE_MAX_BYTES": "20000",
-    }
-    server = subprocess.Popen(
+def _serve(root: Path, port: int, limits: dict[str, str]) -> subprocess.Popen:
+    """`mlflow models serve` of the champion alias, with the request limits ``limits``."""
+    return subprocess.Popen(
         [
             str(BIN / "mlflow"),
             "models",
@@ -200,17 +190,36 @@ def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def _wait_ready(server: subprocess.Popen, port: int) -> None:
+    began = time.monotonic()
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() - began < 180, "the model server did not start"
+            time.sleep(0.5)
+
+
+def test_mlflow_models_serve_answers_with_the_translation_of_translate(runs, tmp_path: Path):
+    root, losses = runs
+    i2i(root, "register", "--name", "zebra", "--metric", "loss/G/total", "--tag", "model=cyclegan")
+    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    save_image(tmp_path / "in" / "photo.png", image)
+
+    port = _free_port()
+    limits = {
+        "I2I_SERVE_MAX_ROWS": "2",
+        "I2I_SERVE_MAX_PIXELS": str(40 * 40),
+        "I2I_SERVE_MAX_BYTES": "20000",
+    }
+    server = _serve(root, port, limits)
     photo = base64.b64encode((tmp_path / "in" / "photo.png").read_bytes()).decode()
     try:
-        began = time.monotonic()
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.monotonic() - began < 180, "the model server did not start"
-                time.sleep(0.5)
+        _wait_ready(server, port)
         refused = {name: _post(port, body) for name, body in _bad_requests(photo, tmp_path).items()}
         good = {"dataframe_records": [{"image": photo}], "params": {"direction": "ba"}}
         status, text = _post(port, good)
