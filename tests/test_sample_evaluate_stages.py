@@ -17,6 +17,7 @@ from PIL import Image
 
 from i2i.config import load_params
 from i2i.metrics.registry import METRICS
+from i2i.model_registry import resolve
 from i2i.data.loader import DomainImages, centre_crop, to_model_input
 from i2i.grids import to_uint8
 from i2i.metrics import shapes
@@ -183,7 +184,7 @@ def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path)
     root = project(tmp_path, params)
     run_stage(root, stage="train")
     run_stage(root, stage="sample")
-    p = load_params(root / "params.yaml")
+    p = resolve(load_params(root / "params.yaml"))
     nets = load_generators(root / "models" / "generator.pt")
     a, b = (
         DomainImages(root / "data" / "prepared" / "test_a"),
