@@ -185,9 +185,9 @@ def configurations(runs: list[RunRecord]) -> list[Configuration]:
     groups: dict[str, dict[tuple, RunRecord]] = {}
     repeated: dict[str, int] = {}
     for r in sorted(runs, key=lambda r: r.start_time):
-        seed = tuple(r.params.get(k) for k in SEED_KEYS)
-        group = groups.setdefault(run_configuration(r), {})
-        repeated[run_configuration(r)] = repeated.get(run_configuration(r), 0) + (seed in group)
+        seed, cid = tuple(r.params.get(k) for k in SEED_KEYS), run_configuration(r)
+        group = groups.setdefault(cid, {})
+        repeated[cid] = repeated.get(cid, 0) + (seed in group)
         group.pop(seed, None)
         group[seed] = r  # the latest run of a seed, in the order of the seeds' latest runs
     first = {cid: defining(next(iter(rs.values())).params) for cid, rs in groups.items()}

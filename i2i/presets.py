@@ -8,6 +8,7 @@ params file and keeps everything else there, its comments included, as ``dvc exp
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,8 @@ def read(path: Path) -> dict[str, Any]:
 
 def overlay(base: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``preset``'s values: mappings merge key by key, anything else replaces."""
-    merged = dict(base)
-    for key, value in preset.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = overlay(merged[key], value)
-        else:
-            merged[key] = value
+    merged = copy.deepcopy(base)
+    _set(merged, preset)
     return merged
 
 
@@ -60,8 +57,8 @@ def apply(preset_path: Path, params_path: Path) -> dict[str, tuple[Any, Any]]:
     rt.preserve_quotes = True
     text = Path(params_path).read_text()
     document = rt.load(text)
-    before = flatten(yaml.safe_load(text))
-    merged = overlay(yaml.safe_load(text), preset)
+    current = yaml.safe_load(text)
+    before, merged = flatten(current), overlay(current, preset)
     where = f"{params_path} with {preset_path}"
     params_check.validate(resolve(params_from_dict(merged, source=where)), where)
     _set(document, preset)
@@ -73,6 +70,7 @@ def apply(preset_path: Path, params_path: Path) -> dict[str, tuple[Any, Any]]:
 
 
 def _set(node: Any, preset: dict[str, Any]) -> None:
+    """Write ``preset``'s values into ``node`` in place (a dict, or ruamel's commented map)."""
     for key, value in preset.items():
         if isinstance(value, dict) and isinstance(node.get(key), dict):
             _set(node[key], value)
