@@ -51,7 +51,7 @@ REQUIRED = {
 # Keys that change how a run is carried out or reported, not what it computes: the run-only
 # keys, and the length (a longer run resumes from a shorter one's checkpoints).
 NOT_FINGERPRINTED = {*RUN_ONLY_KEYS, "train.iterations"}
-NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "backbones", "tracking")
+NOT_FINGERPRINTED_SECTIONS = ("sample", "evaluate", "backbones", "tracking", "cluster")
 
 
 class ResumeError(I2IError, RuntimeError):

@@ -241,6 +241,37 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """The SLURM jobs of ``i2i sweep`` (:mod:`i2i.sweep`): where their workspaces live and what
+    each job asks of the scheduler. The section may be left out: every key has a default."""
+
+    root: str = "../i2i-sweeps"  # relative to the repository; must be shared by every node
+    remote: str = "origin"  # the git remote a job pushes its experiment to
+    partition: str = ""
+    account: str = ""
+    time: str = "24:00:00"
+    gres: str = "gpu:1"
+    cpus_per_task: int = bounded(8, ge=1)
+    mem: str = ""
+    signal_before: int = bounded(300, ge=0)
+    sbatch: tuple[str, ...] = ()
+    setup: str = ""
+
+    def checks(self) -> Iterator[tuple[str, Any, str]]:
+        if not self.root:
+            yield "root", self.root, "expected a folder on storage every node sees"
+        if not self.remote:
+            yield "remote", self.remote, "expected the name of a git remote, e.g. origin"
+        for key in ("partition", "account", "time", "gres", "mem"):
+            value = getattr(self, key)
+            if any(c in value for c in "\n\r\0 "):
+                yield key, value, "expected one sbatch value: no spaces or line breaks"
+        for i, option in enumerate(self.sbatch):
+            if not option.startswith("-") or any(c in option for c in "\n\r\0"):
+                yield f"sbatch[{i}]", option, "expected one sbatch option, e.g. --qos=high"
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig
     model: ModelConfig
@@ -250,6 +281,7 @@ class Params:
     evaluate: EvaluateConfig
     backbones: BackbonesConfig
     tracking: TrackingConfig
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # Keys of earlier versions, and what replaced them.
@@ -280,9 +312,21 @@ ADDED = {
 
 class _Loader(yaml.SafeLoader):
     """YAML as DVC writes it: ``dvc exp run -S train.lr=1e-4`` may store ``1e-04``, which PyYAML's
-    YAML 1.1 rules read as a string; YAML 1.2 (DVC's ruamel) reads any exponent form as a float."""
+    YAML 1.1 rules read as a string; YAML 1.2 (DVC's ruamel) reads any exponent form as a float.
+    And DVC may drop the quotes of ``time: "20:00"``, which YAML 1.1 reads as the base-60 number
+    1200; YAML 1.2 has no base-60 numbers and reads a string."""
 
 
+_INT = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _INT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _INT,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
@@ -290,11 +334,16 @@ _Loader.add_implicit_resolver(
 )
 
 
+def read_yaml(text: str) -> Any:
+    """YAML text as DVC means it (YAML 1.2 numbers, see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; raise :class:`ParamsError` on the first problem."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        raw = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:
@@ -386,6 +435,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         key = prefix + name
         if name not in raw and f.default is not dataclasses.MISSING:
             values[name] = f.default
+            continue
+        if name not in raw and f.default_factory is not dataclasses.MISSING:
+            values[name] = f.default_factory()
             continue
         if name not in raw:
             hint = f" ({ADDED[key]})" if key in ADDED else ""

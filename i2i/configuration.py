@@ -19,8 +19,8 @@ SEED_KEYS = ("train.seed",)
 
 # Keys that say where a run ran, how fast, or where it reported, not what it computed: devices,
 # worker processes, batch sizes of the sample and evaluate stages, checkpoint and logging
-# cadence, download hosts and the tracking store. The one list of them; the checkpoint
-# fingerprint leaves them out too.
+# cadence, download hosts, the tracking store and the SLURM jobs of a sweep. The one list of
+# them; the checkpoint fingerprint leaves them out too.
 RUN_ONLY_KEYS = (
     "data.num_workers",
     "data.mirror",
@@ -39,6 +39,17 @@ RUN_ONLY_KEYS = (
     "backbones.timeout",
     "tracking.uri",
     "tracking.experiment",
+    "cluster.root",
+    "cluster.remote",
+    "cluster.partition",
+    "cluster.account",
+    "cluster.time",
+    "cluster.gres",
+    "cluster.cpus_per_task",
+    "cluster.mem",
+    "cluster.signal_before",
+    "cluster.sbatch",
+    "cluster.setup",
 )
 
 
