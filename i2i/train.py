@@ -43,6 +43,7 @@ from i2i.losses import Objective, PhaseOutput, build_objective
 from i2i.models import Networks, build_networks
 from i2i.optim import WeightAverage, adam, scheduler
 from i2i.progress import progress, quiet
+from i2i.stopping import StopRequest, Stopped
 from i2i.tracking import run_tags
 from i2i.training_log import TrainingLog
 from i2i.validation import Validation
@@ -298,7 +299,7 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
     bar = progress(
         total=tp.iterations, initial=run.start, desc=f"train {params.model.name}", unit="it"
     )
-    began, done, status = time.perf_counter(), run.start, "FAILED"
+    began, done, status, stop = time.perf_counter(), run.start, "FAILED", StopRequest(group)
     try:
         for it in range(run.start, tp.iterations):
             real = to_real_images(next(data), device, tp.channels_last)
@@ -320,13 +321,17 @@ def train(params: Params, paths: TrainPaths, resume: Path | None = None) -> dict
                 log.image(tile(rows, pad=8), f"samples/{done:08d}.png")
             if val and group.main and val.due(done, last):
                 validate(val, shown, done, log)
-            if save_now:
+            stopping = not last and stop.due(log_now or save_now)
+            if save_now or stopping:
                 save_checkpoint(t, run, done, params, data_hash, backbones, run_id, log, group, val)
+            if stopping:
+                raise stop.stopped(done, tp.iterations)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         status = "KILLED"
         raise
     finally:
+        stop.close()
         bar.close()
         if status != "FINISHED":
             log.end(status)
@@ -470,7 +475,7 @@ def save_checkpoint(
             params.train.keep_checkpoints,
         )
         if quiet():
-            last = log.pending[-1][1] if log.pending else {}
+            last = (log.to_save() or [{}])[-1]  # the last logged row, pending or sent
             print(
                 f"iteration {done}/{params.train.iterations}: "
                 f"G {last.get('loss/G/total', float('nan')):.4f} "

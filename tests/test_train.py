@@ -70,11 +70,15 @@ def test_same_params_and_seed_give_the_same_losses(name, tmp_path, prepared_root
 
 
 def _kill_after_checkpoint(
-    root: Path, launcher: list[str], iteration: int, rank: int | None = None
+    root: Path,
+    launcher: list[str],
+    iteration: int,
+    rank: int | None = None,
+    sig: signal.Signals = signal.SIGKILL,
 ) -> int:
-    """Start the train stage; once the checkpoint of ``iteration`` exists, SIGKILL its process
-    group, or with ``rank`` only that rank's (torchrun then stops the others); wait for the
-    launch to end; return the last checkpointed iteration."""
+    """Start the train stage; once the checkpoint of ``iteration`` exists, send ``sig`` to its
+    process group, or with ``rank`` only that rank's (torchrun then stops the others); wait for
+    the launch to end; return the last checkpointed iteration."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     stage = [str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
     proc = subprocess.Popen(
@@ -91,7 +95,7 @@ def _kill_after_checkpoint(
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
     if rank is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
     else:
         import psutil
 
@@ -104,6 +108,30 @@ def _kill_after_checkpoint(
     assert proc.wait(timeout=120) != 0
     (ckpts,) = (root / "checkpoints").iterdir()
     return max(int(c.stem.split("-")[1]) for c in ckpts.glob("ckpt-*.pt"))
+
+
+@pytest.mark.slow
+def test_sigusr1_writes_a_checkpoint_at_once_and_the_same_command_resumes_exactly(tmp_path):
+    """SLURM's signal before a time limit (i2i.stopping): a checkpoint after the current
+    iteration, off the checkpoint cadence, then the run continues as if never stopped."""
+    p = tiny_train_params(iterations=200, checkpoint_every=50, log_every=5, sample_every=200)
+    straight = project(tmp_path / "straight", p)
+    run_stage(straight)
+    stopped = project(tmp_path / "stopped", p)
+    last = _kill_after_checkpoint(stopped, [sys.executable], 50, sig=signal.SIGUSR1)
+    assert 50 < last < 100  # written on the signal, not at the next multiple of 50
+    run_stage(stopped)
+    summary = json.loads((stopped / "reports" / "train" / "summary.json").read_text())
+    assert summary["resumed_from"] == last
+    a = torch.load(straight / "models" / "generator.pt")["generators"]
+    b = torch.load(stopped / "models" / "generator.pt")["generators"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (straight / "reports/train/losses.csv").read_text() == (
+        stopped / "reports/train/losses.csv"
+    ).read_text()
+    info = json.loads((stopped / "models" / "run.json").read_text())
+    (run,) = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
 
 
 @pytest.mark.slow
