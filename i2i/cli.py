@@ -698,3 +698,80 @@ def tables(check: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group(invoke_without_command=True)
+@params_option
+@click.option(
+    "-S",
+    "--set-param",
+    "sets",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="A params key and its values, as `dvc exp run --queue -S`; the grid is every combination.",
+)
+@click.option("-n", "--name", "prefix", default="sweep", show_default=True, help="Name prefix.")
+@click.option("--partition", help="sbatch --partition (default: cluster.partition).")
+@click.option("--account", help="sbatch --account (default: cluster.account).")
+@click.option("--time", "time_limit", help="sbatch --time of one attempt (default: cluster.time).")
+@click.option("--gres", help="sbatch --gres, e.g. gpu:a100:1 (default: cluster.gres).")
+@click.option("--cpus-per-task", type=click.IntRange(min=1), help="Default: cluster.cpus_per_task.")
+@click.option("--mem", help="sbatch --mem (default: cluster.mem).")
+@click.option(
+    "--signal-before", type=click.IntRange(min=0), help="Default: cluster.signal_before (s)."
+)
+@click.option(
+    "--sbatch", "extra", multiple=True, metavar="OPTION", help="More sbatch options (repeatable)."
+)
+@click.pass_context
+@user_errors
+def sweep(ctx: click.Context, params_path: Path, sets: tuple[str, ...], prefix: str, **given: Any):
+    """Submit a grid of experiments to SLURM, one job each (docs/scaling.md): every job runs
+    `dvc exp run` in its own clone of this commit and pushes the experiment to the git and DVC
+    remotes. Submitting again skips what finished or is still queued. `i2i sweep status` shows
+    where each experiment stands."""
+    import dataclasses
+
+    from i2i import sweep as sweeps
+
+    cluster = load_params(params_path).cluster
+    extra = given.pop("extra")
+    given["time"] = given.pop("time_limit")
+    given = {k: v for k, v in given.items() if v is not None}
+    cluster = dataclasses.replace(cluster, **given, sbatch=cluster.sbatch + extra)
+    ctx.obj = (params_path, cluster)
+    if ctx.invoked_subcommand is not None:
+        return
+    if not sets:
+        raise click.UsageError("give the grid as -S KEY=V1,V2 (e.g. -S train.seed=0,1,2)")
+    for d in sweeps.submit(Path.cwd(), params_path, cluster, prefix, sets):
+        what = {"submitted": "submitted as job", "finished": "finished", "queued": "still in job"}
+        job = f" {d.job}" if d.action != "finished" else ""
+        click.echo(f"{d.experiment.name}  {' '.join(d.experiment.settings)}  {what[d.action]}{job}")
+
+
+@sweep.command("status")
+@click.option("--lines", default=10, show_default=True, help="Log lines shown per failed job.")
+@click.pass_obj
+@user_errors
+def sweep_status(obj: tuple[Path, Any], lines: int) -> None:
+    """Each experiment of this commit's sweeps: pending, running, requeued, finished or failed
+    (with the end of its job's log)."""
+    from i2i import sweep as sweeps
+
+    _, cluster = obj
+    rows = sweeps.status(Path.cwd(), cluster, tail=lines)
+    if not rows:
+        click.echo("no sweep at this commit")
+        return
+    for r in rows:
+        job = r.job or "-"
+        click.echo(
+            f"{r.experiment.name}  {' '.join(r.experiment.settings)}  {r.state}  job {job}  "
+            f"attempts {r.attempts}"
+        )
+        for line in r.detail.splitlines():
+            click.echo(f"    {line}")
+    done = [r.experiment.name for r in rows if r.state == "finished"]
+    if done:
+        click.echo(f"finished ones come home with: dvc exp pull {cluster.remote} {' '.join(done)}")

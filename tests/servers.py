@@ -3,6 +3,7 @@ an S3-compatible object store (moto in server mode)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -155,3 +156,133 @@ class AnswerLosingProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SlurmCluster:
+    """A one-node SLURM cluster on 127.0.0.1 (munged, slurmctld, slurmd from Debian's
+    ``slurm-wlm`` and ``munge``), all state under ``folder``; ``env`` points the client commands
+    (sbatch, squeue, scontrol, scancel) at it. The node has 2 CPUs and 2 GPUs as far as SLURM
+    knows (``gres`` backed by /dev/null and /dev/zero), so ``--gres=gpu:1`` is scheduled as on a
+    real cluster; there is no CUDA behind them, and the jobs run on the CPU."""
+
+    DAEMONS = ("munged", "slurmctld", "slurmd")
+
+    @staticmethod
+    def unavailable() -> str | None:
+        import shutil
+
+        missing = [d for d in (*SlurmCluster.DAEMONS, "sbatch") if shutil.which(d) is None]
+        if missing:
+            return (
+                f"no SLURM here ({', '.join(missing)} not found): apt-get install slurm-wlm "
+                f"munge (.ci/run does)"
+            )
+        if os.geteuid() != 0:
+            return "slurmd launches jobs as root in this one-node setup; run as root"
+        return None
+
+    def __init__(self, folder: Path, cpus: int = 2):
+        self.folder = folder
+        for sub in ("state", "spool", "munge"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "munge").chmod(0o711)
+        key = folder / "munge" / "key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        sock = folder / "munge" / "sock"
+        conf = folder / "slurm.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=i2itest",
+                    "SlurmctldHost=localhost(127.0.0.1)",
+                    f"SlurmctldPort={free_port()}",
+                    f"SlurmdPort={free_port()}",
+                    "SlurmUser=root",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={sock}",
+                    f"StateSaveLocation={folder / 'state'}",
+                    f"SlurmdSpoolDir={folder / 'spool'}",
+                    f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={folder / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={folder / 'slurmctld.log'}",
+                    f"SlurmdLogFile={folder / 'slurmd.log'}",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_CPU",
+                    "MpiDefault=none",
+                    "ReturnToService=2",
+                    "JobRequeue=1",
+                    "GresTypes=gpu",
+                    "KillWait=5",
+                    "MinJobAge=600",
+                    "InactiveLimit=0",
+                    "SchedulerParameters=sched_interval=2",
+                    "AccountingStorageType=accounting_storage/none",
+                    "JobCompType=jobcomp/none",
+                    f"NodeName=i2inode NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={cpus} "
+                    "Gres=gpu:2 State=UNKNOWN",
+                    "PartitionName=debug Nodes=i2inode Default=YES MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
+        (folder / "gres.conf").write_text(
+            "NodeName=i2inode Name=gpu File=/dev/null\nNodeName=i2inode Name=gpu File=/dev/zero\n"
+        )
+        self.env = {**os.environ, "SLURM_CONF": str(conf)}
+        log = open(folder / "daemons.log", "a")
+        self.procs = [
+            subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
+            for cmd in (
+                [
+                    "munged",
+                    "-F",
+                    "-f",
+                    f"--socket={sock}",
+                    f"--key-file={key}",
+                    f"--log-file={folder / 'munge' / 'log'}",
+                    f"--pid-file={folder / 'munge' / 'pid'}",
+                    f"--seed-file={folder / 'munge' / 'seed'}",
+                ],
+            )
+        ]
+        self._wait(lambda: sock.exists(), "munged")
+        for cmd in (["slurmctld", "-D", "-i"], ["slurmd", "-D", "-N", "i2inode"]):
+            self.procs.append(
+                subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
+            )
+        self._wait(self._idle, "the node")
+
+    def _idle(self) -> bool:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True
+        )
+        return out.stdout.strip() == "idle"
+
+    def _wait(self, ready, what: str) -> None:
+        began = time.monotonic()
+        while not ready():
+            for p in self.procs:
+                assert p.poll() is None, (self.folder / "daemons.log").read_text()[-3000:]
+            assert time.monotonic() - began < 60, f"{what} did not come up"
+            time.sleep(0.3)
+
+    def run(self, *cmd: str) -> str:
+        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr}"
+        return done.stdout
+
+    def stop(self) -> None:
+        subprocess.run(["scancel", "--user=root"], env=self.env, capture_output=True)
+        for p in reversed(self.procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

@@ -6,8 +6,6 @@ pushes it; clone 2 pulls it, sees it, gets its model without training and transl
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,27 +14,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, save_image, write_params
-from tests.servers import MlflowServer, S3Server
+from tests.conftest import save_image
+from tests.team import Machine, Team
 from tests.train_helpers import tiny_train_params
 
 pytestmark = pytest.mark.slow  # three servers, several pipeline runs
 
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
-
-
-class Machine:
-    """A clone with its own environment: the shared services' addresses and credentials."""
-
-    def __init__(self, root: Path, env: dict[str, str]):
-        self.root, self.env = root, env
-
-    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True)
-        if check:
-            assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
-        return proc
 
 
 def _stale(machine: Machine) -> set[str]:
@@ -48,57 +33,11 @@ def _stale(machine: Machine) -> set[str]:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
     """The services, a seeded remote (baseline reproduced, pushed) and two fresh clones."""
-    base = tmp_path_factory.mktemp("team")
-    (base / "mlflow").mkdir()
-    mlflow = MlflowServer(base / "mlflow")
-    mlflow.start()
-    s3 = S3Server(base)
-    env = {
-        **os.environ,
-        **s3.env,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "OMP_NUM_THREADS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@e.x",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@e.x",
-    }
-    subprocess.run(
-        ["git", "init", "-q", "--bare", "-b", "main", str(base / "remote.git")], check=True
-    )
-
-    seed = Machine(base / "seed", env)
-    seed.root.mkdir()
-    for name in ("i2i", "stages", "plots"):
-        shutil.copytree(REPO / name, seed.root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", seed.root / "dvc.yaml")
     params = tiny_train_params()
     params["backbones"].update(policy="fallback", mirror="http://127.0.0.1:9/")
-    params["tracking"]["uri"] = mlflow.url  # the team's server, committed with the project
-    write_params(seed.root / "params.yaml", params)
-    (seed.root / ".gitignore").write_text("checkpoints/\n__pycache__/\n")
-    seed.run("git", "init", "-q", "-b", "main")
-    seed.run(DVC, "init", "-q")
-    shutil.copy(REPO / ".dvc" / "config", seed.root / ".dvc" / "config")
-    # The remote, as docs/scaling.md configures it; credentials stay in the environment.
-    seed.run(DVC, "remote", "add", "-d", "storage", "s3://i2i/dvc")
-    seed.run(DVC, "remote", "modify", "storage", "endpointurl", s3.url)
-    seed.run(DVC, "repro")
-    seed.run("git", "add", "-A")
-    seed.run("git", "commit", "-qm", "baseline")
-    seed.run("git", "remote", "add", "origin", str(base / "remote.git"))
-    seed.run("git", "push", "-q", "origin", "main")
-    seed.run(DVC, "push")
-
-    machines = []
-    for name in ("one", "two"):
-        subprocess.run(
-            ["git", "clone", "-q", str(base / "remote.git"), str(base / name)], check=True, env=env
-        )
-        machines.append(Machine(base / name, env))
-    yield mlflow, machines
-    mlflow.kill()
-    s3.stop()
+    t = Team(tmp_path_factory.mktemp("team"), params)
+    yield t.mlflow, [t.clone("one"), t.clone("two")]
+    t.stop()
 
 
 def test_pull_gets_data_models_and_classifiers_without_running_a_stage(team):

@@ -1,0 +1,135 @@
+"""One experiment of a sweep, inside its SLURM job: ``python -m i2i.sweep_job FOLDER``.
+
+The job's batch script ``exec``s this module, so it is the process SLURM's ``--signal=B:USR1``
+reaches. It works in ``FOLDER/workspace`` only, and in this order:
+
+1. clone the submitting commit there (once: a requeued or resubmitted job finds it);
+2. ``dvc exp run --pull -n NAME -S ...``: the stages whose inputs did not change are pulled
+   from the DVC remote instead of run; training resumes from the workspace's checkpoints;
+3. ``dvc exp push REMOTE NAME``: the experiment's commit to git, its outputs to the DVC remote.
+
+On SIGUSR1 it passes the signal to training, which writes a checkpoint and stops
+(:mod:`i2i.stopping`); DVC and the other stages ignore it. The job then requeues itself, and
+the next attempt resumes the same MLflow run (the checkpoint names it). Each step's time and
+size go to ``events.jsonl`` (:class:`i2i.sweep.Record`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from i2i import slurm
+from i2i.io import atomic_dir
+from i2i.sweep import Record
+
+BIN = Path(sys.executable).parent
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+class Job:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.spec = json.loads((folder / "job.json").read_text())
+        self.workspace = folder / "workspace"
+        self.record = Record(folder)
+        self.child: subprocess.Popen | None = None
+        self.signalled = False
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.signalled = True
+        self.record.add("signalled", signal=signal.Signals(signum).name)
+        if self.child is not None and self.child.poll() is None:
+            os.killpg(self.child.pid, signum)
+
+    def run(self, *cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+        """``cmd`` in a process group of its own that ignores SIGUSR1 (training handles it)."""
+
+        def ignore_usr1() -> None:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+        self.child = subprocess.Popen(
+            cmd, cwd=cwd, env=self.env, start_new_session=True, preexec_fn=ignore_usr1
+        )
+        rc = self.child.wait()
+        self.child = None
+        return subprocess.CompletedProcess(cmd, rc)
+
+    def step(self, name: str, *cmd: str, cwd: Path) -> float:
+        began = time.monotonic()
+        done = self.run(*cmd, cwd=cwd)
+        seconds = round(time.monotonic() - began, 2)
+        if done.returncode != 0:
+            if self.signalled:
+                self.record.add("requeued", step=name, seconds=seconds)
+                slurm.requeue(os.environ["SLURM_JOB_ID"])
+                time.sleep(600)  # SLURM ends this attempt; the next one resumes
+            self.record.add("failed", step=name, rc=done.returncode, why=f"{name} failed")
+            sys.exit(done.returncode or 1)
+        return seconds
+
+    def clone(self) -> None:
+        if (self.workspace / ".git").exists():
+            return
+        began = time.monotonic()
+        spec, git = self.spec, "git"
+        with atomic_dir(self.workspace) as tmp:
+            remote = spec["remote"]
+            for cmd in (
+                [git, "clone", "-q", "--no-checkout", "--origin", remote, spec["source"], str(tmp)],
+                [git, "-C", str(tmp), "remote", "set-url", remote, spec["remote_url"]],
+                [git, "-C", str(tmp), "checkout", "-q", "--detach", spec["commit"]],
+            ):
+                subprocess.run(cmd, check=True, env=self.env, capture_output=True)
+        self.record.add(
+            "cloned",
+            seconds=round(time.monotonic() - began, 2),
+            bytes=folder_bytes(self.workspace / ".git"),
+        )
+
+    def experiment_exists(self) -> bool:
+        done = subprocess.run(
+            [str(BIN / "dvc"), "exp", "list", "--name-only"],
+            cwd=self.workspace,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        return self.spec["name"] in done.stdout.split()
+
+    def main(self) -> None:
+        signal.signal(signal.SIGUSR1, self.on_signal)
+        self.record.add(
+            "started",
+            job=os.environ.get("SLURM_JOB_ID"),
+            restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+            host=socket.gethostname(),
+        )
+        self.clone()
+        dvc, name = str(BIN / "dvc"), self.spec["name"]
+        cache = self.workspace / ".dvc" / "cache"
+        if not self.experiment_exists():
+            sets = [a for s in self.spec["settings"] for a in ("-S", s)]
+            seconds = self.step(
+                "dvc exp run", dvc, "exp", "run", "--pull", "-n", name, *sets, cwd=self.workspace
+            )
+            self.record.add("ran", seconds=seconds, cache_bytes=folder_bytes(cache))
+        seconds = self.step(
+            "dvc exp push", dvc, "exp", "push", self.spec["remote"], name, cwd=self.workspace
+        )
+        self.record.add("pushed", seconds=seconds)
+        self.record.add("finished")
+
+
+if __name__ == "__main__":
+    Job(Path(sys.argv[1]).resolve()).main()
