@@ -36,6 +36,34 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def outputs_sent(workspace: Path, commit: str) -> tuple[int, int]:
+    """Bytes of the experiment's cached outputs that came from the DVC remote (stages whose
+    lock entry equals the submitting commit's: ``--pull`` fetched them) and that went to it
+    (stages that ran here), from the sizes dvc.lock records."""
+    import yaml
+
+    uncached = {
+        path
+        for stage in (yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"]).values()
+        for out in stage.get("outs", [])
+        if isinstance(out, dict)
+        for path, opts in out.items()
+        if not (opts or {}).get("cache", True)
+    }
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:dvc.lock"], cwd=workspace, capture_output=True, text=True
+    )
+    before = (yaml.safe_load(shown.stdout) or {}).get("stages", {}) if shown.returncode == 0 else {}
+    pulled = pushed = 0
+    for name, entry in yaml.safe_load((workspace / "dvc.lock").read_text())["stages"].items():
+        size = sum(o.get("size", 0) for o in entry.get("outs", []) if o["path"] not in uncached)
+        if before.get(name) == entry:
+            pulled += size
+        else:
+            pushed += size
+    return pulled, pushed
+
+
 class Job:
     def __init__(self, folder: Path):
         self.folder = folder
@@ -72,8 +100,12 @@ class Job:
         if done.returncode != 0:
             if self.signalled:
                 self.record.add("requeued", step=name, seconds=seconds)
-                slurm.requeue(os.environ["SLURM_JOB_ID"])
-                time.sleep(600)  # SLURM ends this attempt; the next one resumes
+                try:
+                    slurm.requeue(os.environ["SLURM_JOB_ID"])
+                    time.sleep(600)  # SLURM ends this attempt; the next one resumes
+                except slurm.SlurmError as e:  # e.g. a cluster that forbids requeueing
+                    self.record.add("failed", step=name, rc=done.returncode, why=str(e))
+                    sys.exit(done.returncode or 1)
             self.record.add("failed", step=name, rc=done.returncode, why=f"{name} failed")
             sys.exit(done.returncode or 1)
         return seconds
@@ -117,17 +149,20 @@ class Job:
         )
         self.clone()
         dvc, name = str(BIN / "dvc"), self.spec["name"]
-        cache = self.workspace / ".dvc" / "cache"
         if not self.experiment_exists():
             sets = [a for s in self.spec["settings"] for a in ("-S", s)]
             seconds = self.step(
                 "dvc exp run", dvc, "exp", "run", "--pull", "-n", name, *sets, cwd=self.workspace
             )
-            self.record.add("ran", seconds=seconds, cache_bytes=folder_bytes(cache))
+            summary = self.workspace / "reports" / "train" / "summary.json"
+            trained = json.loads(summary.read_text()).get("seconds") if summary.is_file() else None
+            pulled, _ = outputs_sent(self.workspace, self.spec["commit"])
+            self.record.add("ran", seconds=seconds, train_seconds=trained, pulled_bytes=pulled)
         seconds = self.step(
             "dvc exp push", dvc, "exp", "push", self.spec["remote"], name, cwd=self.workspace
         )
-        self.record.add("pushed", seconds=seconds)
+        _, pushed = outputs_sent(self.workspace, self.spec["commit"])
+        self.record.add("pushed", seconds=seconds, bytes=pushed)
         self.record.add("finished")
 
 

@@ -36,7 +36,8 @@ SEEDS = "train.seed=1,2,3"
 
 
 def _params(sweeps: Path) -> dict:
-    p = tiny_train_params(iterations=240, checkpoint_every=20, log_every=20, sample_every=240)
+    p = tiny_train_params(iterations=160, checkpoint_every=20, log_every=20, sample_every=160)
+    p["evaluate"]["metrics"] = ["content_iou"]
     p["cluster"] = {
         "root": str(sweeps),
         "time": "20:00",
@@ -145,6 +146,18 @@ def test_a_sweep_survives_a_signal_and_a_cancel_and_each_experiment_runs_once(la
     for s, f in folders.items():
         kinds = [e["event"] for e in _events(f)]
         assert kinds.count("finished") == 1 and kinds.count("ran") == 1, (s, kinds)
+        steps = {e["event"]: e for e in _events(f)}
+        print(
+            s,
+            {
+                k: {x: v for x, v in e.items() if x not in ("time", "event")}
+                for k, e in steps.items()
+                if k in ("cloned", "ran", "pushed")
+            },
+        )
+        # the clone, the data and classifiers pulled, the experiment's outputs sent home
+        assert steps["cloned"]["bytes"] > 0 and steps["ran"]["pulled_bytes"] > 0
+        assert steps["pushed"]["bytes"] > 0
     assert [e["event"] for e in _events(folders[signalled])].count("started") == 2
 
     _check_results(team, submitter, folders, (signalled, cancelled), tmp_path)
