@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from i2i.io import write_bytes
+from i2i.io import write_json
 
 PACKAGE = Path(__file__).resolve().parent
 _NAMED = re.compile(r"^(i2i(?:\.\w+)+)(?::\w+)?$")  # "i2i.models.cut" or "i2i.models.cut:CUT"
@@ -119,13 +119,14 @@ def command_files(command: str) -> list[Path]:
 
 
 def _command_name(node: ast.stmt) -> str | None:
-    """The CLI name of a ``@main.command(...)`` function, None for anything else."""
+    """The CLI name of a ``@main.command(...)`` or ``@main.group(...)`` function (a group's
+    subcommands too), None for anything else."""
     if not isinstance(node, ast.FunctionDef):
         return None
     for decorator in node.decorator_list:
         call = decorator if isinstance(decorator, ast.Call) else None
         target = call.func if call else decorator
-        if isinstance(target, ast.Attribute) and target.attr == "command":
+        if isinstance(target, ast.Attribute) and target.attr in ("command", "group"):
             if call and call.args and isinstance(call.args[0], ast.Constant):
                 return str(call.args[0].value)
             return node.name.replace("_", "-")
@@ -172,11 +173,12 @@ def write_stage_records(pipeline: Path, out: Path) -> dict[str, dict[str, str]]:
         if stage.get("always_changed") or words[:1] != ["python"] or len(words) < 2:
             continue
         script = pipeline.parent / words[1]
-        files = file_hashes(stage_files(script))
-        records[name] = {"command": stage_command(script), "files": files}
+        command = stage_command(script)
+        files = file_hashes([script.resolve(), *command_files(command)])
+        records[name] = {"command": command, "files": files}
     for name, record in records.items():
         target = out / f"{name}.json"
         text = json.dumps(record, indent=2) + "\n"
-        if not target.is_file() or target.read_text() != text:
-            write_bytes(target, text.encode())
+        if not target.is_file() or target.read_text() != text:  # unchanged: left as it is
+            write_json(target, record)
     return records
