@@ -186,6 +186,9 @@ def _check_results(team, submitter, folders, interrupted, tmp_path) -> None:
         for key, value in ours.items():
             assert torch.equal(value, theirs["generators"][key]), (s, key)
 
+    # The jobs wrote nothing into the submitting clone (their workspaces are beside it).
+    assert submitter.run("git", "status", "--porcelain", "--untracked-files=all").stdout == ""
+    assert not any((submitter.root / p).exists() for p in ("checkpoints", "models", "samples"))
     # Home: the submitting clone pulls the three experiments and sees their scores.
     submitter.run(DVC, "exp", "pull", "origin", *names.values())
     shown = json.loads(submitter.run(DVC, "exp", "show", "--json").stdout)
