@@ -168,10 +168,15 @@ class SlurmCluster:
     DAEMONS = ("munged", "slurmctld", "slurmd")
 
     @staticmethod
-    def unavailable() -> str | None:
+    def which(name: str) -> str | None:
+        """A daemon's path: Debian puts them in /usr/sbin, which a user's PATH may lack."""
         import shutil
 
-        missing = [d for d in (*SlurmCluster.DAEMONS, "sbatch") if shutil.which(d) is None]
+        return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+    @staticmethod
+    def unavailable() -> str | None:
+        missing = [d for d in (*SlurmCluster.DAEMONS, "sbatch") if SlurmCluster.which(d) is None]
         if missing:
             return (
                 f"no SLURM here ({', '.join(missing)} not found): apt-get install slurm-wlm "
@@ -234,23 +239,24 @@ class SlurmCluster:
         )
         self.env = {**os.environ, "SLURM_CONF": str(conf)}
         log = open(folder / "daemons.log", "a")
+        munged = [
+            self.which("munged"),
+            "-F",
+            "-f",
+            f"--socket={sock}",
+            f"--key-file={key}",
+            f"--log-file={folder / 'munge' / 'log'}",
+            f"--pid-file={folder / 'munge' / 'pid'}",
+            f"--seed-file={folder / 'munge' / 'seed'}",
+        ]
         self.procs = [
-            subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
-            for cmd in (
-                [
-                    "munged",
-                    "-F",
-                    "-f",
-                    f"--socket={sock}",
-                    f"--key-file={key}",
-                    f"--log-file={folder / 'munge' / 'log'}",
-                    f"--pid-file={folder / 'munge' / 'pid'}",
-                    f"--seed-file={folder / 'munge' / 'seed'}",
-                ],
-            )
+            subprocess.Popen(munged, stdout=log, stderr=log, env=self.env, start_new_session=True)
         ]
         self._wait(lambda: sock.exists(), "munged")
-        for cmd in (["slurmctld", "-D", "-i"], ["slurmd", "-D", "-N", "i2inode"]):
+        for cmd in (
+            [self.which("slurmctld"), "-D", "-i"],
+            [self.which("slurmd"), "-D", "-N", "i2inode"],
+        ):
             self.procs.append(
                 subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
             )
