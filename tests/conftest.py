@@ -15,11 +15,13 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-# pytest-xdist (make test's -n 2) runs two workers: OMP_NUM_THREADS=1, which PyTorch's, OpenMP's
-# and MKL's thread pools follow, here and in the processes the tests start, so the two workers'
-# threads do not contend for the same cores.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One thread, whatever the caller's shell exports: PyTorch's, OpenMP's and MKL's thread pools
+# follow OMP_NUM_THREADS, here and in every process the tests start. The thread count decides
+# how float sums are split and so how they round: two runs compared bit for bit must use the same
+# count on both sides, and a lab shell's OMP_NUM_THREADS=2 must not reach one side only. With
+# pytest-xdist (make test's -n 2) it also keeps the two workers off each other's cores.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 
 class FileServer(ThreadingHTTPServer):
