@@ -215,11 +215,7 @@ def check_services(repo: Path, params_path: Path) -> None:
 
 
 def root_folder(repo: Path, cluster: ClusterConfig) -> Path:
-    root = (
-        (repo / cluster.root).resolve()
-        if not Path(cluster.root).is_absolute()
-        else Path(cluster.root)
-    )
+    root = (repo / cluster.root).resolve()  # an absolute root replaces repo; links resolved
     if root == repo or repo in root.parents:
         raise SweepError(
             f"cluster.root = {cluster.root!r} is inside the repository {repo}: jobs must never "
@@ -286,16 +282,15 @@ def submit(
     experiments = plan(src, root, prefix, sets)
     for e in experiments:
         check_settings(params_path, e.settings)
-    last = {e.name: since_submitted(e.record.events()) for e in experiments}
-    alive = slurm.states([job for job, _ in last.values() if job])
+    events = {e.name: e.record.events() for e in experiments}
+    jobs = {name: since_submitted(evs)[0] for name, evs in events.items()}
+    scheduler = slurm.states([job for job in jobs.values() if job])
     decisions = []
     for e in experiments:
-        job, after = last[e.name]
-        if any(ev["event"] == "finished" for ev in e.record.events()):
-            decisions.append(Decision(e, "finished", job))
-            continue
-        if job and alive.get(job, ("",))[0] in slurm.ALIVE:
-            decisions.append(Decision(e, "queued", job))
+        job = jobs[e.name]
+        state, _ = state_of(events[e.name], scheduler.get(job) if job else None)
+        if state != "failed":  # finished, or still pending, running or requeued
+            decisions.append(Decision(e, "finished" if state == "finished" else "queued", job))
             continue
         e.folder.mkdir(parents=True, exist_ok=True)
         write_json(
@@ -354,18 +349,18 @@ def status(repo: Path, cluster: ClusterConfig, tail: int = 10) -> list[Status]:
     base = root_folder(repo, cluster) / repo.name / commit[:12]
     folders = sorted(p for p in base.glob("*") if (p / "job.json").is_file())
     rows = []
-    known = {f: since_submitted(Record(f).events())[0] for f in folders}
-    scheduler = slurm.states([j for j in known.values() if j])
+    events = {f: Record(f).events() for f in folders}
+    jobs = {f: since_submitted(evs)[0] for f, evs in events.items()}
+    scheduler = slurm.states([j for j in jobs.values() if j])
     for folder in folders:
         spec = json.loads((folder / "job.json").read_text())
-        events = Record(folder).events()
-        job = known[folder]
-        state, detail = state_of(events, scheduler.get(job) if job else None)
+        job = jobs[folder]
+        state, detail = state_of(events[folder], scheduler.get(job) if job else None)
         if state == "failed":
             log = folder / "slurm.log"
             lines = log.read_text(errors="replace").splitlines()[-tail:] if log.is_file() else []
             detail = "\n".join([detail, *lines])
         experiment = Experiment(spec["name"], tuple(spec["settings"]), folder)
-        attempts = sum(e["event"] == "started" for e in events)
+        attempts = sum(e["event"] == "started" for e in events[folder])
         rows.append(Status(experiment, state, job, attempts, detail))
     return rows

@@ -80,7 +80,7 @@ class Job:
         if self.child is not None and self.child.poll() is None:
             os.killpg(self.child.pid, signum)
 
-    def run(self, *cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    def run(self, *cmd: str, cwd: Path) -> int:
         """``cmd`` in a process group of its own that ignores SIGUSR1 (training handles it)."""
 
         def ignore_usr1() -> None:
@@ -91,36 +91,46 @@ class Job:
         )
         rc = self.child.wait()
         self.child = None
-        return subprocess.CompletedProcess(cmd, rc)
+        return rc
 
     def step(self, name: str, *cmd: str, cwd: Path) -> float:
+        """Run ``cmd``; its seconds. When it fails after SIGUSR1 the job requeues itself;
+        otherwise the failure is recorded and the job ends."""
         began = time.monotonic()
-        done = self.run(*cmd, cwd=cwd)
+        rc = self.run(*cmd, cwd=cwd)
         seconds = round(time.monotonic() - began, 2)
-        if done.returncode != 0:
-            if self.signalled:
-                self.record.add("requeued", step=name, seconds=seconds)
-                try:
-                    slurm.requeue(os.environ["SLURM_JOB_ID"])
-                    time.sleep(600)  # SLURM ends this attempt; the next one resumes
-                except slurm.SlurmError as e:  # e.g. a cluster that forbids requeueing
-                    self.record.add("failed", step=name, rc=done.returncode, why=str(e))
-                    sys.exit(done.returncode or 1)
-            self.record.add("failed", step=name, rc=done.returncode, why=f"{name} failed")
-            sys.exit(done.returncode or 1)
-        return seconds
+        if rc == 0:
+            return seconds
+        why = f"{name} failed"
+        if self.signalled:
+            self.record.add("requeued", step=name, seconds=seconds)
+            try:
+                slurm.requeue(os.environ["SLURM_JOB_ID"])
+                time.sleep(600)  # SLURM ends this attempt; the next one resumes
+            except slurm.SlurmError as e:  # e.g. a cluster that forbids requeueing
+                why = str(e)
+        self.record.add("failed", step=name, rc=rc, why=why)
+        sys.exit(rc)
 
     def clone(self) -> None:
         if (self.workspace / ".git").exists():
             return
         began = time.monotonic()
-        spec, git = self.spec, "git"
+        spec, remote = self.spec, self.spec["remote"]
         with atomic_dir(self.workspace) as tmp:
-            remote = spec["remote"]
             for cmd in (
-                [git, "clone", "-q", "--no-checkout", "--origin", remote, spec["source"], str(tmp)],
-                [git, "-C", str(tmp), "remote", "set-url", remote, spec["remote_url"]],
-                [git, "-C", str(tmp), "checkout", "-q", "--detach", spec["commit"]],
+                [
+                    "git",
+                    "clone",
+                    "-q",
+                    "--no-checkout",
+                    "--origin",
+                    remote,
+                    spec["source"],
+                    str(tmp),
+                ],
+                ["git", "-C", str(tmp), "remote", "set-url", remote, spec["remote_url"]],
+                ["git", "-C", str(tmp), "checkout", "-q", "--detach", spec["commit"]],
             ):
                 subprocess.run(cmd, check=True, env=self.env, capture_output=True)
         self.record.add(
@@ -149,19 +159,20 @@ class Job:
         )
         self.clone()
         dvc, name = str(BIN / "dvc"), self.spec["name"]
-        if not self.experiment_exists():
+        done = self.experiment_exists()  # an earlier attempt ran it and was stopped before the push
+        if not done:
             sets = [a for s in self.spec["settings"] for a in ("-S", s)]
             seconds = self.step(
                 "dvc exp run", dvc, "exp", "run", "--pull", "-n", name, *sets, cwd=self.workspace
             )
             summary = self.workspace / "reports" / "train" / "summary.json"
             trained = json.loads(summary.read_text()).get("seconds") if summary.is_file() else None
-            pulled, _ = outputs_sent(self.workspace, self.spec["commit"])
+        pulled, pushed = outputs_sent(self.workspace, self.spec["commit"])
+        if not done:
             self.record.add("ran", seconds=seconds, train_seconds=trained, pulled_bytes=pulled)
         seconds = self.step(
             "dvc exp push", dvc, "exp", "push", self.spec["remote"], name, cwd=self.workspace
         )
-        _, pushed = outputs_sent(self.workspace, self.spec["commit"])
         self.record.add("pushed", seconds=seconds, bytes=pushed)
         self.record.add("finished")
 

@@ -88,7 +88,8 @@ def test_a_sweep_needs_a_clean_commit_a_remote_a_server_and_a_root_outside(tmp_p
         sweep.check_services(repo, repo / "params.yaml")
 
     assert sweep.root_folder(repo, cluster) == tmp_path / "i2i-sweeps"
-    for inside in (".", "sweeps", str(repo / "x")):
+    (tmp_path / "link").symlink_to(repo / "sweeps", target_is_directory=True)
+    for inside in (".", "sweeps", str(repo / "x"), str(tmp_path / "link")):
         with pytest.raises(sweep.SweepError, match="inside the repository"):
             sweep.root_folder(repo, ClusterConfig(root=inside))
 
