@@ -115,6 +115,11 @@ def grid(sets: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 def experiment_name(prefix: str, settings: tuple[str, ...]) -> str:
     """``<prefix>-<values>-<hash>``: readable in ``dvc exp show``, unique, a valid git ref."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}", prefix):
+        raise SweepError(
+            f"-n {prefix!r}: expected up to 40 letters, digits, _ and -, starting with a letter "
+            f"or digit (it starts each experiment's name, a git ref and a folder)"
+        )
     pairs = sorted(s.split("=", 1) for s in settings)  # the same settings in any -S order
     values = "-".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in pairs)
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", values)[:40].strip("_-")

@@ -38,6 +38,9 @@ def test_names_are_stable_distinct_and_valid_git_refs():
         sweep.experiment_name("sweep", ("train.seed=0", "loss.vgg_w=1"))
     )
     assert names[0].startswith("sweep-patha_b-seed0-")
+    for hostile in ("a b", "x\n#SBATCH --uid=0", "../up", "-dash", ""):
+        with pytest.raises(sweep.SweepError, match="-n "):
+            sweep.experiment_name(hostile, grid[0])
     for name in names:
         ref = f"refs/exps/ab/cdef/{name}"
         assert subprocess.run(["git", "check-ref-format", ref]).returncode == 0, name
