@@ -134,6 +134,32 @@ def run_name(tags: dict[str, str]) -> str:
     return f"{name}@{commit}" if commit else name
 
 
+def create_experiment(client, name: str, location: str | None) -> str:
+    """Create experiment ``name``, or return its id where another process created it first.
+
+    The lock above covers one checkout's store only: trainings in other clones or on other
+    machines (a sweep's jobs) reach a shared server together, and all but one of them get
+    RESOURCE_ALREADY_EXISTS for the name none of them found a moment before.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        # MLflow 3's UI opens an experiment of this kind on its runs table (training runs), not
+        # on its GenAI traces view.
+        return client.create_experiment(
+            name,
+            artifact_location=location,
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
 class Tracker:
     """One MLflow run: created, or continued after a resume."""
 
@@ -149,13 +175,7 @@ class Tracker:
                 location = (
                     (self.root / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
                 )
-                # MLflow 3's UI opens an experiment of this kind on its runs table (training runs),
-                # not on its GenAI traces view.
-                self.experiment_id = self.client.create_experiment(
-                    cfg.experiment,
-                    artifact_location=location,
-                    tags={"mlflow.experimentKind": "custom_model_development"},
-                )
+                self.experiment_id = create_experiment(self.client, cfg.experiment, location)
             else:
                 self.experiment_id = exp.experiment_id
         self.run_id: str | None = None

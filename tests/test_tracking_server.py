@@ -192,3 +192,21 @@ def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(server
     for key, values in (("loss/G/total", [0.5, 1.0, 1.5]), ("loss/D/total", [0.25, 0.5, 0.75])):
         history = sorted(client.get_metric_history(log.run_id, key), key=lambda m: m.step)
         assert [(m.step, m.value) for m in history] == list(zip((5, 10, 15), values)), key
+
+
+def test_an_experiment_another_process_created_first_is_joined_not_an_error(tmp_path: Path):
+    """Two trainings on a shared store (a sweep's jobs, each in its own clone, so the checkout's
+    lock does not cover them) both find no experiment, and both create it: the second joins the
+    first's instead of failing on RESOURCE_ALREADY_EXISTS. Other refusals still raise."""
+    from mlflow.exceptions import MlflowException
+
+    from i2i.tracking import create_experiment
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first, second = MlflowClient(uri), MlflowClient(uri)
+    assert first.get_experiment_by_name("i2i") is None is second.get_experiment_by_name("i2i")
+    made = create_experiment(first, "i2i", None)
+    assert create_experiment(second, "i2i", None) == made
+    assert [e.name for e in second.search_experiments()] == ["i2i", "Default"]
+    with pytest.raises(MlflowException, match="name"):
+        create_experiment(second, "", None)
