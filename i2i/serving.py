@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import functools
 import importlib.metadata
 import io
 import os
@@ -175,6 +176,11 @@ class ImageTranslator(mlflow.pyfunc.PythonModel):
 
 def requirements() -> list[str]:
     """``dist==version`` for every third-party package the serving code imports at any level."""
+    return list(_requirements())
+
+
+@functools.cache  # the installed packages do not change under a running process
+def _requirements() -> tuple[str, ...]:
     modules = set()
     for path in sources.closure("i2i.serving"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -182,15 +188,33 @@ def requirements() -> list[str]:
                 modules |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 modules.add(node.module.split(".")[0])
-    dists = importlib.metadata.packages_distributions()
     pins = set()
     for module in modules - set(sys.stdlib_module_names) - {"i2i"}:
-        found = dists.get(module, [])
-        # mlflow's module is in mlflow, mlflow-skinny and mlflow-tracing: the one of its name
-        for dist in [d for d in found if d.lower() == module] or found:
+        for dist in _distributions(module):
             version = importlib.metadata.version(dist).split("+")[0]  # no local label (+cpu)
             pins.add(f"{dist.lower()}=={version}")
-    return sorted(pins)
+    return tuple(sorted(pins))
+
+
+def _distributions(module: str) -> list[str]:
+    """The installed distributions that hold ``module``. Most are named after it or declare it in
+    top_level.txt, which is fast to ask; a scan of every installed package's files takes seconds
+    and is the last resort."""
+    try:
+        named = importlib.metadata.distribution(module)
+        top = named.read_text("top_level.txt")
+        if module in (top.split() if top else {f.parts[0] for f in named.files or ()}):
+            return [named.name]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    declared = [
+        d.name
+        for d in importlib.metadata.distributions()
+        if module in (d.read_text("top_level.txt") or "").split()
+    ]
+    found = declared or importlib.metadata.packages_distributions().get(module, [])
+    # mlflow's module is in mlflow, mlflow-skinny and mlflow-tracing: the one of its name
+    return [d for d in found if d.lower() == module] or found
 
 
 def save(generator_file: Path, out: Path, example: np.ndarray) -> None:

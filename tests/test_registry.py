@@ -299,3 +299,21 @@ def test_best_run_follows_each_metrics_direction(metric, values, best):
 
     runs = [_record(f"r{i}", **{metric: v}) for i, v in enumerate(values)]
     assert best_run(runs, metric).run_id == best
+
+
+def test_pinned_requirements_name_the_distributions_the_full_scan_names():
+    """The quick lookup (a distribution named after the module, or declaring it in top_level.txt)
+    finds what Python's scan of every installed package's files finds, for each module the
+    serving code imports, and pins the installed version without a local label."""
+    from i2i import serving
+
+    everywhere = importlib.metadata.packages_distributions()
+    for module in ("torch", "numpy", "PIL", "yaml", "pandas", "mlflow", "filelock"):
+        found = everywhere[module]
+        assert serving._distributions(module) == (
+            [d for d in found if d.lower() == module] or found
+        ), module
+    pins = serving.requirements()
+    assert "pillow==" + importlib.metadata.version("pillow").split("+")[0] in pins
+    assert "pyyaml==" + importlib.metadata.version("pyyaml") in pins
+    assert pins == sorted(pins) and all(p == p.lower() for p in pins)
