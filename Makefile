@@ -27,7 +27,8 @@ repro: setup
 	dvc repro
 
 # Lint first, then the suite in two workers, one test file each at a time (module fixtures run
-# once): most of it is single-threaded process start-up, so two cores take about half the time.
+# once), the longest files first (tests/conftest.py): most of it is single-threaded process
+# start-up, so two cores take about half the time.
 test: setup
 	ruff check . && ruff format --check .
-	pytest -q -n 2 --dist loadfile
+	pytest -q -n 2 --dist loadfile --no-loadscope-reorder

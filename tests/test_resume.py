@@ -68,6 +68,12 @@ def prepared(tmp_path_factory) -> Path:
     return prepare(root, tiny_train_params())
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One MLflow store for every training here: a new one takes seconds to create."""
+    return f"sqlite:///{tmp_path_factory.mktemp('resume-store')}/mlflow.db"
+
+
 def _train(
     folder: Path, prepared: Path, params: dict, monkeypatch, resume: Path | None = None
 ) -> dict:
@@ -81,12 +87,12 @@ def _train(
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(
-    case, prepared, tmp_path, monkeypatch
+    case, prepared, store, tmp_path, monkeypatch
 ):
     model, changes = CASES[case]
     p = tiny_train_params(model, iterations=6, checkpoint_every=3, keep_checkpoints=2)
     _merge(p, changes)
-    p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"  # both runs log into one store
+    p["tracking"]["uri"] = store
     straight = _train(tmp_path / "straight", prepared, p, monkeypatch)
     (ckpt,) = (tmp_path / "straight" / "checkpoints").glob("*/ckpt-00000003.pt")
     # A fresh trainer: everything it holds comes from the checkpoint. The global random state
@@ -105,10 +111,10 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_resume_stays_exact(
-    prepared, tmp_path, monkeypatch, caplog
+    prepared, store, tmp_path, monkeypatch, caplog
 ):
     p = tiny_train_params(iterations=9, checkpoint_every=3, keep_checkpoints=3)
-    p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    p["tracking"]["uri"] = store
     straight = _train(tmp_path / "straight", prepared, p, monkeypatch)
     # A run killed after iteration 6 whose last checkpoint was cut short (a full disk).
     crashed = tmp_path / "crashed"
@@ -188,11 +194,13 @@ def test_resume_refuses_a_file_that_would_run_code_and_other_non_checkpoints(pre
     assert not marker.exists()
 
 
-def test_a_checkpoint_the_trainer_cannot_restore_is_a_clear_error(prepared, tmp_path, monkeypatch):
+def test_a_checkpoint_the_trainer_cannot_restore_is_a_clear_error(
+    prepared, store, tmp_path, monkeypatch
+):
     from i2i import checkpoint
 
     p = tiny_train_params(iterations=3, checkpoint_every=3)
-    p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    p["tracking"]["uri"] = store
     _train(tmp_path / "first", prepared, p, monkeypatch)
     (ckpt,) = (tmp_path / "first" / "checkpoints").glob("*/ckpt-00000003.pt")
     state = torch.load(ckpt, weights_only=True)

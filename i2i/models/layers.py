@@ -78,6 +78,8 @@ def init_weights(
     init_weights uses init_gain for all three); MUNIT's weights_init uses sqrt(2) for xavier and
     orthogonal. BatchNorm weights get N(1, gain), as in the CycleGAN code.
     """
+    if next(module.parameters(), torch.empty(0)).is_meta:
+        return  # shapes without storage (empty_generators): the weights come from a file
     matrix_gain = gain if matrix_gain is None else matrix_gain
     init: Callable[[torch.Tensor], object] = {
         "normal": lambda w: nn.init.normal_(w, 0.0, gain),
