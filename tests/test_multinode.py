@@ -25,7 +25,10 @@ from tests.train_helpers import project, run_stage, tiny_train_params
 pytestmark = pytest.mark.slow  # torchrun launches
 
 BIN = Path(sys.executable).parent
-PARAMS = tiny_train_params(iterations=120, checkpoint_every=6, log_every=6, sample_every=120)
+ITERATIONS = 60
+PARAMS = tiny_train_params(
+    iterations=ITERATIONS, checkpoint_every=6, log_every=6, sample_every=ITERATIONS
+)
 # Long enough that a node is killed mid-run (after checkpoint 12), not after its worker ended.
 PARAMS["model"]["cyclegan"]["dropout"] = True  # random numbers on both ranks
 
@@ -163,7 +166,7 @@ def test_an_elastic_restart_after_a_node_dies_resumes_exactly(one_node, tmp_path
     assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
     assert not any(STALE_STORE_WARNING in n.stderr_text for n in nodes)
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
-    assert 12 <= summary["resumed_from"] < 120
+    assert 12 <= summary["resumed_from"] < ITERATIONS
     a, b = _weights(one_node), _weights(root)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -181,7 +184,7 @@ def test_launching_again_after_a_node_is_lost_resumes_exactly(one_node, tmp_path
     nodes = _nodes(root)  # the same two commands again
     assert _wait(nodes) == [0, 0], [n.stderr_text[-2000:] for n in nodes]
     summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
-    assert 12 <= summary["resumed_from"] < 120
+    assert 12 <= summary["resumed_from"] < ITERATIONS
     a, b = _weights(one_node), _weights(root)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -24,14 +24,26 @@ pytestmark = pytest.mark.slow  # a server process and a training
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    (tmp_path / "server").mkdir()
-    s = MlflowServer(tmp_path / "server")
+def _started(folder: Path):
+    folder.mkdir()
+    s = MlflowServer(folder)
     s.start()
     yield s
     if s.proc.poll() is None:
         s.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A server of the test's own, which it may kill."""
+    yield from _started(tmp_path / "server")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A server the tests that leave it running share (one start is seconds): each logs into an
+    experiment of its own."""
+    yield from _started(tmp_path_factory.mktemp("shared") / "server")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -102,11 +114,11 @@ def test_a_server_killed_and_restarted_mid_training_loses_no_metric(server, tmp_
     assert "cyclegan@" in compare.stdout or run.info.run_name in compare.stdout
 
 
-def test_a_killed_training_resumes_into_the_same_run_on_the_server(server, tmp_path: Path):
+def test_a_killed_training_resumes_into_the_same_run_on_the_server(shared, tmp_path: Path):
     params = tiny_train_params(
         "cyclegan", iterations=200, checkpoint_every=20, log_every=10, sample_every=100
     )
-    params["tracking"]["uri"] = server.url
+    params["tracking"].update(uri=shared.url, experiment="killed-training")
     root = project(tmp_path / "project", params)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     stage = [sys.executable, str(REPO / "stages" / "train.py"), "--params", "params.yaml"]
@@ -124,51 +136,53 @@ def test_a_killed_training_resumes_into_the_same_run_on_the_server(server, tmp_p
     train.wait()
     again = subprocess.run(stage, cwd=root, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    client = MlflowClient(server.url)
-    [run] = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    client = MlflowClient(shared.url)
+    [run] = client.search_runs([client.get_experiment_by_name("killed-training").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss/G/total")]
     assert sorted(steps) == list(range(10, 201, 10))  # each step once
 
 
-def test_credentials_in_the_tracking_uri_never_leave_the_process(server, tmp_path: Path):
+def test_credentials_in_the_tracking_uri_never_leave_the_process(shared, tmp_path: Path):
     """A lab's MLFLOW_TRACKING_URI with a user and token, through the whole `dvc repro`: the
     token is in no output, no file of the repository (DVC's cache and git included), no log
     line and nowhere in the server's store; the runs still land, authenticated."""
     secret = "s3cretTOKEN"
-    root = dvc_repo(tmp_path / "repo", tiny_train_params())
+    params = tiny_train_params()
+    params["tracking"]["experiment"] = "credentials"
+    root = dvc_repo(tmp_path / "repo", params)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "OMP_NUM_THREADS": "1",
-        "MLFLOW_TRACKING_URI": server.url.replace("http://", f"http://lab:{secret}@"),
+        "MLFLOW_TRACKING_URI": shared.url.replace("http://", f"http://lab:{secret}@"),
     }
     proc = subprocess.run(
         [str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert f" at: {server.url}/#/experiments/" in out  # MLflow's own "View run ... at" line
-    client = MlflowClient(server.url)
-    [run] = client.search_runs([client.get_experiment_by_name("i2i").experiment_id])
+    assert f" at: {shared.url}/#/experiments/" in out  # MLflow's own "View run ... at" line
+    client = MlflowClient(shared.url)
+    [run] = client.search_runs([client.get_experiment_by_name("credentials").experiment_id])
     assert run.info.status == "FINISHED" and "metric/content_iou/ab" in run.data.metrics
     assert secret not in out
-    everything = (*root.rglob("*"), *server.folder.rglob("*"))
+    everything = (*root.rglob("*"), *shared.folder.rglob("*"))
     leaked = [p for p in everything if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
-    assert (root / "models" / "run.json").read_text().count(server.url) == 1
+    assert (root / "models" / "run.json").read_text().count(shared.url) == 1
 
 
-def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(server, tmp_path):
+def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(shared, tmp_path):
     """The server commits a batch of metrics and the answer is lost (it died before replying):
     whether MLflow's client or the outbox sends it again, no step is logged twice."""
     from i2i.config import TrackingConfig
     from i2i.training_log import TrainingLog
 
-    proxy = AnswerLosingProxy(server.url)
+    proxy = AnswerLosingProxy(shared.url)
     try:
         log = TrainingLog(
-            TrackingConfig(proxy.url, "i2i"),
+            TrackingConfig(proxy.url, "lost-answers"),
             tmp_path / "losses.csv",
             True,
             retry_every=0.0,
@@ -188,7 +202,7 @@ def test_a_batch_the_server_carried_out_but_never_answered_is_logged_once(server
         assert not log.outbox
     finally:
         proxy.stop()
-    client = MlflowClient(server.url)
+    client = MlflowClient(shared.url)
     for key, values in (("loss/G/total", [0.5, 1.0, 1.5]), ("loss/D/total", [0.25, 0.5, 0.75])):
         history = sorted(client.get_metric_history(log.run_id, key), key=lambda m: m.step)
         assert [(m.step, m.value) for m in history] == list(zip((5, 10, 15), values)), key

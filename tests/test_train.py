@@ -114,7 +114,7 @@ def _kill_after_checkpoint(
 def test_sigusr1_writes_a_checkpoint_at_once_and_the_same_command_resumes_exactly(tmp_path):
     """SLURM's signal before a time limit (i2i.stopping): a checkpoint after the current
     iteration, off the checkpoint cadence, then the run continues as if never stopped."""
-    p = tiny_train_params(iterations=200, checkpoint_every=50, log_every=5, sample_every=200)
+    p = tiny_train_params(iterations=100, checkpoint_every=50, log_every=5, sample_every=100)
     straight = project(tmp_path / "straight", p)
     run_stage(straight)
     stopped = project(tmp_path / "stopped", p)
