@@ -64,11 +64,13 @@ def lab(tmp_path_factory):
         cluster.stop()
 
 
-def _wait(what: str, ready, timeout: float = 600) -> None:
+def _wait(what: str, ready, timeout: float = 600, every: float = 0.5) -> None:
+    """Poll ``ready`` every ``every`` seconds: 2 where it starts `i2i sweep status`, which would
+    otherwise take CPU from the jobs."""
     began = time.monotonic()
     while not ready():
         assert time.monotonic() - began < timeout, f"waited {timeout:.0f} s for {what}"
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def _events(folder: Path) -> list[dict]:
@@ -122,11 +124,11 @@ def test_a_sweep_survives_a_signal_and_a_cancel_and_each_experiment_runs_once(la
         "the signalled job to requeue itself",
         lambda: any(e["event"] == "requeued" for e in _events(folders[signalled])),
     )
-    _wait("the cancel", lambda: _states(submitter)[cancelled] == "failed")
+    _wait("the cancel", lambda: _states(submitter)[cancelled] == "failed", every=2)
     failed = submitter.run(I2I, "sweep", "status").stdout
     assert "ended cancelled without finishing" in failed
     # SLURM holds a requeued job back for about two minutes; the test lets it start at once.
-    _wait("the requeue", lambda: _states(submitter)[signalled] == "requeued", 120)
+    _wait("the requeue", lambda: _states(submitter)[signalled] == "requeued", 120, 2)
     cluster.run("scontrol", "update", f"JobId={first[signalled][1]}", "StartTime=now")
 
     again = _sweep(submitter)  # the cancelled one is submitted again, the others are left be
@@ -135,7 +137,7 @@ def test_a_sweep_survives_a_signal_and_a_cancel_and_each_experiment_runs_once(la
     )
     assert again[signalled][0] == f"still in job {first[signalled][1]}"
     assert not again[plain][0].startswith("submitted")
-    _wait("every experiment", lambda: set(_states(submitter).values()) == {"finished"}, 900)
+    _wait("every experiment", lambda: set(_states(submitter).values()) == {"finished"}, 900, 2)
     assert all(what == "finished" for what, _ in _sweep(submitter).values())  # nothing runs twice
 
     timeline = sorted(
