@@ -150,9 +150,10 @@ def stage_command(script: Path) -> str:
     raise ValueError(f"{script}: no main([<command>, ...]) call")
 
 
-def stage_files(script: Path) -> list[Path]:
-    """The files a DVC stage runs: its script and its command's files."""
-    return [script.resolve(), *command_files(stage_command(script))]
+def stage_files(script: Path, command: str | None = None) -> list[Path]:
+    """The files a DVC stage runs: its script and its command's files (``command``, the
+    script's :func:`stage_command`, where the caller has it already)."""
+    return [script.resolve(), *command_files(command or stage_command(script))]
 
 
 def file_hashes(files: list[Path]) -> dict[str, str]:
@@ -174,7 +175,7 @@ def write_stage_records(pipeline: Path, out: Path) -> dict[str, dict[str, str]]:
             continue
         script = pipeline.parent / words[1]
         command = stage_command(script)
-        files = file_hashes([script.resolve(), *command_files(command)])
+        files = file_hashes(stage_files(script, command))
         records[name] = {"command": command, "files": files}
     for name, record in records.items():
         target = out / f"{name}.json"
