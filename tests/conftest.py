@@ -24,10 +24,10 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
 
-# The longest files, longest first (about 400 s down to 70 s each on 2 cores), ahead of the
-# rest in their own order. make test runs each file whole on one of two workers (--dist loadfile,
-# with --no-loadscope-reorder so this order is kept): a long file started last would run on
-# alone after the other worker ran out of work.
+# The longest files, roughly longest first as measured on 2 cores (re-measure with
+# --durations=0 when tests change), ahead of the rest in their own order. make test runs each
+# file whole on one of two workers (--dist loadfile, with --no-loadscope-reorder so this order
+# is kept): a long file started last would run on alone after the other worker ran out of work.
 LONGEST_FIRST = (
     "test_sweep.py",
     "test_train.py",
