@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -47,11 +48,29 @@ STAGES = (
 CHANGED = {"i2i/data/preprocess.py": ["preprocess"], "i2i/sample.py": ["sample"]}
 # The weights host as seen from a machine without network: nothing listens on this port.
 OFFLINE_MIRROR = "http://127.0.0.1:9/"
+# On PYTHONPATH for the baseline's `dvc repro`: each stage process, as it exits, writes the i2i
+# modules it imported to $I2I_TEST_IMPORTS/<stage>.json (Python imports sitecustomize at start).
+RECORD_IMPORTS = """
+import atexit, json, os, sys
+from pathlib import Path
+
+def _dump():
+    script = Path(sys.argv[0])
+    if script.parent.name == "stages":
+        files = sorted(m.__file__ for n, m in list(sys.modules.items())
+                       if n.startswith("i2i") and getattr(m, "__file__", None))
+        Path(os.environ["I2I_TEST_IMPORTS"], script.stem + ".json").write_text(json.dumps(files))
+
+atexit.register(_dump)
+"""
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
+        **(env or {}),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "GIT_AUTHOR_NAME": "t",
         "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -89,7 +108,12 @@ def _experiments(root: Path) -> Path:
     # The project's DVC config: analytics off, the offline plot page.
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     shutil.copytree(REPO / "plots", root / "plots")
-    repro = run([str(BIN / "dvc"), "repro"], root)
+    recorder = root.parent / "recorder"
+    recorder.mkdir()
+    (recorder / "sitecustomize.py").write_text(RECORD_IMPORTS)
+    (root.parent / "imports").mkdir()
+    record = {"PYTHONPATH": str(recorder), "I2I_TEST_IMPORTS": str(root.parent / "imports")}
+    repro = run([str(BIN / "dvc"), "repro"], root, env=record)
     again = run([str(BIN / "dvc"), "repro"], root)
     (root.parent / "repro.log").write_text(repro.stdout + repro.stderr)
     (root.parent / "repro-again.log").write_text(again.stdout + again.stderr)
@@ -140,6 +164,38 @@ def test_baseline_repro_runs_every_stage_then_only_the_three_checks(experiments:
     report = json.loads((experiments / "reports" / "preprocess.json").read_text())
     assert report["counts"] == {"train_a": 8, "test_a": 2, "train_b": 8, "test_b": 2}
     assert (experiments / "data" / "prepared" / "manifest.json").is_file()
+
+
+def test_every_i2i_module_a_stage_runs_is_in_its_code_record(experiments: Path):
+    """A stage re-runs when library code it runs changes: its code record (the `code` stage's
+    reports/code/<stage>.json, a DVC dependency) holds every i2i file the stage imported when the
+    baseline's `dvc repro` ran it, read from the code, not listed by hand."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    recorded = set()
+    for name, stage in stages.items():
+        assert stage["cmd"].startswith("python stages/"), name
+        assert not any(d.startswith(("i2i/", "stages/")) for d in stage.get("deps", [])), name
+        script = stage["cmd"].split()[1]
+        imported = json.loads(
+            (experiments.parent / "imports" / f"{Path(script).stem}.json").read_text()
+        )
+        assert "i2i/cli.py" in {str(Path(m).relative_to(experiments)) for m in imported}, name
+        if stage.get("always_changed"):
+            continue  # runs on every dvc repro: it needs no record
+        assert f"reports/code/{name}.json" in stage["deps"], name
+        record = json.loads((experiments / "reports" / "code" / f"{name}.json").read_text())
+        files = set(record["files"])
+        imported = {str(Path(m).relative_to(experiments)) for m in imported}
+        assert imported <= files, f"stage {name}: not recorded {imported - files}"
+        assert script in files and "i2i/cli.py" in files
+        recorded.add(name)
+    outs = {next(iter(o)) for o in stages["code"]["outs"]}
+    assert outs == {f"reports/code/{n}.json" for n in recorded}
+    # The checkpoint fingerprint hashes i2i.train's closure: training code the stage runs.
+    from i2i import sources
+
+    train = json.loads((experiments / "reports" / "code" / "train.json").read_text())["files"]
+    assert {str(f.relative_to(REPO)) for f in sources.closure("i2i.train")} <= set(train)
 
 
 def test_a_code_change_reruns_exactly_the_stages_that_run_that_code(experiments: Path):

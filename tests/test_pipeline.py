@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -100,48 +99,6 @@ def test_a_dataset_zip_whose_links_lead_out_writes_nothing_through_dvc_repro(rep
     assert [r["path"] for r in server.log] == ["/facades.zip"]  # it did come over HTTP
     assert not (repo / "stages" / "pwned.py").exists()
     assert not (repo / "data" / "raw").exists()
-
-
-RECORD_IMPORTS = """
-import atexit, json, runpy, shlex, sys
-def dump():
-    files = sorted(m.__file__ for n, m in list(sys.modules.items())
-                   if n.startswith("i2i") and getattr(m, "__file__", None))
-    open("imports.json", "w").write(json.dumps(files))
-atexit.register(dump)
-sys.argv = shlex.split(sys.argv[1])
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def test_every_i2i_module_a_stage_runs_is_in_its_code_record(repo: Path):
-    """A stage re-runs when library code it runs changes: its code record (the `code` stage's
-    reports/code/<stage>.json, a DVC dependency) holds every i2i file the stage imports when it
-    runs, read from the code, not listed by hand."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    run([sys.executable, "stages/code.py"], repo)
-    recorded = set()
-    for name, stage in stages.items():  # in pipeline order, so each stage has its inputs
-        assert stage["cmd"].startswith("python ")
-        assert not any(d.startswith(("i2i/", "stages/")) for d in stage.get("deps", [])), name
-        run([sys.executable, "-c", RECORD_IMPORTS, stage["cmd"][len("python ") :]], repo)
-        if stage.get("always_changed"):
-            continue  # runs on every dvc repro: it needs no record
-        assert f"reports/code/{name}.json" in stage["deps"], name
-        record = json.loads((repo / "reports" / "code" / f"{name}.json").read_text())["files"]
-        imported = {
-            str(Path(m).relative_to(repo)) for m in json.loads((repo / "imports.json").read_text())
-        }
-        assert imported <= set(record), f"stage {name}: not recorded {imported - set(record)}"
-        assert stage["cmd"].split()[1] in record and "i2i/cli.py" in record
-        recorded.add(name)
-    outs = {next(iter(o)) for o in stages["code"]["outs"]}
-    assert outs == {f"reports/code/{n}.json" for n in recorded}
-    # The checkpoint fingerprint hashes i2i.train's closure: training code the stage runs.
-    from i2i import sources
-
-    train = json.loads((repo / "reports" / "code" / "train.json").read_text())["files"]
-    assert {str(f.relative_to(REPO)) for f in sources.closure("i2i.train")} <= set(train)
 
 
 def test_a_stage_records_the_code_its_command_runs_and_no_other_commands_code():
