@@ -64,7 +64,13 @@ class MlflowServer:
             stdout=subprocess.DEVNULL,
             stderr=open(self.folder / "server.log", "a"),
             start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            # Without MLflow's job runner (a pool of Huey consumers for its own server-side jobs,
+            # which i2i does not use): each would import MLflow at every start and poll after.
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
         )
         wait_for(f"{self.url}/health", self.proc, self.folder / "server.log", "mlflow server")
 
