@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,13 +178,11 @@ def test_sample_writes_the_predictable_layout_and_a_gallery_whose_images_exist(e
     assert "ab: 4 inputs" in out["sample"]
 
 
-def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path):
+@pytest.mark.parametrize("evaluated", ["munit"], indirect=True)
+def test_munit_style_columns_mean_the_same_style_for_every_input(evaluated):
     """Column k is one style code shared by all inputs: re-sampling gives the same images, and
     translating an input alone under code k gives that column's image."""
-    params = tiny_train_params("munit")
-    root = project(tmp_path, params)
-    run_stage(root, stage="train")
-    run_stage(root, stage="sample")
+    _, root, _ = evaluated
     p = resolve(load_params(root / "params.yaml"))
     nets = load_generators(root / "models" / "generator.pt")
     a, b = (
@@ -201,13 +200,14 @@ def test_munit_style_columns_mean_the_same_style_for_every_input(tmp_path: Path)
     assert np.array_equal(saved, outputs[1, 2]) and columns[2] == "style_02"
 
 
+@pytest.mark.parametrize("evaluated", ["cyclegan"], indirect=True)
 def test_strict_policy_stops_on_missing_weights_naming_the_file_and_the_fallback(
-    server: FileServer, tmp_path: Path
+    evaluated, server: FileServer, tmp_path: Path
 ):
-    params = tiny_train_params()
-    root = project(tmp_path / "project", params)
-    run_stage(root, stage="train")
-    run_stage(root, stage="classify")
+    # A copy of a trained and classified project, without its scores.
+    root = shutil.copytree(evaluated[1], tmp_path / "project")
+    (root / "reports" / "metrics.json").unlink()
+    params = yaml.safe_load((root / "params.yaml").read_text())
     # A mirror that has none of the files.
     params["backbones"].update(policy="strict", mirror=server.url)
     write_params(root / "params.yaml", params)
