@@ -7,18 +7,16 @@ server holds three runs, and the submitting clone pulls three experiments with t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 
-from i2i.config import read_yaml
+from i2i.config import params_from_dict, read_yaml
+from i2i.train import TrainPaths, train
 from tests.servers import SlurmCluster
 from tests.team import Team
 from tests.train_helpers import tiny_train_params
@@ -101,7 +99,9 @@ def _states(submitter) -> dict[str, str]:
     }
 
 
-def test_a_sweep_survives_a_signal_and_a_cancel_and_each_experiment_runs_once(lab, tmp_path):
+def test_a_sweep_survives_a_signal_and_a_cancel_and_each_experiment_runs_once(
+    lab, tmp_path, monkeypatch
+):
     cluster, team, submitter = lab
     first = _sweep(submitter)
     assert sorted(first) == ["train.seed=1", "train.seed=2", "train.seed=3"]
@@ -162,10 +162,10 @@ def test_a_sweep_survives_a_signal_and_a_cancel_and_each_experiment_runs_once(la
         assert steps["pushed"]["bytes"] > 0
     assert [e["event"] for e in _events(folders[signalled])].count("started") == 2
 
-    _check_results(team, submitter, folders, (signalled, cancelled), tmp_path)
+    _check_results(team, submitter, folders, (signalled, cancelled), tmp_path, monkeypatch)
 
 
-def _check_results(team, submitter, folders, interrupted, tmp_path) -> None:
+def _check_results(team, submitter, folders, interrupted, tmp_path, monkeypatch) -> None:
     names = {s: json.loads((f / "job.json").read_text())["name"] for s, f in folders.items()}
     # Three runs on the server, one per experiment: an interrupted one went on in its own run.
     client = MlflowClient(team.mlflow.url)
@@ -178,7 +178,7 @@ def _check_results(team, submitter, folders, interrupted, tmp_path) -> None:
     for s in interrupted:  # each resumed from its checkpoint and equals an uninterrupted run
         ws = folders[s] / "workspace"
         assert json.loads((ws / "reports/train/summary.json").read_text())["resumed_from"] > 0
-        reference = _uninterrupted(ws, tmp_path / s)
+        reference = _uninterrupted(ws, tmp_path / s, monkeypatch)
         assert (ws / "reports/train/losses.csv").read_text() == (
             reference / "reports/losses.csv"
         ).read_text()
@@ -204,30 +204,19 @@ def _check_results(team, submitter, folders, interrupted, tmp_path) -> None:
     assert all(v["metric/content_iou/ab"] is not None for v in scores.values())
 
 
-def _uninterrupted(workspace: Path, folder: Path) -> Path:
-    """The same training, in one go, with one thread as the jobs had (a local tracking store)."""
+def _uninterrupted(workspace: Path, folder: Path, monkeypatch) -> Path:
+    """The same training in one go, in this process, with one thread as the jobs had
+    (tests/conftest.py) and a local tracking store."""
     folder.mkdir(parents=True)
+    (folder / ".git").mkdir()  # the store's repository
     params = read_yaml((workspace / "params.yaml").read_text())  # as DVC wrote it
     params["tracking"]["uri"] = f"sqlite:///{folder / 'mlflow.db'}"
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(
-        [
-            str(BIN / "python"),
-            str(workspace / "stages" / "train.py"),
-            "--params",
-            str(folder / "params.yaml"),
-            "--data",
-            str(workspace / "data" / "prepared"),
-            "--checkpoints",
-            str(folder / "checkpoints"),
-            "--out",
-            str(folder / "models"),
-            "--reports",
-            str(folder / "reports"),
-        ],
-        check=True,
-        capture_output=True,
-        cwd=folder,
-        env={**os.environ, "I2I_QUIET": "1", "OMP_NUM_THREADS": "1"},
+    monkeypatch.chdir(folder)
+    paths = TrainPaths(
+        workspace / "data" / "prepared",
+        folder / "checkpoints",
+        folder / "models",
+        folder / "reports",
     )
+    train(params_from_dict(params), paths)
     return folder
