@@ -29,18 +29,18 @@ os.environ["MKL_NUM_THREADS"] = "1"
 # file whole on one of two workers (--dist loadfile, with --no-loadscope-reorder so this order
 # is kept): a long file started last would run on alone after the other worker ran out of work.
 LONGEST_FIRST = (
-    "test_sweep.py",
     "test_train.py",
+    "test_experiments.py",
     "test_backbones.py",
     "test_two_machines.py",
-    "test_tracking_server.py",
+    "test_sweep.py",
     "test_multinode.py",
-    "test_experiments.py",
-    "test_resume.py",
+    "test_tracking_server.py",
     "test_sample_evaluate_stages.py",
     "test_bench.py",
-    "test_pipeline.py",
     "test_registry.py",
+    "test_resume.py",
+    "test_cut.py",
 )
 
 
