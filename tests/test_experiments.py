@@ -4,12 +4,15 @@ root MLflow store once, a diverging one marked failed, and `i2i compare` on the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +51,8 @@ STAGES = (
 CHANGED = {"i2i/data/preprocess.py": ["preprocess"], "i2i/sample.py": ["sample"]}
 # The weights host as seen from a machine without network: nothing listens on this port.
 OFFLINE_MIRROR = "http://127.0.0.1:9/"
+# Seconds a queue worker gets to exit by itself once the queue is done (it checks every 10 s).
+WORKER_GRACE = 60
 # On PYTHONPATH for the baseline's `dvc repro`: each stage process, as it exits, writes the i2i
 # modules it imported to $I2I_TEST_IMPORTS/<stage>.json (Python imports sitecustomize at start).
 RECORD_IMPORTS = """
@@ -65,22 +70,70 @@ atexit.register(_dump)
 """
 
 
-def run(
-    cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    env = {
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {
         **os.environ,
-        **(env or {}),
+        **(extra or {}),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "GIT_AUTHOR_NAME": "t",
         "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.com",
     }
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(env), capture_output=True, text=True)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def run_queue(root: Path, jobs: int) -> None:
+    """`dvc exp run --run-all -j N`: it starts N detached queue workers and returns once every
+    queued experiment has ended. Its output goes to a file, not a pipe: the workers' launchers
+    inherit it, and reading a pipe to its end would wait for them too. A worker exits once the
+    queue has been empty for about 10 s, but with two workers DVC's file-system broker can lose
+    one's shutdown message, and that worker then waits forever (dvc#8165, dvc-task#77). The
+    queue's work is done by then: a worker still there after WORKER_GRACE s is stopped."""
+    with (root.parent / "run-all.log").open("w") as out:
+        subprocess.run(
+            [str(BIN / "dvc"), "exp", "run", "--run-all", "-j", str(jobs)],
+            cwd=root,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        )
+    celery = root / ".dvc" / "tmp" / "exps" / "celery"
+    deadline = time.monotonic() + WORKER_GRACE
+    while (left := _live_workers(celery)) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            group = os.getpgid(pid)  # its launcher's: DVC starts each in a group of its own
+            if group == os.getpgid(0):
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(group, signal.SIGKILL)
+    (root.parent / "workers-stopped.txt").write_text(" ".join(map(str, left)))
+
+
+def _live_workers(celery: Path) -> list[int]:
+    """The queue workers whose launcher has not recorded an exit code yet and that still run."""
+    pids = []
+    for record in celery.glob("dvc-exp-worker-*.json"):
+        info = json.loads(record.read_text())
+        if info.get("returncode") is None:
+            try:
+                os.kill(info["pid"], 0)
+            except ProcessLookupError:
+                continue
+            pids.append(info["pid"])
+    return pids
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +181,9 @@ def _experiments(root: Path) -> Path:
     run(GIT + ["commit", "-qm", "baseline"], root)
     for name, overrides in QUEUE.items():
         run([str(BIN / "dvc"), "exp", "run", "--queue", "-n", name, *overrides], root)
-    # --run-all starts the queue's workers and waits for them (dvc queue start -j 2 returns at
-    # once).
-    run([str(BIN / "dvc"), "exp", "run", "--run-all", "-j", "2"], root, check=False)
+    # --run-all starts the queue's workers and waits for the experiments (dvc queue start -j 2
+    # returns at once).
+    run_queue(root, 2)
     for name, overrides in WORKSPACE.items():
         run([str(BIN / "dvc"), "exp", "run", "-n", name, *overrides], root)
     return root
